@@ -1,0 +1,38 @@
+# thawcast: `make repro` runs the pipeline, `make test` the fast tests. Both set up
+# everything from nothing (a .venv with the pinned stack) on a fresh clone.
+PYTHON ?= python3.11
+VENV := .venv
+STAMP := $(VENV)/.installed
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := 1
+
+.PHONY: install repro test test-all lint bench clean-venv
+
+install: $(STAMP)
+
+# torch is pinned to 2.13.0 in pyproject.toml: pip then takes the local CPU wheel.
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+repro: install
+	dvc repro
+
+test: install
+	pytest -m "not slow" -q
+
+test-all: install
+	pytest -q
+
+lint: install
+	ruff check src tests benchmarks
+
+bench: install
+	python benchmarks/bench_band_aggregation.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,119 @@
+"""``thawcast``: one subcommand per DVC stage, plus helpers.
+
+Only this module reads ``params.yaml``; stages receive the typed config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+
+from thawcast import __version__
+from thawcast.errors import ThawcastError
+
+log = logging.getLogger("thawcast")
+
+STAGES = {
+    "raw": "generate the synthetic Alaska (default) or ingest downloaded files into data/raw/",
+    "static": "per-band static features (HWSD texture/carbon, lithology) into data/static/",
+    "bands": "per-band monthly ERA5-Land and CMIP5 tables into data/bands/",
+}
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    # xarray/dask chatter that is not actionable for a user of the pipeline.
+    warnings.filterwarnings("ignore", message=".*Converting non-nanosecond precision datetime.*")
+    warnings.filterwarnings("ignore", message=".*does not have a .* _FillValue.*")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="thawcast",
+        description="Forecast soil temperature and active-layer thaw of Alaska's permafrost. "
+        "Each stage subcommand is one DVC stage (see dvc.yaml); run them all with `dvc repro`.",
+    )
+    p.add_argument("--version", action="version", version=f"thawcast {__version__}")
+    p.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, help_text in STAGES.items():
+        sub.add_parser(name, help=f"stage: {help_text}", description=help_text)
+    e = sub.add_parser("expectations", help="(re)write the Great Expectations suites in expectations/")
+    e.add_argument("--out", type=Path, default=Path("expectations"))
+    d = sub.add_parser("download", help="download real data with your own credentials (never run in tests)")
+    dsub = d.add_subparsers(dest="dataset", required=True, metavar="DATASET")
+    era = dsub.add_parser("era5", help="ERA5-Land monthly means for the study box from the Copernicus CDS")
+    era.add_argument("--out", type=Path, default=None, help="folder (default: source.era5land_dir)")
+    era.add_argument("--years", default=None, help="e.g. 2001-2023 (default: period in params)")
+    era.add_argument("--dry-run", action="store_true", help="print the CDS requests, send nothing")
+    return p
+
+
+def _years(text: str | None) -> range | None:
+    if not text:
+        return None
+    try:
+        a, _, b = text.partition("-")
+        first, last = int(a), int(b or a)
+    except ValueError:
+        raise ThawcastError(f"--years must look like 2001-2023, got {text!r}") from None
+    if last < first:
+        raise ThawcastError(f"--years {text}: end before start")
+    return range(first, last + 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    _quiet_libraries()
+    for noisy in ("great_expectations", "distributed", "numba", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return _dispatch(args)
+    except ThawcastError as exc:
+        print(f"thawcast {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "expectations":
+        from thawcast.contracts import write_suites
+
+        for path in write_suites(args.out):
+            print(path)
+        return 0
+    from thawcast.config import load_config
+
+    cfg = load_config(args.params)
+    if args.command == "download":
+        from thawcast.download import download_era5land, era5land_requests
+
+        years = _years(args.years)
+        if args.dry_run:
+            print(json.dumps([{"year": y, "request": r} for y, r in era5land_requests(cfg, years)], indent=2))
+            return 0
+        download_era5land(cfg, args.out or cfg.source.era5land_dir, years)
+        return 0
+    if args.command == "raw":
+        from thawcast.stages import raw as stage
+    elif args.command == "static":
+        from thawcast.stages import static as stage
+    elif args.command == "bands":
+        from thawcast.stages import bands as stage
+    else:  # pragma: no cover - argparse restricts the choices
+        raise ThawcastError(f"unknown command {args.command}")
+    out = stage.run(cfg)
+    log.info("stage %s done: %s", args.command, out)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

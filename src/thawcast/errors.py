@@ -1,0 +1,46 @@
+"""Exceptions that carry a message meant for the person running the pipeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class ThawcastError(Exception):
+    """Base class: the CLI prints the message of these and exits non-zero (no traceback)."""
+
+
+class ConfigError(ThawcastError):
+    """``params.yaml`` is missing, malformed or holds an unknown key or a bad value."""
+
+
+class DataError(ThawcastError):
+    """An input file is unreadable or its content breaks an assumption (units, months, grid).
+
+    Parameters
+    ----------
+    path
+        The file (or folder) at fault; it is named first in the message.
+    problem
+        What is wrong, in words a user can act on.
+    """
+
+    def __init__(self, path: str | Path | None, problem: str) -> None:
+        self.path = None if path is None else Path(path)
+        self.problem = problem
+        where = f"{self.path}: " if self.path is not None else ""
+        super().__init__(f"{where}{problem}")
+
+
+class ValidationFailed(ThawcastError):
+    """A Great Expectations suite failed; ``report`` is the path of the written report."""
+
+    def __init__(self, stage: str, report: Path, failures: list[str]) -> None:
+        self.stage = stage
+        self.report = report
+        self.failures = failures
+        listed = "\n  - ".join(failures[:20])
+        more = f"\n  ... and {len(failures) - 20} more" if len(failures) > 20 else ""
+        super().__init__(
+            f"data validation failed in stage '{stage}' ({len(failures)} failed expectation(s));"
+            f" previous outputs were left untouched. Report: {report}\n  - {listed}{more}"
+        )

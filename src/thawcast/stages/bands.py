@@ -1,0 +1,85 @@
+"""Stage ``bands``: per-band monthly tables under ``data/bands/``.
+
+* ``era5land_bands.nc``: dims ``band, time`` over ``period``; the 12 dynamic features and
+  the 4 soil temperatures (targets), canonical units.
+* ``cmip5_<experiment>.nc``: dims ``band, time`` over each experiment's full span.
+
+Band means are area-weighted over each band's land (see :mod:`thawcast.geometry`) and
+computed chunk by chunk with dask, so the full 0.1 degree ERA5-Land cube streams in
+bounded memory.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+import xarray as xr
+from dask.diagnostics import ProgressBar
+
+from thawcast.aggregate import band_means
+from thawcast.config import Config
+from thawcast.contracts import band_table_frame
+from thawcast.geometry import BandGeometry
+from thawcast.provenance import is_synthetic, provenance, staged_output
+from thawcast.readers.cmip5 import open_cmip5
+from thawcast.readers.common import select_years
+from thawcast.readers.era5land import open_era5land
+from thawcast.validation import run_suite, validate_stage
+
+log = logging.getLogger(__name__)
+
+ERA5_FILE = "era5land_bands.nc"
+METHOD = "area-weighted band mean: cell area (cos lat) x fraction of the cell on the band's land"
+
+
+def cmip5_file(experiment: str) -> str:
+    return f"cmip5_{experiment}.nc"
+
+
+def _compute(ds: xr.Dataset, label: str) -> xr.Dataset:
+    log.info("aggregating %s (%d months, %d variables)", label, ds.sizes["time"], len(ds.data_vars))
+    with ProgressBar(minimum=5.0):
+        return ds.compute()
+
+
+def run(cfg: Config, raw_dir: Path = Path("data/raw"), out_dir: Path = Path("data/bands"),
+        suite_dir: Path = Path("expectations"), report_dir: Path = Path("reports/validation")) -> Path:
+    geom = BandGeometry.from_config(cfg.study_area)
+    era_dir = raw_dir / "era5land"
+    era = open_era5land(era_dir)
+    era = select_years(era, cfg.period.start_year, cfg.period.end_year, str(era_dir))
+    era_b = _compute(band_means(era, geom, source=str(era_dir)), "ERA5-Land")
+    era_b.attrs = provenance("bands", METHOD, era.attrs.get("source_files", str(era_dir)),
+                             synthetic=is_synthetic(era.attrs), source_format=era.attrs.get("source_format", ""))
+    cmip = {}
+    for exp in cfg.cmip5.experiments:
+        ds = open_cmip5(raw_dir / "cmip5", exp, cfg.cmip5.model, cfg.cmip5.ensemble)
+        out = _compute(band_means(ds, geom, source=f"{raw_dir / 'cmip5'} ({exp})"), f"CMIP5 {exp}")
+        out.attrs = provenance("bands", METHOD, ds.attrs["source_files"], synthetic=is_synthetic(ds.attrs),
+                               model_id=cfg.cmip5.model, experiment_id=exp, ensemble=cfg.cmip5.ensemble,
+                               calendar_note="CMIP months mapped to month starts (365_day calendar)")
+        cmip[exp] = out
+
+    era_frame = band_table_frame(era_b)
+    cmip_frame = pd.concat(
+        [band_table_frame(d.expand_dims(experiment=[e]), group="experiment") for e, d in cmip.items()],
+        ignore_index=True,
+    )
+    n_cmip_rows = sum(d.sizes["band"] * d.sizes["time"] for d in cmip.values())
+    sections = [
+        run_suite(era_frame, "bands_era5land", suite_dir,
+                  parameters={"n_rows": geom.n_bands * cfg.period.n_months, "max_band": geom.n_bands - 1},
+                  index_columns=["band", "time"]),
+        run_suite(cmip_frame, "bands_cmip5", suite_dir,
+                  parameters={"n_rows": n_cmip_rows, "max_band": geom.n_bands - 1,
+                              "experiments": list(cfg.cmip5.experiments)},
+                  index_columns=["experiment", "band", "time"]),
+    ]
+    with staged_output(out_dir) as tmp:
+        validate_stage("bands", sections, report_dir)
+        era_b.to_netcdf(tmp / ERA5_FILE)
+        for exp, ds in cmip.items():
+            ds.to_netcdf(tmp / cmip5_file(exp))
+    return out_dir

@@ -1,0 +1,202 @@
+"""The one canonical variable table: every unit conversion in thawcast goes through it.
+
+Canonical units are the ones a soil scientist reads: degrees Celsius, mm/day of water,
+daily-mean fluxes in W m-2 with ECMWF's sign convention (positive = into the surface),
+volumetric soil water in m3 m-3.
+
+ERA5-Land monthly means (CDS ``reanalysis-era5-land-monthly-means``) store
+accumulations as amounts *per day*: precipitation in metres of water per day,
+radiation and turbulent fluxes in J m-2 per day (so divide by 86400 s for W m-2).
+CMIP5 (CMOR) stores fluxes in SI rates: kg m-2 s-1 for precipitation (x 86400 for
+mm/day) and W m-2 with turbulent fluxes ``hfls``/``hfss`` positive *upward* (so the
+sign flips to match ECMWF).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import xarray as xr
+
+from thawcast.errors import DataError
+
+SECONDS_PER_DAY = 86400.0
+KELVIN = 273.15
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """``canonical = raw * scale + offset``, valid for raw data in any of ``units``."""
+
+    units: tuple[str, ...]
+    scale: float = 1.0
+    offset: float = 0.0
+
+    def apply(self, values):
+        return values * self.scale + self.offset if (self.scale, self.offset) != (1.0, 0.0) else values
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One physical quantity and how to get it from each source.
+
+    Attributes
+    ----------
+    name
+        Canonical name used in every derived table.
+    long_name, unit
+        Human name and canonical unit.
+    valid_range
+        Physically possible (min, max) in the canonical unit; values outside are errors.
+    era5, cmip5
+        Source short names (``None`` when the source lacks it).
+    from_era5, from_cmip5
+        Conversions from each source's units.
+    role
+        ``feature``, ``target`` or ``cmip_only`` (a CMIP quantity with no direct ERA5 twin).
+    """
+
+    name: str
+    long_name: str
+    unit: str
+    valid_range: tuple[float, float]
+    role: str
+    era5: str | None = None
+    from_era5: Conversion | None = None
+    cmip5: str | None = None
+    from_cmip5: Conversion | None = None
+    cmip5_table: str = "Amon"
+
+
+_K = ("K", "kelvin", "Kelvin")
+_ERA_M = ("m", "m of water equivalent", "m w.e.", "m day**-1", "m/day")
+_ERA_J = ("J m**-2", "J m-2", "J/m2", "J m**-2 day**-1")
+_W = ("W m-2", "W m**-2", "W/m2", "W m^-2")
+_FLUX = ("kg m-2 s-1", "kg m**-2 s**-1", "kg/m2/s")
+_VOL = ("m**3 m**-3", "m3 m-3", "m3/m3", "1")
+
+_TEMP_ERA = Conversion(_K, 1.0, -KELVIN)
+_TEMP_CMIP = Conversion(_K, 1.0, -KELVIN)
+_PREC_ERA = Conversion(_ERA_M, 1000.0)
+_PREC_CMIP = Conversion(_FLUX, SECONDS_PER_DAY)
+_RAD_ERA = Conversion(_ERA_J, 1.0 / SECONDS_PER_DAY)
+_RAD_CMIP = Conversion(_W)
+_TURB_CMIP = Conversion(_W, -1.0)  # CMIP positive up -> ECMWF positive down
+
+VARIABLES: dict[str, Variable] = {
+    v.name: v
+    for v in [
+        Variable("t_air", "2 m air temperature", "degC", (-75.0, 45.0), "feature",
+                 "t2m", _TEMP_ERA, "tas", _TEMP_CMIP),
+        Variable("t_surface", "skin (surface) temperature", "degC", (-80.0, 60.0), "feature",
+                 "skt", _TEMP_ERA, "ts", _TEMP_CMIP),
+        Variable("p_total", "total precipitation", "mm day-1", (0.0, 250.0), "feature",
+                 "tp", _PREC_ERA, "pr", _PREC_CMIP),
+        Variable("p_snow", "snowfall (water equivalent)", "mm day-1", (0.0, 250.0), "feature",
+                 "sf", _PREC_ERA, "prsn", _PREC_CMIP),
+        Variable("r_thermal", "surface downwelling longwave radiation", "W m-2", (40.0, 550.0),
+                 "feature", "strd", _RAD_ERA, "rlds", _RAD_CMIP),
+        Variable("r_solar", "surface downwelling shortwave radiation", "W m-2", (0.0, 500.0),
+                 "feature", "ssrd", _RAD_ERA, "rsds", _RAD_CMIP),
+        Variable("q_latent", "surface latent heat flux (positive downward)", "W m-2",
+                 (-400.0, 200.0), "feature", "slhf", _RAD_ERA, "hfls", _TURB_CMIP),
+        Variable("q_sensible", "surface sensible heat flux (positive downward)", "W m-2",
+                 (-400.0, 400.0), "feature", "sshf", _RAD_ERA, "hfss", _TURB_CMIP),
+        *[
+            Variable(f"w{i}", f"volumetric soil water, ERA5-Land layer {i}", "m3 m-3",
+                     (0.0, 0.8), "feature", f"swvl{i}", Conversion(_VOL))
+            for i in range(1, 5)
+        ],
+        # CMIP5 mrsos is the water mass in the upper 10 cm: kg m-2 / (1000 kg m-3 * 0.1 m).
+        Variable("w_top_cmip", "volumetric soil water in the upper 10 cm (CMIP mrsos)", "m3 m-3",
+                 (0.0, 0.8), "cmip_only", cmip5="mrsos",
+                 from_cmip5=Conversion(("kg m-2", "kg m**-2", "kg/m2"), 0.01), cmip5_table="Lmon"),
+        *[
+            Variable(f"t_soil{i}", f"soil temperature, ERA5-Land layer {i}", "degC",
+                     (-65.0, 45.0), "target", f"stl{i}", _TEMP_ERA)
+            for i in range(1, 5)
+        ],
+    ]
+}
+
+#: ERA5-Land soil layers: (top, bottom) in metres, and the mid-depths used for profiles.
+ERA5_LAYERS_M: tuple[tuple[float, float], ...] = ((0.0, 0.07), (0.07, 0.28), (0.28, 1.0), (1.0, 2.89))
+ERA5_LAYER_MID_M: tuple[float, ...] = tuple((a + b) / 2 for a, b in ERA5_LAYERS_M)
+
+ERA5_FEATURES = tuple(v.name for v in VARIABLES.values() if v.role == "feature")
+TARGETS = tuple(v.name for v in VARIABLES.values() if v.role == "target")
+ERA5_NAMES = {v.era5: v.name for v in VARIABLES.values() if v.era5}
+CMIP5_NAMES = {v.cmip5: v.name for v in VARIABLES.values() if v.cmip5}
+
+
+def by_source_name(source: str, short_name: str) -> Variable:
+    """Look up the canonical variable for an ``era5`` or ``cmip5`` short name."""
+    table = ERA5_NAMES if source == "era5" else CMIP5_NAMES
+    if short_name not in table:
+        raise KeyError(f"no {source} variable '{short_name}'; known: {sorted(table)}")
+    return VARIABLES[table[short_name]]
+
+
+def _normalise_unit(u: str) -> str:
+    return " ".join(str(u).replace("**", "^").split()).lower()
+
+
+def to_canonical(da: xr.DataArray, source: str, short_name: str, path=None) -> xr.DataArray:
+    """Convert a source variable to its canonical unit, checking its ``units`` attribute.
+
+    Raises
+    ------
+    DataError
+        If the units attribute is missing or not one the source is known to use
+        (e.g. ``degC`` where ERA5 delivers ``K``).
+    """
+    var = by_source_name(source, short_name)
+    conv = var.from_era5 if source == "era5" else var.from_cmip5
+    units = da.attrs.get("units")
+    if units is None:
+        raise DataError(path, f"variable '{short_name}' has no 'units' attribute; expected {conv.units[0]!r}")
+    accepted = {_normalise_unit(u) for u in conv.units}
+    if _normalise_unit(units) not in accepted:
+        raise DataError(
+            path,
+            f"variable '{short_name}' has units {units!r}; expected {conv.units[0]!r}"
+            f" ({source} convention for {var.long_name})",
+        )
+    out = conv.apply(da)
+    out.name = var.name
+    out.attrs = {"units": var.unit, "long_name": var.long_name, f"{source}_name": short_name}
+    return out
+
+
+def from_canonical(values, source: str, short_name: str):
+    """Inverse of :func:`to_canonical` on plain arrays: canonical unit -> the source's unit.
+
+    Returns the converted values and the source's unit string.
+    """
+    var = by_source_name(source, short_name)
+    conv = var.from_era5 if source == "era5" else var.from_cmip5
+    return (values - conv.offset) / conv.scale, conv.units[0]
+
+
+def check_range(da: xr.DataArray | np.ndarray, name: str, path=None) -> None:
+    """Raise :class:`DataError` if finite values leave the variable's physical range."""
+    lo, hi = VARIABLES[name].valid_range
+    values = np.asarray(da)
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return
+    vmin, vmax = float(finite.min()), float(finite.max())
+    if vmin < lo or vmax > hi:
+        unit = VARIABLES[name].unit
+        raise DataError(
+            path,
+            f"'{name}' has values {vmin:.4g}..{vmax:.4g} {unit}, outside the physical range"
+            f" {lo}..{hi} {unit} (wrong units, or unflagged fill values such as -9999 or 1e20?)",
+        )
+
+
+def units_of(names: Mapping[str, object] | list[str]) -> dict[str, str]:
+    """Canonical unit per canonical variable name."""
+    return {n: VARIABLES[n].unit for n in names}
