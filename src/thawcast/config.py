@@ -7,6 +7,7 @@ silently falls back to a default.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Literal
 
@@ -63,7 +64,7 @@ class StudyAreaConfig(_Section):
     def _increasing(cls, v: tuple[float, ...]) -> tuple[float, ...]:
         if len(v) < 2:
             raise ValueError("band_edges needs at least two edges (one band)")
-        if any(b <= a for a, b in zip(v, v[1:])):
+        if any(b <= a for a, b in itertools.pairwise(v)):
             raise ValueError(f"band_edges must be strictly increasing, got {list(v)}")
         if v[0] < -90 or v[-1] > 90:
             raise ValueError("band_edges must lie within -90..90")

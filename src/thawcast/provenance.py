@@ -8,7 +8,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from thawcast import __version__
@@ -22,7 +22,7 @@ def git_commit() -> str:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
                              timeout=10).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, timeout=10).stdout.strip()
+                               text=True, timeout=10, check=False).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -36,7 +36,7 @@ def provenance(stage: str, method: str, sources: list[str] | str, synthetic: boo
         "institution": "thawcast",
         "source": src,
         "method": method,
-        "history": f"{datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%SZ} thawcast {__version__} stage '{stage}'",
+        "history": f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} thawcast {__version__} stage '{stage}'",
         "thawcast_version": __version__,
         "thawcast_stage": stage,
         "git_commit": git_commit(),

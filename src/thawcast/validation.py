@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -83,7 +83,7 @@ def run_suite(
     result = batch.validate(suite, expectation_parameters=parameters or {}, result_format=fmt)
     failed = [r for r in result.results if not r.success]
     return {
-        "suite": suite_name, "success": bool(result.success), "rows": int(len(frame)),
+        "suite": suite_name, "success": bool(result.success), "rows": len(frame),
         "expectations": len(result.results), "failed": len(failed),
         "failures": [f"[{suite_name}] {_describe(r)}" for r in failed],
         "details": result.to_json_dict(),
@@ -101,7 +101,7 @@ def validate_stage(stage: str, sections: list[dict], report_dir: Path = Path("re
     failures = [f for s in sections for f in s["failures"]]
     report = {
         "stage": stage, "success": not failures,
-        "validated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "validated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "failures": failures, "suites": sections,
     }
     report_dir = Path(report_dir)

@@ -24,7 +24,13 @@ import xarray as xr
 
 from thawcast.config import CMIP5_EXPERIMENTS
 from thawcast.errors import DataError
-from thawcast.readers.common import check_months, check_shared_time, month_starts, normalise_grid, open_netcdf
+from thawcast.readers.common import (
+    check_months,
+    check_shared_time,
+    month_starts,
+    normalise_grid,
+    open_netcdf,
+)
 from thawcast.variables import VARIABLES, to_canonical
 
 CMIP5_VARIABLES: tuple[str, ...] = tuple(v.cmip5 for v in VARIABLES.values() if v.cmip5)

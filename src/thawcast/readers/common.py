@@ -32,7 +32,7 @@ def open_netcdf(path: Path, chunks: dict | None = None, use_cftime: bool = False
         # Touch the header of every variable: truncated files often fail only here.
         for name in ds.variables:
             _ = ds[name].dtype
-    except Exception as exc:  # netCDF4/h5py raise OSError, ValueError, RuntimeError, KeyError
+    except Exception as exc:  # noqa: BLE001 - netCDF4/h5py raise OSError, ValueError, RuntimeError, KeyError...
         raise DataError(path, f"not a readable NetCDF file (corrupt or truncated?): {exc}") from None
     return ds
 

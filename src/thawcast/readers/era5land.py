@@ -14,6 +14,7 @@ Handles the layouts seen in practice:
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,7 +24,13 @@ import pandas as pd
 import xarray as xr
 
 from thawcast.errors import DataError
-from thawcast.readers.common import check_months, check_shared_time, month_starts, normalise_grid, open_netcdf
+from thawcast.readers.common import (
+    check_months,
+    check_shared_time,
+    month_starts,
+    normalise_grid,
+    open_netcdf,
+)
 from thawcast.variables import ERA5_NAMES, VARIABLES, to_canonical
 
 log = logging.getLogger(__name__)
@@ -146,7 +153,7 @@ def open_era5land(
 
 
 def _check_overlaps(items: list[tuple[Path, xr.DataArray]], var: str) -> None:
-    for (f1, a), (f2, b) in zip(items, items[1:]):
+    for (f1, a), (f2, b) in itertools.pairwise(items):
         if b["time"].values[0] <= a["time"].values[-1]:
             raise DataError(
                 f2, f"duplicated months for '{var}': overlaps {f1.name} (both hold"

@@ -16,7 +16,6 @@ from __future__ import annotations
 import importlib.resources
 from pathlib import Path
 
-import numpy as np
 import xarray as xr
 
 from thawcast.errors import DataError

@@ -28,7 +28,12 @@ log = logging.getLogger(__name__)
 
 
 def _generate(cfg: Config, tmp: Path) -> None:
-    from thawcast.synthetic.world import simulate_era5land, write_cmip5, write_era5land, write_lithology
+    from thawcast.synthetic.world import (
+        simulate_era5land,
+        write_cmip5,
+        write_era5land,
+        write_lithology,
+    )
 
     era_rng, cmip_rng, lith_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(cfg.seed).spawn(3))
     ds = simulate_era5land(cfg, era_rng)

@@ -55,7 +55,7 @@ SCENARIO_WARMING = {"historical": None, "rcp26": 0.3, "rcp45": 0.55, "rcp60": 0.
 
 def month_table(times: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray]:
     """Mid-month day of year and decimal year for month-start timestamps."""
-    doy = (times.dayofyear + times.days_in_month / 2.0).to_numpy(dtype=float)
+    doy = (times.day_of_year + times.days_in_month / 2.0).to_numpy(dtype=float)
     dec = times.year.to_numpy(dtype=float) + (doy / 365.25)
     return doy, dec
 
@@ -75,7 +75,7 @@ def monthly_insolation(lat_deg: np.ndarray, times: pd.DatetimeIndex) -> np.ndarr
     lat = np.asarray(lat_deg, dtype=float)
     out = np.empty((len(times),) + lat.shape)
     for i, t in enumerate(times):
-        days = (t.dayofyear + np.arange(t.days_in_month)).reshape((-1,) + (1,) * lat.ndim)
+        days = (t.day_of_year + np.arange(t.days_in_month)).reshape((-1,) + (1,) * lat.ndim)
         out[i] = toa_insolation(lat[None], days).mean(0)
     return out
 

@@ -26,7 +26,7 @@ from thawcast.static import LITHOLOGY_CLASSES
 from thawcast.synthetic import SYNTHETIC_NOTE
 from thawcast.synthetic.climate import IPSL_LIKE_BIAS, SCENARIO_WARMING, generate
 from thawcast.synthetic.soil import SoilParams, layer_matrix, node_grid, simulate
-from thawcast.variables import ERA5_FEATURES, VARIABLES, from_canonical
+from thawcast.variables import VARIABLES, from_canonical
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def simulate_era5land(cfg: Config, rng: np.random.Generator) -> xr.Dataset:
 
 def soil_temperatures(
     fields: dict[str, np.ndarray], land: np.ndarray, times: pd.DatetimeIndex,
-    spinup_years: int, dt_days: float, params: SoilParams = SoilParams(),
+    spinup_years: int, dt_days: float, params: SoilParams | None = None,
 ) -> np.ndarray:
     """Monthly mean temperature of the 4 ERA5-Land layers [4, time, lat, lon] (NaN off land).
 
@@ -85,6 +85,7 @@ def soil_temperatures(
     air temperature plus a summer radiative warming (snow-free ground only). The first
     year's forcing is repeated ``spinup_years`` times before the record starts.
     """
+    params = SoilParams() if params is None else params
     idx = np.flatnonzero(land.ravel())
     nt = len(times)
     col = {k: fields[k].reshape(nt, -1)[:, idx] for k in ("t_air", "p_snow", "r_solar", "w3")}
@@ -165,7 +166,13 @@ def cmip_chunks(first: int, last: int, years_per_file: int) -> list[tuple[int, i
 
 
 def write_cmip5(cfg: Config, folder: Path, rng: np.random.Generator) -> list[Path]:
-    """Write synthetic IPSL-CM5A-MR files for every configured experiment."""
+    """Write synthetic IPSL-CM5A-MR files for every configured experiment.
+
+    All RCPs share one weather realisation (one seed drawn from ``rng``): they differ only
+    by their forced warming, so the scenario spread in the synthetic data is the forced
+    signal alone. The historical run has its own weather.
+    """
+    hist_seed, rcp_seed = rng.integers(0, 2**32, size=2)
     folder.mkdir(parents=True, exist_ok=True)
     lat, lon = cmip_grid(cfg)
     lon2, lat2 = np.meshgrid(((lon + 180) % 360) - 180, lat)
@@ -179,7 +186,8 @@ def write_cmip5(cfg: Config, folder: Path, rng: np.random.Generator) -> list[Pat
     for exp in cfg.cmip5.experiments:
         first, last = spans[exp]
         times = pd.date_range(f"{first}-01-01", f"{last}-12-01", freq="MS")
-        fields = generate(lat2, lon2, times, rng, hist_rate=cfg.synthetic.warming_k_per_decade,
+        exp_rng = np.random.default_rng(hist_seed if exp == "historical" else rcp_seed)
+        fields = generate(lat2, lon2, times, exp_rng, hist_rate=cfg.synthetic.warming_k_per_decade,
                           scenario_rate=SCENARIO_WARMING[exp], bias=IPSL_LIKE_BIAS)
         log.info("synthetic CMIP5 %s %s: %d months", cfg.cmip5.model, exp, len(times))
         for name, var in VARIABLES.items():

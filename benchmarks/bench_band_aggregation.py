@@ -1,0 +1,102 @@
+"""Benchmark: streaming band aggregation vs. loading the whole ERA5-Land cube.
+
+Generates a full 0.1 degree ERA5-Land-format cube for the study box (121 x 271 cells x
+276 months x 16 variables, CDS layout, one file per year - random but in-range values),
+then aggregates it to band means twice, each in a fresh process:
+
+* ``stream``: thawcast's reader + ``band_means`` over dask chunks of 12 months;
+* ``naive``: the same files loaded fully into memory first, then averaged.
+
+Reports wall time and peak RSS of each and their ratios (measured in one run; the
+machines are shared and noisy, so compare ratios, not absolute numbers).
+
+Usage::
+
+    python benchmarks/bench_band_aggregation.py            # full cube (~0.6 GB of NetCDF)
+    python benchmarks/bench_band_aggregation.py --years 3  # quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+HERE = Path(__file__).resolve().parent
+
+
+def generate(folder: Path, years: int, seed: int = 0) -> None:
+    from thawcast.synthetic.world import write_era5land
+    from thawcast.variables import ERA5_FEATURES, TARGETS, VARIABLES
+
+    folder.mkdir(parents=True, exist_ok=True)
+    lat = np.round(np.arange(59.2, 71.4 + 1e-9, 0.1), 3)
+    lon = np.round(np.arange(-168.0, -141.0 + 1e-9, 0.1), 3)
+    rng = np.random.default_rng(seed)
+    for year in range(2001, 2001 + years):
+        if (folder / f"era5land_monthly_{year}.nc").exists():
+            continue
+        times = pd.date_range(f"{year}-01-01", periods=12, freq="MS")
+        data = {}
+        for name in ERA5_FEATURES + TARGETS:
+            lo, hi = VARIABLES[name].valid_range
+            mid, span = (lo + hi) / 2, (hi - lo) / 10
+            data[name] = (("time", "lat", "lon"),
+                          (mid + span * rng.random((12, lat.size, lon.size), dtype=np.float32)).astype(np.float32))
+        write_era5land(xr.Dataset(data, coords={"time": times, "lat": lat, "lon": lon}), folder)
+        print(f"generated {year}", flush=True)
+
+
+def run_mode(mode: str, folder: Path) -> dict:
+    from thawcast.aggregate import band_means
+    from thawcast.config import StudyAreaConfig
+    from thawcast.geometry import BandGeometry
+    from thawcast.readers.era5land import open_era5land
+
+    geom = BandGeometry.from_config(StudyAreaConfig())
+    t0 = time.perf_counter()
+    ds = open_era5land(folder, chunks={"time": 12})
+    if mode == "naive":
+        ds = ds.load()
+    out = band_means(ds, geom).compute()
+    wall = time.perf_counter() - t0
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"mode": mode, "wall_s": wall, "peak_rss_mib": peak_mib, "checksum": float(out["t_air"].sum())}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--years", type=int, default=23)
+    ap.add_argument("--dir", type=Path, default=HERE / "_out" / "era5land_0.1deg")
+    ap.add_argument("--mode", choices=["stream", "naive"], help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.mode:
+        print(json.dumps(run_mode(args.mode, args.dir)))
+        return
+    generate(args.dir, args.years)
+    size_mib = sum(p.stat().st_size for p in args.dir.glob("*.nc")) / 2**20
+    cells = xr.open_dataset(next(args.dir.glob("*.nc"))).sizes
+    print(f"cube: {cells['latitude']} x {cells['longitude']} cells x {12 * args.years} months x 16 variables,"
+          f" {size_mib:.0f} MiB on disk")
+    results = {}
+    for mode in ("stream", "naive"):
+        proc = subprocess.run([sys.executable, __file__, "--dir", str(args.dir), "--mode", mode],
+                              capture_output=True, text=True, check=True)
+        results[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
+        r = results[mode]
+        print(f"{mode:>6}: wall {r['wall_s']:7.1f} s   peak RSS {r['peak_rss_mib']:8.0f} MiB")
+    s, n = results["stream"], results["naive"]
+    assert abs(s["checksum"] - n["checksum"]) <= 1e-6 * abs(n["checksum"]), "modes disagree"
+    print(f"ratios stream/naive: wall {s['wall_s'] / n['wall_s']:.2f}, peak RSS {s['peak_rss_mib'] / n['peak_rss_mib']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""Shared fixtures: a tiny synthetic world built once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from thawcast.config import Config, parse_config
+
+REPO = Path(__file__).resolve().parents[1]
+SUITES = REPO / "expectations"
+REAL_ERA5 = REPO / "tests" / "data" / "era5_monthly_healy_2010-2019.nc"
+
+TINY = {
+    "seed": 7,
+    "period": {"start_year": 2001, "end_year": 2003},
+    "synthetic": {"resolution_deg": 1.0, "hist_start_year": 2001, "scenario_end_year": 2030,
+                  "spinup_years": 2, "soil_dt_days": 5.0},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_cfg() -> Config:
+    return parse_config(TINY)
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory, tiny_cfg):
+    """Run the raw, static and bands stages once on the tiny config; return the folders."""
+    from thawcast.stages import bands, raw, static
+
+    root = tmp_path_factory.mktemp("world")
+    reports = root / "reports"
+    raw.run(tiny_cfg, root / "raw", SUITES, reports)
+    static.run(tiny_cfg, root / "raw", root / "static", SUITES, reports)
+    bands.run(tiny_cfg, root / "raw", root / "bands", SUITES, reports)
+    return root
+
+
+@pytest.fixture()
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)

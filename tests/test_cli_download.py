@@ -1,0 +1,49 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from thawcast.cli import STAGES, main
+from thawcast.config import parse_config
+from thawcast.download import CDS_VARIABLE_NAMES, ERA5LAND_DATASET, era5land_request
+
+
+def test_help_lists_every_stage():
+    out = subprocess.run([sys.executable, "-m", "thawcast.cli", "--help"], capture_output=True, text=True, check=True)
+    for stage in STAGES:
+        assert stage in out.stdout
+
+
+def test_bad_params_exit_nonzero_with_message(tmp_path, capsys):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("period:\n  start_yaer: 2001\n")
+    assert main(["--params", str(bad), "raw"]) == 2
+    assert "period.start_yaer: unknown key" in capsys.readouterr().err
+
+
+def test_era5_request_covers_study_box_and_variables():
+    cfg = parse_config({})
+    req = era5land_request(cfg, 2005)
+    north, west, south, east = req["area"]
+    assert north >= 71.336926 and south <= 59.2632802 and west <= -168 and east >= -141
+    assert len(req["variable"]) == 16 and set(req["variable"]) == set(CDS_VARIABLE_NAMES.values())
+    assert req["product_type"] == ["monthly_averaged_reanalysis"]
+    assert req["year"] == ["2005"] and len(req["month"]) == 12
+    assert ERA5LAND_DATASET == "reanalysis-era5-land-monthly-means"
+
+
+def test_download_dry_run_prints_one_request_per_year(capsys, tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text("{}\n")
+    assert main(["--params", str(p), "download", "era5", "--years", "2019-2021", "--dry-run"]) == 0
+    reqs = json.loads(capsys.readouterr().out)
+    assert [r["year"] for r in reqs] == [2019, 2020, 2021]
+
+
+@pytest.mark.parametrize("years", ["2021-2019", "abc"])
+def test_download_bad_years(years, tmp_path, capsys):
+    p = tmp_path / "params.yaml"
+    p.write_text("{}\n")
+    assert main(["--params", str(p), "download", "era5", "--years", years, "--dry-run"]) == 2
+    assert "--years" in capsys.readouterr().err

@@ -1,0 +1,42 @@
+"""`dvc repro` end to end on a tiny profile, in a throw-away copy of the repository."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from conftest import REPO, TINY
+
+
+def _run(cmd, cwd, env):
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900, check=False)
+
+
+def test_dvc_repro_twice_is_a_noop(tmp_path):
+    work = tmp_path / "repo"
+    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    for f in files:
+        if (REPO / f).exists():
+            (work / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / f, work / f)
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    for key, value in TINY.items():
+        params[key] = {**params[key], **value} if isinstance(value, dict) else value
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    (work / "dvc.lock").unlink(missing_ok=True)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"]):
+        assert _run(cmd, work, env).returncode == 0
+    first = _run(["dvc", "repro"], work, env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    for stage in ("raw", "static", "bands"):
+        assert f"Running stage '{stage}'" in first.stdout
+    assert (work / "data" / "bands" / "era5land_bands.nc").exists()
+    second = _run(["dvc", "repro"], work, env)
+    assert second.returncode == 0
+    assert "Running stage" not in second.stdout
+    assert "up to date" in second.stdout

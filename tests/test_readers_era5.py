@@ -1,0 +1,120 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import REAL_ERA5
+from helpers import canonical_cube, rewrite, write_cds
+from thawcast.errors import DataError
+from thawcast.readers.era5land import open_era5land
+
+
+def test_real_cds_file_with_integer_date(tmp_path):
+    """The real ERA5 sample (cfgrib layout: integer YYYYMMDD `date`, descending latitude)."""
+    ds = open_era5land(REAL_ERA5, variables=("t2m",))
+    t = pd.DatetimeIndex(ds["time"].values)
+    assert len(t) == 120 and t[0] == pd.Timestamp("2010-01-01") and t[-1] == pd.Timestamp("2019-12-01")
+    assert np.all(np.diff(ds["lat"].values) > 0)
+    t_air = ds["t_air"].load()
+    assert t_air.attrs["units"] == "degC"
+    # Interior Alaska near Healy: January around -20 C, July around +13 C.
+    clim = t_air.mean(("lat", "lon")).groupby("time.month").mean()
+    assert -30 < float(clim.sel(month=1)) < -10
+    assert 8 < float(clim.sel(month=7)) < 18
+
+
+def test_synthetic_cds_files_round_trip(tmp_path):
+    cube = canonical_cube()
+    write_cds(cube, tmp_path)
+    ds = open_era5land(tmp_path).load()
+    assert set(ds.data_vars) == set(cube.data_vars)
+    for v in cube.data_vars:
+        np.testing.assert_allclose(ds[v].values, cube[v].values, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("layout", ["time", "date", "ascending_lat", "lon_0_360"])
+def test_layouts_give_the_same_result(tmp_path, layout):
+    cube = canonical_cube(years=(2001,))
+    ref_dir, alt_dir = tmp_path / "ref", tmp_path / "alt"
+    write_cds(cube, ref_dir)
+    (path,) = write_cds(cube, alt_dir)
+
+    def change(ds):
+        if layout == "time":
+            return ds.rename({"valid_time": "time"})
+        if layout == "date":
+            ints = pd.DatetimeIndex(ds["valid_time"].values).strftime("%Y%m%d").astype(int)
+            return ds.assign_coords(valid_time=ints).rename({"valid_time": "date"})
+        if layout == "ascending_lat":
+            return ds.sortby("latitude")
+        return ds.assign_coords(longitude=ds["longitude"] % 360)
+
+    rewrite(path, change)
+    ref, alt = open_era5land(ref_dir).load(), open_era5land(alt_dir).load()
+    for v in ref.data_vars:
+        np.testing.assert_allclose(alt[v].values, ref[v].values, atol=1e-4)
+    np.testing.assert_allclose(alt["lon"].values, ref["lon"].values)
+
+
+def test_truncated_file_is_named(tmp_path):
+    (path,) = write_cds(canonical_cube(years=(2001,)), tmp_path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    with pytest.raises(DataError, match=rf"{path.name}.*not a readable NetCDF"):
+        open_era5land(tmp_path)
+
+
+def test_empty_file(tmp_path):
+    (tmp_path / "x.nc").write_bytes(b"")
+    with pytest.raises(DataError, match="empty"):
+        open_era5land(tmp_path)
+
+
+def test_missing_variable(tmp_path):
+    (path,) = write_cds(canonical_cube(years=(2001,)), tmp_path)
+    rewrite(path, lambda ds: ds.drop_vars("stl3"))
+    with pytest.raises(DataError, match=r"\['stl3'\] not found"):
+        open_era5land(tmp_path)
+
+
+def test_celsius_where_kelvin_expected(tmp_path):
+    (path,) = write_cds(canonical_cube(years=(2001,)), tmp_path)
+
+    def to_c(ds):
+        ds["t2m"] = ds["t2m"] - 273.15
+        ds["t2m"].attrs["units"] = "degC"
+        return ds
+
+    rewrite(path, to_c)
+    with pytest.raises(DataError, match=rf"{path.name}: variable 't2m' has units 'degC'; expected 'K'"):
+        open_era5land(tmp_path)
+
+
+def test_duplicated_months_across_files(tmp_path):
+    write_cds(canonical_cube(years=(2001, 2002)), tmp_path)
+    dup = canonical_cube(years=(2002,))
+    write_cds(dup, tmp_path / "more")
+    (tmp_path / "more" / "era5land_monthly_2002.nc").rename(tmp_path / "era5land_copy_2002.nc")
+    with pytest.raises(DataError, match="duplicated months"):
+        open_era5land(tmp_path)
+
+
+def test_missing_months(tmp_path):
+    (path,) = write_cds(canonical_cube(years=(2001,)), tmp_path)
+    rewrite(path, lambda ds: ds.drop_isel(valid_time=[4, 5]))
+    with pytest.raises(DataError, match=r"missing 2 month\(s\): 2001-05, 2001-06"):
+        open_era5land(tmp_path)
+
+
+def test_files_on_different_grids(tmp_path):
+    write_cds(canonical_cube(years=(2001,)), tmp_path)
+    write_cds(canonical_cube(years=(2002,), lat=np.arange(59.0, 71.6, 0.25)), tmp_path / "b")
+    (tmp_path / "b" / "era5land_monthly_2002.nc").rename(tmp_path / "era5land_monthly_2002.nc")
+    with pytest.raises(DataError, match="grid differs"):
+        open_era5land(tmp_path)
+
+
+def test_no_time_coordinate(tmp_path):
+    (path,) = write_cds(canonical_cube(years=(2001,)), tmp_path)
+    rewrite(path, lambda ds: ds.drop_vars("expver").rename({"valid_time": "when"}))
+    with pytest.raises(DataError, match="no time coordinate"):
+        open_era5land(tmp_path)

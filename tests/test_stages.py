@@ -1,0 +1,114 @@
+"""Stages end to end on the tiny world: outputs, provenance, and nothing lost on failure."""
+
+import shutil
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from conftest import SUITES
+from thawcast.config import parse_config
+from thawcast.errors import DataError, ValidationFailed
+from thawcast.stages import bands, raw
+
+
+def test_outputs_and_provenance(tiny_world, tiny_cfg):
+    era = xr.open_dataset(tiny_world / "bands" / "era5land_bands.nc")
+    assert era.sizes == {"band": 6, "time": 36}
+    assert era["t_soil4"].attrs["units"] == "degC"
+    assert {"thawcast_version", "git_commit", "method", "source"} <= set(era.attrs)
+    for exp in tiny_cfg.cmip5.experiments:
+        c = xr.open_dataset(tiny_world / "bands" / f"cmip5_{exp}.nc")
+        assert c.attrs["experiment_id"] == exp and c.attrs["thawcast_synthetic"] == "true"
+    static = xr.open_dataset(tiny_world / "static" / "static_bands.nc")
+    assert static.attrs["hwsd_note"].startswith("texture and organic carbon are REAL")
+    # Real HWSD: Alaskan topsoil texture sums to ~100 % and is sand/silt dominated.
+    total = static["clay_pct"] + static["sand_pct"] + static["silt_pct"]
+    np.testing.assert_allclose(total.values, 100.0, atol=2.0)
+    # Per-layer organic carbon declines with depth and bulk density rises.
+    assert np.all(static["oc_l1_g_kg"] > static["oc_l4_g_kg"])
+    assert np.all(static["bulk_density_l1_kg_m3"] < static["bulk_density_l4_kg_m3"])
+
+
+def test_cmip_scenarios_warm_in_order(tiny_world):
+    def trend(exp):
+        t = xr.open_dataset(tiny_world / "bands" / f"cmip5_{exp}.nc")["t_air"].mean("band")
+        annual = t.groupby("time.year").mean()
+        return np.polyfit(annual["year"], annual.values, 1)[0]
+
+    slopes = [trend(e) for e in ("rcp26", "rcp45", "rcp60", "rcp85")]
+    assert np.all(np.diff(slopes) > 0), slopes  # RCP2.6 < 4.5 < 6.0 < 8.5
+    assert slopes[3] - slopes[0] == pytest.approx(0.07, abs=0.02)  # 1.0 - 0.3 K/decade
+
+
+def test_cmip_is_biased_against_era5(tiny_world):
+    era = xr.open_dataset(tiny_world / "bands" / "era5land_bands.nc")
+    hist = xr.open_dataset(tiny_world / "bands" / "cmip5_historical.nc").sel(time=slice("2001", "2003"))
+    assert float((hist["t_air"] - era["t_air"]).mean()) < -1.0  # a cold model
+    assert float(hist["p_total"].mean() / era["p_total"].mean()) > 1.15  # a wet model
+
+
+def _copy_world(tiny_world, tmp_path):
+    for name in ("raw", "bands"):
+        shutil.copytree(tiny_world / name, tmp_path / name)
+    return tmp_path
+
+
+def test_bad_raw_data_keeps_previous_outputs(tiny_world, tiny_cfg, tmp_path):
+    root = _copy_world(tiny_world, tmp_path)
+    before = {p.name: p.read_bytes() for p in (root / "bands").iterdir()}
+    path = root / "raw" / "era5land" / "era5land_monthly_2002.nc"
+    ds = xr.load_dataset(path)
+    ds["t2m"][3] = -9999.0  # an unflagged fill value
+    path.unlink()
+    ds.to_netcdf(path)
+    with pytest.raises(ValidationFailed, match="t_air"):
+        bands.run(tiny_cfg, root / "raw", root / "bands", SUITES, root / "reports")
+    assert {p.name: p.read_bytes() for p in (root / "bands").iterdir()} == before
+    assert (root / "reports" / "bands.json").exists()
+    # The raw stage's own contract catches it too, naming the file.
+    with pytest.raises(ValidationFailed, match="era5land_monthly_2002.nc"):
+        validate = raw.validation_sections(tiny_cfg, root / "raw", SUITES)
+        from thawcast.validation import validate_stage
+
+        validate_stage("raw", validate, root / "reports")
+
+
+def test_nan_on_land_fails_raw_validation(tiny_world, tiny_cfg, tmp_path):
+    root = _copy_world(tiny_world, tmp_path)
+    path = root / "raw" / "era5land" / "era5land_monthly_2001.nc"
+    ds = xr.load_dataset(path)
+    land = np.isfinite(ds["swvl2"][0].values)
+    ii, jj = np.argwhere(land)[0]
+    ds["swvl2"][5, ii, jj] = np.nan
+    path.unlink()
+    ds.to_netcdf(path)
+    sections = raw.validation_sections(tiny_cfg, root / "raw", SUITES)
+    failures = [f for s in sections for f in s["failures"]]
+    assert any("w2__nan_land" in f for f in failures)
+
+
+def test_years_outside_the_data(tiny_world, tmp_path):
+    cfg = parse_config({"period": {"start_year": 2001, "end_year": 2005},
+                        "synthetic": {"hist_start_year": 2001}})
+    with pytest.raises(DataError, match=r"years 2001-2005 are outside the data, which cover 2001-01 to 2003-12"):
+        bands.run(cfg, tiny_world / "raw", tmp_path / "bands", SUITES, tmp_path / "reports")
+    assert not (tmp_path / "bands").exists()
+
+
+def test_ingest_of_user_files(tiny_world, tiny_cfg, tmp_path):
+    """source.kind = files: the same readers and contracts on 'downloaded' files."""
+    ext = tmp_path / "external"
+    shutil.copytree(tiny_world / "raw" / "era5land", ext / "era5land")
+    shutil.copytree(tiny_world / "raw" / "cmip5", ext / "cmip5")
+    cfg = tiny_cfg.model_copy(update={"source": tiny_cfg.source.model_copy(update={
+        "kind": "files", "era5land_dir": ext / "era5land", "cmip5_dir": ext / "cmip5"})})
+    raw.run(cfg, tmp_path / "raw", SUITES, tmp_path / "reports")
+    assert len(list((tmp_path / "raw" / "era5land").glob("*.nc"))) == 3
+    assert not (tmp_path / "raw" / "static").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cfg_bad = cfg.model_copy(update={"source": cfg.source.model_copy(update={"cmip5_dir": empty})})
+    with pytest.raises(DataError, match="no IPSL-CM5A-MR r1i1p1 CMIP5 files"):
+        raw.run(cfg_bad, tmp_path / "raw", SUITES, tmp_path / "reports")
+    assert len(list((tmp_path / "raw" / "era5land").glob("*.nc"))) == 3  # previous output kept

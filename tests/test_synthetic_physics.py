@@ -1,0 +1,116 @@
+"""Hold the synthetic Alaska to physics."""
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from thawcast.synthetic.climate import monthly_insolation, toa_insolation
+from thawcast.synthetic.soil import SoilParams, node_grid, simulate
+
+UNIFORM = SoilParams(k_frozen=1.5, k_thawed=1.5, c_frozen=2.0e6, c_thawed=2.0e6, surface_resistance=1e-9)
+
+
+def _periodic_run(params, years=10, dt=1.0, mean=-8.0, amp=10.0):
+    steps = int(365 * years / dt)
+    t = np.arange(steps) * dt
+    ts = (mean + amp * np.sin(2 * np.pi * t / 365.0))[:, None]
+    temps, _, z = simulate(ts, np.zeros_like(ts), ts, dt, np.array([0.0]), params,
+                           t_init=np.array([mean]), latent=False, snow=False)
+    return t, temps[:, 0, :], z
+
+
+def test_damping_and_lag_follow_exp_minus_z_over_d():
+    """Periodic surface temperature: A(z) = A0 exp(-z/d), lag = z/d radians, d = sqrt(2 kappa / omega)."""
+    t, temps, z = _periodic_run(UNIFORM)
+    last = temps[-365 * 3:]
+    tt = t[-365 * 3:]
+    omega = 2 * np.pi / 365.0
+    d = np.sqrt(2 * (1.5 / 2.0e6) / (omega / 86400.0))  # metres
+    sel = (z > 0.1) & (z < 3.0)
+    # amplitude and phase by projecting on the annual harmonic
+    s, c = np.sin(omega * tt), np.cos(omega * tt)
+    a = 2 * (last * s[:, None]).mean(0)
+    b = 2 * (last * c[:, None]).mean(0)
+    amp = np.hypot(a, b)[sel]
+    phase = np.unwrap(np.arctan2(b, a))[sel]
+    d_amp = -1.0 / np.polyfit(z[sel], np.log(amp), 1)[0]
+    d_lag = 1.0 / np.polyfit(z[sel], -phase, 1)[0]
+    assert d_amp == pytest.approx(d, rel=0.12)
+    assert d_lag == pytest.approx(d, rel=0.12)
+
+
+def test_zero_curtain_holds_soil_near_freezing():
+    """With latent heat the 50 cm soil spends far longer within 0.5 K of 0 C."""
+    steps = 365 * 6
+    t = np.arange(steps, dtype=float)
+    ts = (-2.0 + 12.0 * np.sin(2 * np.pi * t / 365.0))[:, None]
+    params = SoilParams(surface_resistance=1e-9)
+    _, z = node_grid(params)
+    k = np.argmin(np.abs(z - 0.5))
+    runs = {}
+    for latent in (False, True):
+        temps, _, _ = simulate(ts, np.zeros_like(ts), ts, 1.0, np.array([0.35]), params,
+                               t_init=np.array([-2.0]), latent=latent, snow=False)
+        runs[latent] = np.mean(np.abs(temps[-365 * 2:, 0, k]) < 0.5)
+    assert runs[True] > 2.5 * runs[False]
+    assert runs[True] > 0.1
+
+
+def test_snow_insulates():
+    """Same air temperature; snowfall keeps the winter soil warmer."""
+    steps = 365 * 6
+    t = np.arange(steps, dtype=float)
+    air = (-8.0 + 15.0 * np.sin(2 * np.pi * (t - 100) / 365.0))[:, None]
+    snowfall = np.where(air < 0, 1.5, 0.0)
+    winter = (np.sin(2 * np.pi * (t - 100) / 365.0) < -0.7)[-365 * 2:]
+    out = {}
+    for snow in (False, True):
+        temps, _depth, _z = simulate(air, snowfall, air, 1.0, np.array([0.3]), SoilParams(),
+                                   t_init=np.array([-5.0]), snow=snow)
+        out[snow] = temps[-365 * 2:, 0, 2][winter].mean()
+    assert out[True] > out[False] + 3.0
+
+
+def test_insolation_known_values():
+    # Polar night at 71 N in late December, midnight sun at 71 N in June.
+    assert toa_insolation(np.array(71.0), np.array(355.0)) == pytest.approx(0.0, abs=1e-6)
+    # Polar day (sun never sets): Q = S0 * dist * sin(lat) * sin(declination).
+    decl = np.deg2rad(23.44) * np.sin(2 * np.pi * (284 + 172) / 365.0)
+    polar_day = 1361.0 * (1 + 0.033 * np.cos(2 * np.pi * 172 / 365.0)) * np.sin(np.deg2rad(71.0)) * np.sin(decl)
+    assert toa_insolation(np.array(71.0), np.array(172.0)) == pytest.approx(polar_day, rel=1e-9)
+    # Equinox at the equator: S0/pi (1 + 0.033 cos(2 pi doy/365)) ~ 430-440 W m-2.
+    assert 425 < float(toa_insolation(np.array(0.0), np.array(80.0))) < 445
+    import pandas as pd
+
+    m = monthly_insolation(np.array([60.0, 70.0]), pd.date_range("2001-01-01", periods=12, freq="MS"))
+    assert m[0, 0] > m[0, 1]  # January: more sun at 60 N than at 70 N
+    assert m[5].min() > 10 * m[11].max()
+
+
+def test_synthetic_bands_are_physical(tiny_world):
+    ds = xr.open_dataset(tiny_world / "bands" / "era5land_bands.nc")
+    assert ds.attrs["thawcast_synthetic"] == "true" and "SYNTHETIC" in ds.attrs["comment"]
+    soil1 = ds["t_soil1"].mean("time").values
+    # Band ordering: colder to the north (layer-1 band means).
+    assert np.all(np.diff(soil1) < 0)
+    # Snow-covered winters: soil warmer than air in every band (DJF).
+    djf = ds.time.dt.month.isin([12, 1, 2])
+    assert np.all(ds["t_soil1"].sel(time=djf).mean("time") > ds["t_air"].sel(time=djf).mean("time") + 3)
+    # Deep layers are damped: smaller seasonal range than layer 1.
+    rng = ds.groupby("time.month").mean().max("month") - ds.groupby("time.month").mean().min("month")
+    assert np.all(rng["t_soil4"] < 0.5 * rng["t_soil1"])
+
+
+@pytest.mark.slow
+def test_default_world_calibrated_to_the_paper(tmp_path):
+    """Full default config: layer-1 band means about +3 C (band 0) to -2.3 C (band 5)."""
+    from thawcast.aggregate import band_means
+    from thawcast.config import parse_config
+    from thawcast.geometry import BandGeometry
+    from thawcast.synthetic.world import simulate_era5land
+
+    cfg = parse_config({})
+    ds = simulate_era5land(cfg, np.random.default_rng(np.random.SeedSequence(cfg.seed).spawn(3)[0]))
+    m = band_means(ds[["t_soil1"]], BandGeometry.from_config(cfg.study_area))["t_soil1"].mean("time").values
+    assert m[0] == pytest.approx(3.0, abs=1.0)
+    assert m[5] == pytest.approx(-2.3, abs=1.0)
