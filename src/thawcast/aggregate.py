@@ -35,15 +35,17 @@ def band_means(ds: xr.Dataset, geometry: BandGeometry, source: str | None = None
         Dims ``band, time``; attributes and units of each variable are kept.
     """
     weights = band_weights(ds["lat"].values, ds["lon"].values, geometry, source=source)
-    per_band = []
-    for b in range(geometry.n_bands):
-        w = weights.isel(band=b)
-        rows = np.flatnonzero(w.sum("lon").values > 0)
-        cols = np.flatnonzero(w.sum("lat").values > 0)
-        sub = ds.isel(lat=slice(rows[0], rows[-1] + 1), lon=slice(cols[0], cols[-1] + 1))
-        wb = w.isel(lat=slice(rows[0], rows[-1] + 1), lon=slice(cols[0], cols[-1] + 1)).drop_vars("band")
-        per_band.append(sub.weighted(wb).mean(("lat", "lon"), keep_attrs=True))
-    out = xr.concat(per_band, dim=xr.DataArray(np.arange(geometry.n_bands), dims="band", name="band"))
+    # Crop to the cells that carry weight, then one weighted sum per chunk for all bands:
+    # numerator sum(w x) over valid cells, denominator sum(w) over the same cells.
+    used_lat = np.flatnonzero(weights.sum(("band", "lon")).values > 0)
+    used_lon = np.flatnonzero(weights.sum(("band", "lat")).values > 0)
+    crop = {"lat": slice(used_lat[0], used_lat[-1] + 1), "lon": slice(used_lon[0], used_lon[-1] + 1)}
+    sub, w = ds.isel(crop), weights.isel(crop)
+    dims = ["lat", "lon"]
+    out = xr.Dataset({
+        name: xr.dot(da.fillna(0.0), w, dim=dims) / xr.dot(da.notnull().astype(w.dtype), w, dim=dims)
+        for name, da in sub.data_vars.items()
+    })
     for name in ds.data_vars:
         out[name].attrs = dict(ds[name].attrs)
     out["band"].attrs = {"long_name": "latitude band index (Table 1 of Rahaman 2025)"}
@@ -54,3 +56,17 @@ def band_means(ds: xr.Dataset, geometry: BandGeometry, source: str | None = None
     out["lat_min"].attrs = {"units": "degrees_north", "long_name": "band lower latitude"}
     out["lat_max"].attrs = {"units": "degrees_north", "long_name": "band upper latitude"}
     return out.transpose("band", ...)
+
+
+def compute_streaming(ds: xr.Dataset, max_open_files: int = 4) -> xr.Dataset:
+    """Compute a lazy (dask-backed) result with at most ``max_open_files`` files held open.
+
+    Each open NetCDF file keeps HDF5 chunk caches of the data read from it, so with
+    xarray's default of 128 cached file handles a cube of yearly files ends up resident
+    in memory anyway. Bounding the handle cache keeps memory at a few chunks (measured in
+    ``benchmarks/bench_band_aggregation.py``).
+    """
+    from dask.diagnostics import ProgressBar
+
+    with xr.set_options(file_cache_maxsize=max_open_files), ProgressBar(minimum=5.0):
+        return ds.compute()

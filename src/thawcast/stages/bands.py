@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 import xarray as xr
-from dask.diagnostics import ProgressBar
 
-from thawcast.aggregate import band_means
+from thawcast.aggregate import band_means, compute_streaming
 from thawcast.config import Config
 from thawcast.contracts import band_table_frame
 from thawcast.geometry import BandGeometry
@@ -40,8 +39,7 @@ def cmip5_file(experiment: str) -> str:
 
 def _compute(ds: xr.Dataset, label: str) -> xr.Dataset:
     log.info("aggregating %s (%d months, %d variables)", label, ds.sizes["time"], len(ds.data_vars))
-    with ProgressBar(minimum=5.0):
-        return ds.compute()
+    return compute_streaming(ds)
 
 
 def run(cfg: Config, raw_dir: Path = Path("data/raw"), out_dir: Path = Path("data/bands"),
