@@ -38,6 +38,7 @@ def test_clean_band_table_passes(era_bands):
         (lambda ds: ds.assign(t_soil2=ds["t_soil2"].where(ds["time"] != ds["time"][5])), "t_soil2"),
         (lambda ds: ds.assign(t_air=ds["t_air"] + 273.15), "column=t_air"),  # Kelvin left unconverted
         (lambda ds: ds.assign(p_total=ds["p_total"].where(ds["band"] != 2, -9999.0)), "p_total"),
+        (lambda ds: ds.assign(r_solar=ds["r_solar"].where(ds["band"] != 1, 1e20)), "r_solar"),
         (lambda ds: ds.drop_isel(time=[7]), "dt_months"),  # a missing month
         (lambda ds: ds.assign(w1=ds["w1"].assign_attrs(units="%")), "w1__units"),
     ],

@@ -28,7 +28,6 @@ PAPER_BAND_EDGES: tuple[float, ...] = (
 )
 
 CMIP5_EXPERIMENTS: tuple[str, ...] = ("historical", "rcp26", "rcp45", "rcp60", "rcp85")
-SCENARIOS: tuple[str, ...] = ("rcp26", "rcp45", "rcp60", "rcp85")
 
 
 class _Section(BaseModel):

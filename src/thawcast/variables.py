@@ -14,10 +14,8 @@ sign flips to match ECMWF).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
-import numpy as np
 import xarray as xr
 
 from thawcast.errors import DataError
@@ -178,25 +176,3 @@ def from_canonical(values, source: str, short_name: str):
     var = by_source_name(source, short_name)
     conv = var.from_era5 if source == "era5" else var.from_cmip5
     return (values - conv.offset) / conv.scale, conv.units[0]
-
-
-def check_range(da: xr.DataArray | np.ndarray, name: str, path=None) -> None:
-    """Raise :class:`DataError` if finite values leave the variable's physical range."""
-    lo, hi = VARIABLES[name].valid_range
-    values = np.asarray(da)
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        return
-    vmin, vmax = float(finite.min()), float(finite.max())
-    if vmin < lo or vmax > hi:
-        unit = VARIABLES[name].unit
-        raise DataError(
-            path,
-            f"'{name}' has values {vmin:.4g}..{vmax:.4g} {unit}, outside the physical range"
-            f" {lo}..{hi} {unit} (wrong units, or unflagged fill values such as -9999 or 1e20?)",
-        )
-
-
-def units_of(names: Mapping[str, object] | list[str]) -> dict[str, str]:
-    """Canonical unit per canonical variable name."""
-    return {n: VARIABLES[n].unit for n in names}
