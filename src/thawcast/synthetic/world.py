@@ -20,7 +20,7 @@ import xarray as xr
 
 from thawcast import __version__
 from thawcast.config import Config
-from thawcast.geometry import BandGeometry
+from thawcast.geometry import BandGeometry, band_weights, wrap_lon
 from thawcast.readers.cmip5 import cmip5_filename
 from thawcast.static import LITHOLOGY_CLASSES
 from thawcast.synthetic import SYNTHETIC_NOTE
@@ -175,9 +175,10 @@ def write_cmip5(cfg: Config, folder: Path, rng: np.random.Generator) -> list[Pat
     hist_seed, rcp_seed = rng.integers(0, 2**32, size=2)
     folder.mkdir(parents=True, exist_ok=True)
     lat, lon = cmip_grid(cfg)
-    lon2, lat2 = np.meshgrid(((lon + 180) % 360) - 180, lat)
+    lon2, lat2 = np.meshgrid(wrap_lon(lon), lat)
     geom = BandGeometry.from_config(cfg.study_area)
-    land = _cell_has_land(geom, lat, lon)
+    # Land-model variables (mrsos) exist on cells that overlap the study land.
+    land = band_weights(lat, wrap_lon(lon), geom).sum("band").values > 0
     spans = {"historical": (cfg.synthetic.hist_start_year, 2005)}
     for exp in cfg.cmip5.experiments:
         if exp != "historical":
@@ -203,19 +204,6 @@ def write_cmip5(cfg: Config, folder: Path, rng: np.random.Generator) -> list[Pat
                 _write_cmor(path, var.cmip5, values[sel], unit, var, times[sel], lat, lon, exp, cfg)
                 written.append(path)
     return written
-
-
-def _cell_has_land(geom: BandGeometry, lat: np.ndarray, lon360: np.ndarray) -> np.ndarray:
-    lon = ((lon360 + 180) % 360) - 180
-    dy, dx = np.diff(lat).mean(), np.diff(lon360).mean()
-    out = np.zeros((lat.size, lon.size), bool)
-    for i, la in enumerate(lat):
-        for j, lo in enumerate(lon):
-            sy = la + np.linspace(-dy / 2, dy / 2, 7)
-            sx = lo + np.linspace(-dx / 2, dx / 2, 9)
-            gx, gy = np.meshgrid(sx, sy)
-            out[i, j] = geom.is_land(gx, gy).any()
-    return out
 
 
 _NOLEAP_CUM = np.cumsum([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30])
