@@ -10,6 +10,7 @@ from conftest import SUITES
 from thawcast.config import parse_config
 from thawcast.errors import DataError, ValidationFailed
 from thawcast.stages import bands, raw
+from thawcast.validation import validate_stage
 
 
 def test_outputs_and_provenance(tiny_world, tiny_cfg):
@@ -67,11 +68,9 @@ def test_bad_raw_data_keeps_previous_outputs(tiny_world, tiny_cfg, tmp_path):
     assert {p.name: p.read_bytes() for p in (root / "bands").iterdir()} == before
     assert (root / "reports" / "bands.json").exists()
     # The raw stage's own contract catches it too, naming the file.
+    sections = raw.validation_sections(tiny_cfg, root / "raw", SUITES)
     with pytest.raises(ValidationFailed, match="era5land_monthly_2002.nc"):
-        validate = raw.validation_sections(tiny_cfg, root / "raw", SUITES)
-        from thawcast.validation import validate_stage
-
-        validate_stage("raw", validate, root / "reports")
+        validate_stage("raw", sections, root / "reports")
 
 
 def test_nan_on_land_fails_raw_validation(tiny_world, tiny_cfg, tmp_path):

@@ -63,7 +63,8 @@ def find_cmip5_files(folder: Path, model: str, experiment: str, ensemble: str) -
     return {v: [p for _, p in sorted(items)] for v, items in found.items()}
 
 
-def _open_chunk(path: Path, var: str, chunks: dict | None) -> xr.DataArray:
+def _open_chunk(path: Path, var: str, chunks: dict | None) -> tuple[xr.DataArray, dict]:
+    """One variable of one chunk file in canonical units, and the file's global attributes."""
     ds = open_netcdf(path, chunks=chunks, use_cftime=True)
     if var not in ds:
         raise DataError(path, f"variable '{var}' not in file (has {sorted(ds.data_vars)})")
@@ -82,7 +83,8 @@ def _open_chunk(path: Path, var: str, chunks: dict | None) -> xr.DataArray:
             )
     check_months(times, path, "time axis")
     da = ds[var].assign_coords(time=times)
-    return to_canonical(da.drop_vars([c for c in da.coords if c not in ("time", "lat", "lon")]), "cmip5", var, path)
+    da = da.drop_vars([c for c in da.coords if c not in ("time", "lat", "lon")])
+    return to_canonical(da, "cmip5", var, path), dict(ds.attrs)
 
 
 def open_cmip5(
@@ -110,8 +112,11 @@ def open_cmip5(
             f" (expected names like {cmip5_filename(missing[0], model, experiment, ensemble, 'YYYYMM', 'YYYYMM')})",
         )
     out = {}
+    first: dict = {}
     for v in variables:
-        parts = [_open_chunk(p, v, chunks) for p in files[v]]
+        opened = [_open_chunk(p, v, chunks) for p in files[v]]
+        parts = [da for da, _ in opened]
+        first = first or opened[0][1]
         for (p1, a), (p2, b) in zip(zip(files[v], parts), list(zip(files[v], parts))[1:]):
             if b["time"].values[0] <= a["time"].values[-1]:
                 raise DataError(p2, f"overlaps {p1.name} (duplicated months)")
@@ -123,7 +128,6 @@ def open_cmip5(
         ds = xr.Dataset(out).unify_chunks()
     except ValueError as exc:
         raise DataError(folder, f"variables of {experiment} are on different grids: {exc}") from None
-    first = open_netcdf(files[variables[0]][0]).attrs
     ds.attrs = {
         **{k: v for k, v in first.items() if k in ("thawcast_synthetic", "comment", "institute_id")},
         "source_format": "CMIP5 CMOR NetCDF (ESGF)", "model_id": model, "experiment_id": experiment,

@@ -53,6 +53,9 @@ def era5_grid(cfg: Config) -> tuple[np.ndarray, np.ndarray]:
 
 
 # --------------------------------------------------------------------------- ERA5-Land
+#: ERA5-Land fields that are accumulations (CDS step type "avgad"); the rest are "avgua".
+_ACCUMULATED = frozenset({"tp", "sf", "strd", "ssrd", "slhf", "sshf"})
+
 def simulate_era5land(cfg: Config, rng: np.random.Generator) -> xr.Dataset:
     """Synthetic ERA5-Land fields (canonical units) with soil temperatures, on land cells."""
     lat, lon = era5_grid(cfg)
@@ -133,8 +136,7 @@ def write_era5land(ds: xr.Dataset, folder: Path) -> list[Path]:
             values, unit = from_canonical(part[name].values[:, ::-1, :], "era5", var.era5)
             out[var.era5] = (("valid_time", "latitude", "longitude"), values.astype(np.float32), {
                 "units": unit, "long_name": var.long_name, "GRIB_shortName": var.era5,
-                "GRIB_units": unit, "GRIB_stepType": "avgad" if unit.startswith(("J", "m")) and
-                var.era5 not in ("swvl1", "swvl2", "swvl3", "swvl4") else "avgua",
+                "GRIB_units": unit, "GRIB_stepType": "avgad" if var.era5 in _ACCUMULATED else "avgua",
             })
         out.attrs = _global_attrs({
             "GRIB_centre": "ecmf", "Conventions": "CF-1.7",
