@@ -22,6 +22,8 @@ STAGES = {
     "raw": "generate the synthetic Alaska (default) or ingest downloaded files into data/raw/",
     "static": "per-band static features (HWSD texture/carbon, lithology) into data/static/",
     "bands": "per-band monthly ERA5-Land and CMIP5 tables into data/bands/",
+    "scenarios": "bias-corrected CMIP5 RCP inputs (xsdba QDM/EQM) into data/scenarios/ + spread metrics",
+    "windows": "scaled features, splits and sliding-window indices into data/windows/",
 }
 
 
@@ -74,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     _quiet_libraries()
-    for noisy in ("great_expectations", "distributed", "numba", "matplotlib"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    for noisy in ("great_expectations", "distributed", "numba", "matplotlib", "pint"):
+        logging.getLogger(noisy).setLevel(logging.ERROR if noisy == "pint" else logging.WARNING)
     try:
         return _dispatch(args)
     except ThawcastError as exc:
@@ -108,6 +110,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from thawcast.stages import static as stage
     elif args.command == "bands":
         from thawcast.stages import bands as stage
+    elif args.command == "scenarios":
+        from thawcast.stages import scenarios as stage
+    elif args.command == "windows":
+        from thawcast.stages import windows as stage
     else:  # pragma: no cover - argparse restricts the choices
         raise ThawcastError(f"unknown command {args.command}")
     out = stage.run(cfg)

@@ -34,14 +34,14 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class PeriodConfig(_Section):
-    """Years of observed (ERA5-Land) data the pipeline uses, inclusive."""
+class YearRange(_Section):
+    """An inclusive range of whole years."""
 
     start_year: int = 2001
     end_year: int = 2023
 
     @model_validator(mode="after")
-    def _ordered(self) -> PeriodConfig:
+    def _ordered(self) -> YearRange:
         if self.end_year < self.start_year:
             raise ValueError(f"end_year {self.end_year} is before start_year {self.start_year}")
         return self
@@ -49,6 +49,19 @@ class PeriodConfig(_Section):
     @property
     def n_months(self) -> int:
         return 12 * (self.end_year - self.start_year + 1)
+
+    def within(self, other: YearRange) -> bool:
+        return other.start_year <= self.start_year and self.end_year <= other.end_year
+
+    def overlaps(self, other: YearRange) -> bool:
+        return self.start_year <= other.end_year and other.start_year <= self.end_year
+
+    def __str__(self) -> str:
+        return f"{self.start_year}-{self.end_year}"
+
+
+#: Years of observed (ERA5-Land) data the pipeline uses, inclusive.
+PeriodConfig = YearRange
 
 
 class StudyAreaConfig(_Section):
@@ -138,6 +151,39 @@ class StaticConfig(_Section):
     mineral_bulk_density_kg_m3: float = Field(1450.0, gt=500.0, lt=2700.0)
 
 
+class BiasCorrectionConfig(_Section):
+    """Bias correction of the CMIP5 scenario inputs against ERA5-Land (``xsdba``).
+
+    ``calibration`` years pair ERA5-Land with CMIP5 ``historical`` (to 2005) spliced with
+    ``splice_experiment`` afterwards. It must not reach into the test years: the
+    corrected inputs must not have seen the data the models are scored on.
+    """
+
+    method: Literal["qdm", "eqm"] = "qdm"
+    calibration: YearRange = YearRange(start_year=2001, end_year=2018)
+    splice_experiment: str = "rcp45"
+    nquantiles: int = Field(50, ge=2, le=1000)
+
+
+class WindowsConfig(_Section):
+    """Sliding windows and the chronological splits (by the month of the target)."""
+
+    length_months: int = Field(24, ge=1, le=240)
+    train: YearRange = YearRange(start_year=2001, end_year=2018)
+    validation: YearRange = YearRange(start_year=2016, end_year=2018)
+    test: YearRange = YearRange(start_year=2019, end_year=2023)
+
+    @model_validator(mode="after")
+    def _splits(self) -> WindowsConfig:
+        if not self.validation.within(self.train) or self.validation.end_year != self.train.end_year:
+            raise ValueError(f"validation {self.validation} must be the last years of train {self.train}")
+        if self.validation.start_year <= self.train.start_year:
+            raise ValueError(f"validation {self.validation} leaves no training years in {self.train}")
+        if self.test.start_year <= self.train.end_year:
+            raise ValueError(f"test {self.test} must start after train {self.train} ends")
+        return self
+
+
 class Config(_Section):
     """The whole of ``params.yaml``."""
 
@@ -148,9 +194,49 @@ class Config(_Section):
     cmip5: Cmip5Config = Cmip5Config()
     synthetic: SyntheticConfig = SyntheticConfig()
     static: StaticConfig = StaticConfig()
+    bias_correction: BiasCorrectionConfig = BiasCorrectionConfig()
+    projection: YearRange = YearRange(start_year=2024, end_year=2030)
+    windows: WindowsConfig = WindowsConfig()
+    features: tuple[str, ...] = ()
+
+    @field_validator("features")
+    @classmethod
+    def _known_features(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from thawcast.features import FEATURES
+
+        unknown = [f for f in v if f not in FEATURES]
+        if unknown:
+            raise ValueError(f"unknown feature(s) {unknown}; valid: {list(FEATURES)}")
+        if len(set(v)) != len(v):
+            raise ValueError("features are listed more than once")
+        return v
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """The model inputs: ``features`` from params, or every known feature when empty."""
+        from thawcast.features import FEATURES
+
+        return self.features or tuple(FEATURES)
+
+    @property
+    def rcp_experiments(self) -> tuple[str, ...]:
+        return tuple(e for e in self.cmip5.experiments if e != "historical")
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
+        w, bc = self.windows, self.bias_correction
+        for name, rng in (("windows.train", w.train), ("windows.test", w.test),
+                          ("bias_correction.calibration", bc.calibration)):
+            if not rng.within(self.period):
+                raise ValueError(f"{name} {rng} lies outside period {self.period}")
+        if bc.calibration.overlaps(w.test):
+            raise ValueError(f"bias_correction.calibration {bc.calibration} overlaps the test years {w.test}:"
+                             " the corrected scenarios would have seen test-period observations")
+        if bc.splice_experiment not in self.rcp_experiments:
+            raise ValueError(f"bias_correction.splice_experiment {bc.splice_experiment!r} is not among"
+                             f" cmip5.experiments {list(self.rcp_experiments)}")
+        if self.projection.start_year <= self.period.end_year:
+            raise ValueError(f"projection {self.projection} must start after period {self.period}")
         if self.source.kind == "synthetic":
             if self.period.start_year < self.synthetic.hist_start_year:
                 raise ValueError(
@@ -159,6 +245,9 @@ class Config(_Section):
                 )
             if self.period.end_year > self.synthetic.scenario_end_year:
                 raise ValueError("period.end_year is after synthetic.scenario_end_year")
+            if self.projection.end_year > self.synthetic.scenario_end_year:
+                raise ValueError(f"projection {self.projection} runs past synthetic.scenario_end_year"
+                                 f" {self.synthetic.scenario_end_year}")
         return self
 
 

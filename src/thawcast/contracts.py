@@ -53,7 +53,8 @@ def _grid_summary_suite(name: str, variables: tuple[str, ...], group: str | None
     return {"name": name, "expectations": ex, "meta": {"generated_by": "thawcast.contracts"}}
 
 
-def _band_table_suite(name: str, variables: tuple[str, ...], group: str | None) -> dict:
+def _band_table_suite(name: str, variables: tuple[str, ...], group: str | None, span: bool = False) -> dict:
+    """Band tables; ``span`` adds first/last month checks (every month present per group)."""
     keys = ([group] if group else []) + ["band", "time"]
     ex = [
         _exp("expect_table_row_count_to_equal", value={"$PARAMETER": "n_rows"}),
@@ -72,7 +73,58 @@ def _band_table_suite(name: str, variables: tuple[str, ...], group: str | None) 
     if group:
         ex.append(_exp("expect_column_values_to_be_in_set", column=group,
                        value_set={"$PARAMETER": "experiments"}))
+    if span:
+        ex += [
+            _exp("expect_column_min_to_be_between", column="month_index",
+                 min_value={"$PARAMETER": "first_month"}, max_value={"$PARAMETER": "first_month"}),
+            _exp("expect_column_max_to_be_between", column="month_index",
+                 min_value={"$PARAMETER": "last_month"}, max_value={"$PARAMETER": "last_month"}),
+        ]
     return {"name": name, "expectations": ex, "meta": {"generated_by": "thawcast.contracts"}}
+
+
+def _when(expectation: dict, condition: str) -> dict:
+    expectation["kwargs"].update(row_condition=condition, condition_parser="pandas")
+    return expectation
+
+
+def _windows_suite() -> dict:
+    """One row per window (history splits and scenarios); see :func:`thawcast.stages.windows.window_frame`."""
+    ex = [
+        _exp("expect_table_row_count_to_equal", value={"$PARAMETER": "n_rows"}),
+        _exp("expect_compound_columns_to_be_unique", column_list=["split", "band", "target"]),
+        _exp("expect_column_values_to_be_in_set", column="split", value_set={"$PARAMETER": "splits"}),
+        _exp("expect_column_values_to_be_between", column="band", min_value=0,
+             max_value={"$PARAMETER": "max_band"}),
+        # the target is the month right after the last input month; the window spans w months
+        _exp("expect_column_values_to_be_between", column="lead_months", min_value=1, max_value=1),
+        _exp("expect_column_values_to_be_between", column="span_months",
+             min_value={"$PARAMETER": "length"}, max_value={"$PARAMETER": "length"}),
+        _exp("expect_column_values_to_be_between", column="n_features",
+             min_value={"$PARAMETER": "n_features"}, max_value={"$PARAMETER": "n_features"}),
+        _exp("expect_column_values_to_be_between", column="nan_inputs", min_value=0, max_value=0),
+        _exp("expect_column_values_to_be_between", column="nan_targets", min_value=0, max_value=0),
+    ]
+    for split in ("train", "validation", "test", "scenario"):
+        ex.append(_when(_exp("expect_column_values_to_be_between", column="target_year",
+                             min_value={"$PARAMETER": f"{split}_first"}, max_value={"$PARAMETER": f"{split}_last"}),
+                        f'kind=="{split}"'))
+    return {"name": "windows", "expectations": ex, "meta": {"generated_by": "thawcast.contracts"}}
+
+
+def _scaling_suite() -> dict:
+    """One row per scaled column: its mean/std over the training split after scaling."""
+    ex = [
+        _exp("expect_table_row_count_to_equal", value={"$PARAMETER": "n_rows"}),
+        _exp("expect_column_values_to_be_unique", column="column"),
+        _exp("expect_column_values_to_not_be_null", column="train_mean"),
+        _exp("expect_column_values_to_be_between", column="train_mean", min_value=-1e-3, max_value=1e-3),
+        _when(_exp("expect_column_values_to_be_between", column="train_std", min_value=0.999, max_value=1.001),
+              "constant==False"),
+        _when(_exp("expect_column_values_to_be_between", column="train_std", min_value=0.0, max_value=0.0),
+              "constant==True"),
+    ]
+    return {"name": "windows_scaling", "expectations": ex, "meta": {"generated_by": "thawcast.contracts"}}
 
 
 def _static_suite() -> dict:
@@ -106,6 +158,9 @@ def build_suites() -> dict[str, dict]:
         "static_bands": _static_suite(),
         "bands_era5land": _band_table_suite("bands_era5land", dyn, None),
         "bands_cmip5": _band_table_suite("bands_cmip5", CMIP5_CANONICAL, "experiment"),
+        "scenarios": _band_table_suite("scenarios", ERA5_FEATURES, "scenario", span=True),
+        "windows": _windows_suite(),
+        "windows_scaling": _scaling_suite(),
     }
 
 

@@ -54,6 +54,9 @@ class Variable:
         Conversions from each source's units.
     role
         ``feature``, ``target`` or ``cmip_only`` (a CMIP quantity with no direct ERA5 twin).
+    bc_kind
+        How bias correction treats it: ``+`` additive (temperatures, radiation, fluxes) or
+        ``*`` multiplicative (precipitation, snowfall, soil water: positive amounts).
     """
 
     name: str
@@ -66,6 +69,7 @@ class Variable:
     cmip5: str | None = None
     from_cmip5: Conversion | None = None
     cmip5_table: str = "Amon"
+    bc_kind: str = "+"
 
 
 _K = ("K", "kelvin", "Kelvin")
@@ -91,9 +95,9 @@ VARIABLES: dict[str, Variable] = {
         Variable("t_surface", "skin (surface) temperature", "degC", (-80.0, 60.0), "feature",
                  "skt", _TEMP_ERA, "ts", _TEMP_CMIP),
         Variable("p_total", "total precipitation", "mm day-1", (0.0, 250.0), "feature",
-                 "tp", _PREC_ERA, "pr", _PREC_CMIP),
+                 "tp", _PREC_ERA, "pr", _PREC_CMIP, bc_kind="*"),
         Variable("p_snow", "snowfall (water equivalent)", "mm day-1", (0.0, 250.0), "feature",
-                 "sf", _PREC_ERA, "prsn", _PREC_CMIP),
+                 "sf", _PREC_ERA, "prsn", _PREC_CMIP, bc_kind="*"),
         Variable("r_thermal", "surface downwelling longwave radiation", "W m-2", (40.0, 550.0),
                  "feature", "strd", _RAD_ERA, "rlds", _RAD_CMIP),
         Variable("r_solar", "surface downwelling shortwave radiation", "W m-2", (0.0, 500.0),
@@ -104,7 +108,7 @@ VARIABLES: dict[str, Variable] = {
                  (-400.0, 400.0), "feature", "sshf", _RAD_ERA, "hfss", _TURB_CMIP),
         *[
             Variable(f"w{i}", f"volumetric soil water, ERA5-Land layer {i}", "m3 m-3",
-                     (0.0, 0.8), "feature", f"swvl{i}", Conversion(_VOL))
+                     (0.0, 0.8), "feature", f"swvl{i}", Conversion(_VOL), bc_kind="*")
             for i in range(1, 5)
         ],
         # CMIP5 mrsos is the water mass in the upper 10 cm: kg m-2 / (1000 kg m-3 * 0.1 m).
