@@ -33,6 +33,7 @@ lint: install
 
 bench: install
 	python benchmarks/bench_band_aggregation.py
+	python benchmarks/bench_windows.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -18,6 +18,10 @@ TINY = {
     "period": {"start_year": 2001, "end_year": 2003},
     "synthetic": {"resolution_deg": 1.0, "hist_start_year": 2001, "scenario_end_year": 2030,
                   "spinup_years": 2, "soil_dt_days": 5.0},
+    "bias_correction": {"calibration": {"start_year": 2001, "end_year": 2002}, "nquantiles": 5},
+    "windows": {"length_months": 6, "train": {"start_year": 2001, "end_year": 2002},
+                "validation": {"start_year": 2002, "end_year": 2002},
+                "test": {"start_year": 2003, "end_year": 2003}},
 }
 
 
@@ -36,6 +40,18 @@ def tiny_world(tmp_path_factory, tiny_cfg):
     raw.run(tiny_cfg, root / "raw", SUITES, reports)
     static.run(tiny_cfg, root / "raw", root / "static", SUITES, reports)
     bands.run(tiny_cfg, root / "raw", root / "bands", SUITES, reports)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tiny_world, tiny_cfg):
+    """The tiny world plus the scenarios and windows stages; returns the root folder."""
+    from thawcast.stages import scenarios, windows
+
+    root = tiny_world
+    scenarios.run(tiny_cfg, root / "bands", root / "scenarios", root / "metrics", SUITES, root / "reports")
+    windows.run(tiny_cfg, root / "bands", root / "static", root / "scenarios", root / "windows", SUITES,
+                root / "reports")
     return root
 
 

@@ -33,9 +33,12 @@ def test_dvc_repro_twice_is_a_noop(tmp_path):
         assert _run(cmd, work, env).returncode == 0
     first = _run(["dvc", "repro"], work, env)
     assert first.returncode == 0, first.stderr[-3000:]
-    for stage in ("raw", "static", "bands"):
+    for stage in ("raw", "static", "bands", "scenarios", "windows"):
         assert f"Running stage '{stage}'" in first.stdout
     assert (work / "data" / "bands" / "era5land_bands.nc").exists()
+    assert (work / "data" / "windows" / "history.nc").exists()
+    metrics = _run(["dvc", "metrics", "show", "--json"], work, env)
+    assert metrics.returncode == 0 and "qdm_retained" in metrics.stdout
     second = _run(["dvc", "repro"], work, env)
     assert second.returncode == 0
     assert "Running stage" not in second.stdout

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from conftest import SUITES
+from conftest import SUITES, TINY
 from thawcast.config import parse_config
 from thawcast.errors import DataError, ValidationFailed
 from thawcast.stages import bands, raw
@@ -88,8 +88,7 @@ def test_nan_on_land_fails_raw_validation(tiny_world, tiny_cfg, tmp_path):
 
 
 def test_years_outside_the_data(tiny_world, tmp_path):
-    cfg = parse_config({"period": {"start_year": 2001, "end_year": 2005},
-                        "synthetic": {"hist_start_year": 2001}})
+    cfg = parse_config({**TINY, "period": {"start_year": 2001, "end_year": 2005}})
     with pytest.raises(DataError, match=r"years 2001-2005 are outside the data, which cover 2001-01 to 2003-12"):
         bands.run(cfg, tiny_world / "raw", tmp_path / "bands", SUITES, tmp_path / "reports")
     assert not (tmp_path / "bands").exists()

@@ -16,6 +16,7 @@ calibration months), per calendar month and per band, additive (``+``) or multip
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 
@@ -28,6 +29,22 @@ from thawcast.variables import VARIABLES
 log = logging.getLogger(__name__)
 
 METHODS = ("qdm", "eqm")
+
+#: Multiplicative variables: amounts below this (in the variable's unit) count as zero. Before
+#: training they are jittered to tiny random positive values (xsdba ``jitter_under_thresh``),
+#: so dry months do not make ratios 0/0 or x/0; after adjustment they are set back to 0.
+ZERO_THRESHOLD = {"mm day-1": 0.01, "m3 m-3": 0.001}
+
+
+@contextlib.contextmanager
+def _seeded(seed: int):
+    """xsdba's jitter draws from NumPy's global generator: seed it, then restore its state."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
 
 
 def _adjuster(method: str):
@@ -47,7 +64,7 @@ def _with_units(da: xr.DataArray, unit: str) -> xr.DataArray:
 
 
 def adjust(ref: xr.DataArray, hist: xr.DataArray, sim: xr.DataArray, *, variable: str, method: str,
-           nquantiles: int) -> xr.DataArray:
+           nquantiles: int, seed: int = 0, period_years: int = 0) -> xr.DataArray:
     """Bias-correct ``sim`` for one canonical variable.
 
     Parameters
@@ -58,6 +75,12 @@ def adjust(ref: xr.DataArray, hist: xr.DataArray, sim: xr.DataArray, *, variable
         The series to correct (extra dims such as ``scenario`` are broadcast).
     variable
         Canonical variable name: gives the unit and additive/multiplicative kind.
+    seed
+        Seed of the jitter of near-zero amounts (multiplicative variables), for reproducibility.
+    period_years
+        QDM only: rank each value within its own block of this many years rather than
+        within the whole ``sim`` series, so a warming inside a
+        long series is kept as change instead of being absorbed into the ranks. 0 = whole series.
 
     Returns
     -------
@@ -73,11 +96,19 @@ def adjust(ref: xr.DataArray, hist: xr.DataArray, sim: xr.DataArray, *, variable
         if bool(da.isnull().any()):
             raise DataError(None, f"{variable}: {name} has missing values; quantile mapping needs complete series")
     cls = _adjuster(method)
-    with warnings.catch_warnings():
+    ref, hist, sim_u = (_with_units(d, var.unit) for d in (ref, hist, sim))
+    thresh = ZERO_THRESHOLD.get(var.unit) if var.bc_kind == "*" else None
+    with warnings.catch_warnings(), _seeded(seed):
         warnings.simplefilter("ignore")  # xsdba's notes on dask chunking / units do not apply to small arrays
-        trained = cls.train(_with_units(ref, var.unit), _with_units(hist, var.unit),
-                            nquantiles=nquantiles, group="time.month", kind=var.bc_kind)
-        out = trained.adjust(_with_units(sim, var.unit))
+        if thresh is not None:
+            from xsdba.processing import jitter_under_thresh
+
+            ref, hist, sim_u = (jitter_under_thresh(d, thresh=f"{thresh} {var.unit}") for d in (ref, hist, sim_u))
+        trained = cls.train(ref, hist, nquantiles=nquantiles, group="time.month", kind=var.bc_kind)
+        if method == "qdm" and period_years:
+            out = _adjust_by_period(trained, sim_u, period_years)
+        else:
+            out = trained.adjust(sim_u)
     out = out.transpose(*sim.dims)
     degenerate = out.isnull()
     if bool(degenerate.any()):
@@ -86,6 +117,8 @@ def adjust(ref: xr.DataArray, hist: xr.DataArray, sim: xr.DataArray, *, variable
         # that month (additive delta or ratio), which is exact for such constant groups.
         out = out.where(~degenerate, _mean_bias_fallback(ref, hist, sim, var.bc_kind))
         log.debug("%s: %d degenerate values corrected by the monthly mean bias", variable, int(degenerate.sum()))
+    if thresh is not None:
+        out = out.where((out >= thresh) | out.isnull(), 0.0)
     if var.valid_range[0] >= 0.0:
         out = out.clip(min=0.0)
     out.name = variable
@@ -93,6 +126,19 @@ def adjust(ref: xr.DataArray, hist: xr.DataArray, sim: xr.DataArray, *, variable
                  "bias_correction": f"{method} ({'additive' if var.bc_kind == '+' else 'multiplicative'},"
                                     f" {nquantiles} quantiles, grouped by calendar month)"}
     return out
+
+
+def _adjust_by_period(trained, sim: xr.DataArray, years: int) -> xr.DataArray:
+    """Adjust consecutive blocks of ``years`` years separately (ranks taken within each block).
+
+    (xsdba's ``stack_periods``/``unstack_periods`` would do this, but rebuild monthly time
+    stamps on a placeholder calendar that drifts across leap years on a standard calendar.)
+    """
+    year = sim["time"].dt.year
+    first = int(year.min())
+    blocks = [trained.adjust(sim.where((year - first) // years == k, drop=True))
+              for k in range((int(year.max()) - first) // years + 1)]
+    return xr.concat(blocks, dim="time")
 
 
 def _mean_bias_fallback(ref: xr.DataArray, hist: xr.DataArray, sim: xr.DataArray, kind: str) -> xr.DataArray:

@@ -163,6 +163,7 @@ class BiasCorrectionConfig(_Section):
     calibration: YearRange = YearRange(start_year=2001, end_year=2018)
     splice_experiment: str = "rcp45"
     nquantiles: int = Field(50, ge=2, le=1000)
+    period_years: int = Field(10, ge=0, le=100)
 
 
 class WindowsConfig(_Section):

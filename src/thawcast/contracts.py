@@ -83,8 +83,10 @@ def _band_table_suite(name: str, variables: tuple[str, ...], group: str | None, 
     return {"name": name, "expectations": ex, "meta": {"generated_by": "thawcast.contracts"}}
 
 
-def _when(expectation: dict, condition: str) -> dict:
-    expectation["kwargs"].update(row_condition=condition, condition_parser="pandas")
+def _when(expectation: dict, column: str, value) -> dict:
+    """Apply ``expectation`` only to rows where ``column == value`` (a GX 1.x row condition)."""
+    expectation["kwargs"]["row_condition"] = {"type": "comparison", "column": {"name": column},
+                                              "operator": "==", "parameter": value}
     return expectation
 
 
@@ -108,7 +110,7 @@ def _windows_suite() -> dict:
     for split in ("train", "validation", "test", "scenario"):
         ex.append(_when(_exp("expect_column_values_to_be_between", column="target_year",
                              min_value={"$PARAMETER": f"{split}_first"}, max_value={"$PARAMETER": f"{split}_last"}),
-                        f'kind=="{split}"'))
+                        "kind", split))
     return {"name": "windows", "expectations": ex, "meta": {"generated_by": "thawcast.contracts"}}
 
 
@@ -120,9 +122,9 @@ def _scaling_suite() -> dict:
         _exp("expect_column_values_to_not_be_null", column="train_mean"),
         _exp("expect_column_values_to_be_between", column="train_mean", min_value=-1e-3, max_value=1e-3),
         _when(_exp("expect_column_values_to_be_between", column="train_std", min_value=0.999, max_value=1.001),
-              "constant==False"),
+              "constant", False),
         _when(_exp("expect_column_values_to_be_between", column="train_std", min_value=0.0, max_value=0.0),
-              "constant==True"),
+              "constant", True),
     ]
     return {"name": "windows_scaling", "expectations": ex, "meta": {"generated_by": "thawcast.contracts"}}
 

@@ -27,8 +27,8 @@ TOP_DEPTH_M = 0.10
 
 def top10(era: xr.Dataset) -> xr.DataArray:
     """ERA5-Land water content of the upper 10 cm (depth-weighted mean of layers 1-2)."""
-    (a1, b1), (a2, _) = ERA5_LAYERS_M[0], ERA5_LAYERS_M[1]
-    th1 = b1 - a1
+    top, bottom = ERA5_LAYERS_M[0]
+    th1 = bottom - top  # layer 1 (0-7 cm) lies wholly in the upper 10 cm; layer 2 fills the rest
     return (th1 * era["w1"] + (TOP_DEPTH_M - th1) * era["w2"]) / TOP_DEPTH_M
 
 

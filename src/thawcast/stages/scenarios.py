@@ -137,7 +137,8 @@ def correct_scenarios(cfg: Config, era: xr.Dataset, cmip: dict[str, xr.Dataset])
     for m in METHODS:
         log.info("bias correction %s: %d variables x %d scenarios", m.upper(), len(ERA5_FEATURES), len(rcps))
         corrected[m] = xr.Dataset({v: adjust(ref[v], hist[v], raw[v], variable=v, method=m,
-                                             nquantiles=bc.nquantiles) for v in ERA5_FEATURES})
+                                             nquantiles=bc.nquantiles, seed=cfg.seed,
+                                             period_years=bc.period_years) for v in ERA5_FEATURES})
     diag = _diagnostics(raw, corrected, rcps, cal, cfg.projection) if len(rcps) > 1 else {}
     return corrected, ratios, diag
 
@@ -165,14 +166,14 @@ def run(cfg: Config, bands_dir: Path = Path("data/bands"), out_dir: Path = Path(
     synthetic = is_synthetic(era.attrs) or any(is_synthetic(d.attrs) for d in cmip.values())
     method_text = {"qdm": "quantile delta mapping (trend-preserving, Cannon et al. 2015)",
                    "eqm": "empirical quantile mapping (as in the paper)"}[bc.method]
-    attrs = dict(
-        bias_correction_method=bc.method, bias_correction_description=method_text,
-        calibration_period=str(bc.calibration), calibration_reference="ERA5-Land band series",
-        calibration_model=f"{cfg.cmip5.model} historical + {bc.splice_experiment}",
-        nquantiles=bc.nquantiles, grouping="calendar month, per band",
-        xsdba_version=version("xsdba"), soil_water_layers="CMIP5 mrsos x ERA5-Land layer ratios (thawcast.moisture)",
-        model_id=cfg.cmip5.model, ensemble=cfg.cmip5.ensemble,
-    )
+    attrs = {
+        "bias_correction_method": bc.method, "bias_correction_description": method_text,
+        "calibration_period": str(bc.calibration), "calibration_reference": "ERA5-Land band series",
+        "calibration_model": f"{cfg.cmip5.model} historical + {bc.splice_experiment}",
+        "nquantiles": bc.nquantiles, "qdm_period_years": bc.period_years, "grouping": "calendar month, per band", "xsdba_version": version("xsdba"),
+        "soil_water_layers": "CMIP5 mrsos x ERA5-Land layer ratios (thawcast.moisture)",
+        "model_id": cfg.cmip5.model, "ensemble": cfg.cmip5.ensemble,
+    }
     metrics_dir = Path(metrics_dir)
     with staged_output(out_dir) as tmp:
         validate_stage("scenarios", [section], report_dir)

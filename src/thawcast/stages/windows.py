@@ -25,7 +25,14 @@ import xarray as xr
 
 from thawcast.config import Config
 from thawcast.errors import DataError
-from thawcast.features import FEATURES, SIGNAL, SIGNAL_SOURCE, monthly_matrix, monthly_names, scenario_signal
+from thawcast.features import (
+    FEATURES,
+    SIGNAL,
+    SIGNAL_SOURCE,
+    monthly_matrix,
+    monthly_names,
+    scenario_signal,
+)
 from thawcast.provenance import is_synthetic, provenance, staged_output
 from thawcast.readers.common import open_netcdf, select_years
 from thawcast.stages.bands import ERA5_FILE

@@ -1,0 +1,157 @@
+"""Bias correction known answers (xsdba EQM/QDM), moisture split and spread diagnostics."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from thawcast.bias import adjust, mean_change, retained, spread
+from thawcast.errors import DataError
+from thawcast.moisture import LAYERS, layer_ratios, split, top10
+
+YEARS = 20
+
+
+def _series(values, start="2001-01-01"):
+    t = pd.date_range(start, periods=len(values), freq="MS")
+    return xr.DataArray(np.asarray(values, float), dims="time", coords={"time": t})
+
+
+def _temperature(rng, years=YEARS, start="2001-01-01"):
+    n = 12 * years
+    month = np.arange(n) % 12
+    return _series(-5 + 15 * np.sin(2 * np.pi * (month - 3) / 12) + rng.normal(0, 1.0, n), start)
+
+
+def _trend(da):
+    """Total linear change over the series (K)."""
+    x = np.arange(da.sizes["time"])
+    return float(np.polyfit(x, da.values, 1)[0] * (len(x) - 1))
+
+
+@pytest.mark.parametrize("method", ["qdm", "eqm"])
+def test_constant_offset_is_corrected_back(rng, method):
+    ref = _temperature(rng)
+    hist = ref + 2.0
+    out = adjust(ref, hist, hist, variable="t_air", method=method, nquantiles=50)
+    assert float(abs(out - ref).mean()) < 0.15
+    assert abs(float((out - ref).mean())) < 0.05
+
+
+def test_qdm_keeps_a_warming_that_eqm_flattens(rng):
+    """The model is 2 K too warm and twice as variable as observed; its future is +3 K warmer.
+
+    QDM keeps the model's +3 K change (Cannon et al. 2015); EQM maps the future onto the
+    calibration distribution, so the twice-too-wide model spread halves the warming.
+    """
+    month = np.arange(12 * YEARS) % 12
+    season = -5 + 15 * np.sin(2 * np.pi * (month - 3) / 12)
+    noise = rng.normal(0.0, 1.0, (3, 12 * YEARS))
+    ref = _series(season + noise[0])
+    hist = _series(season + 2.0 + 2.0 * noise[1])
+    sim = _series(season + 2.0 + 2.0 * noise[2] + 3.0, "2031-01-01")
+    model_change = float(sim.mean() - hist.mean())
+    assert model_change == pytest.approx(3.0, abs=0.3)
+    qdm = adjust(ref, hist, sim, variable="t_air", method="qdm", nquantiles=50)
+    eqm = adjust(ref, hist, sim, variable="t_air", method="eqm", nquantiles=50)
+    assert float(qdm.mean() - ref.mean()) == pytest.approx(model_change, abs=0.1)
+    assert float(eqm.mean() - ref.mean()) < 0.7 * model_change
+    # both shrink the model's too-wide monthly spread (2 K) towards the observed one (1 K)
+    for out in (qdm, eqm):
+        assert float(out.groupby("time.month").std().mean()) < 1.5
+
+
+def test_a_shift_only_bias_keeps_the_trend_either_way(rng):
+    """With a pure +2 K offset the correction is the same at every quantile: no method bends a trend."""
+    ref = _temperature(rng)
+    sim = _series(_temperature(rng).values + 2.0 + np.linspace(0.0, 3.0, 12 * YEARS), "2031-01-01")
+    for method in ("qdm", "eqm"):
+        out = adjust(ref, ref + 2.0, sim, variable="t_air", method=method, nquantiles=50)
+        assert _trend(out) == pytest.approx(_trend(sim), abs=0.2)
+
+
+@pytest.mark.parametrize("method", ["qdm", "eqm"])
+@pytest.mark.parametrize("variable", ["p_total", "p_snow"])
+def test_precipitation_stays_non_negative(rng, method, variable):
+    n = 12 * YEARS
+    wet = rng.random((3, n)) > 0.35  # about a third of months dry (exact zeros)
+    amount = rng.gamma(0.6, 2.0, (3, n))
+    ref, hist = _series(amount[0] * wet[0]), _series(1.6 * amount[1] * wet[1])
+    sim = _series(2.5 * amount[2] * wet[2], "2031-01-01")
+    out = adjust(ref, hist, sim, variable=variable, method=method, nquantiles=30)
+    assert bool(out.notnull().all())
+    assert float(out.min()) >= 0.0
+    # multiplicative: the wet bias (x1.6) is divided out, the future wetting (x2.5/1.6) kept
+    assert float(out.mean() / sim.mean()) == pytest.approx(1 / 1.6, rel=0.25)
+
+
+def test_constant_month_group_falls_back_without_nan(rng):
+    ref = _series(np.clip(_temperature(rng).values * 10, 0, None))
+    dark = ref["time"].dt.month == 12
+    ref = ref.where(~dark, 0.0)  # polar night: every December exactly 0
+    hist = (ref * 1.05).where(~dark, 0.0)
+    out = adjust(ref, hist, hist, variable="r_solar", method="qdm", nquantiles=20)
+    assert bool(out.notnull().all())
+    assert float(abs(out.where(dark, drop=True)).max()) == 0.0
+
+
+def test_incomplete_inputs_are_errors(rng):
+    ref = _temperature(rng)
+    with pytest.raises(DataError, match="same calibration months"):
+        adjust(ref, ref.isel(time=slice(0, -12)), ref, variable="t_air", method="qdm", nquantiles=10)
+    with pytest.raises(DataError, match="missing values"):
+        adjust(ref, ref.where(ref.time != ref.time[5]), ref, variable="t_air", method="qdm", nquantiles=10)
+
+
+def test_moisture_split_recovers_fixed_layer_ratios(rng):
+    t = pd.date_range("2001-01-01", periods=48, freq="MS")
+    w1 = xr.DataArray(rng.uniform(0.2, 0.4, (2, 48)), dims=("band", "time"), coords={"band": [0, 1], "time": t})
+    factors = {"w1": 1.0, "w2": 1.2, "w3": 1.5, "w4": 1.8}
+    era = xr.Dataset({n: w1 * f for n, f in factors.items()})
+    ratios = layer_ratios(era)
+    top = top10(era)  # (0.07 w1 + 0.03 * 1.2 w1) / 0.1 = 1.06 w1
+    np.testing.assert_allclose(top, 1.06 * w1)
+    for n, f in factors.items():
+        np.testing.assert_allclose(ratios.sel(layer=n), f / 1.06)
+    layers = split(top, ratios)
+    for n in LAYERS:
+        np.testing.assert_allclose(layers[n], era[n])
+
+
+def test_spread_diagnostic_known_answer():
+    t = pd.date_range("2001-01-01", "2030-12-01", freq="MS")
+    years = t.year.to_numpy() - 2001
+    data = np.stack([0.03 * years, 0.10 * years])  # K per year
+    da = xr.DataArray(data, dims=("scenario", "time"), coords={"scenario": ["rcp26", "rcp85"], "time": t})
+    change = mean_change(da, slice("2001", "2018"), slice("2024", "2030"))
+    # mean year index: calibration 8.5, projection 26 -> change = rate * 17.5
+    np.testing.assert_allclose(change, [0.03 * 17.5, 0.10 * 17.5])
+    assert spread(change, "rcp85", "rcp26") == pytest.approx(0.07 * 17.5)
+    assert retained(0.5, 1.0) == 0.5
+    assert retained(0.5, 0.0) is None
+
+
+def test_qdm_in_blocks_keeps_a_warming_inside_one_long_series(rng):
+    """One 30-year series (as the pipeline passes history + RCP): the last decade is +3 K warmer.
+
+    Ranked over the whole series the warm decade sits in the upper quantiles, where a model
+    twice too variable gets the largest downward correction, so much of the warming is lost;
+    ranked within 10-year blocks it is kept.
+    """
+    n_cal, n_sim = 12 * YEARS, 12 * 30
+    season = lambda n: -5 + 15 * np.sin(2 * np.pi * (np.arange(n) % 12 - 3) / 12)
+    ref = _series(season(n_cal) + rng.normal(0, 1, n_cal))
+    hist = _series(season(n_cal) + 2.0 + 2.0 * rng.normal(0, 1, n_cal))
+    warm = np.where(np.arange(n_sim) >= 12 * 20, 3.0, 0.0)
+    sim = _series(season(n_sim) + 2.0 + 2.0 * rng.normal(0, 1, n_sim) + warm)
+    last, first = slice("2021", "2030"), slice("2001", "2020")
+
+    def kept(out):
+        return float(out.sel(time=last).mean() - out.sel(time=first).mean())
+
+    model = kept(sim)
+    whole = adjust(ref, hist, sim, variable="t_air", method="qdm", nquantiles=50)
+    blocks = adjust(ref, hist, sim, variable="t_air", method="qdm", nquantiles=50, period_years=10)
+    assert blocks.sizes["time"] == n_sim and bool((blocks["time"] == sim["time"]).all())
+    assert kept(blocks) == pytest.approx(model, abs=0.3)
+    assert kept(whole) < 0.8 * model
