@@ -99,7 +99,9 @@ def adjust(ref: xr.DataArray, hist: xr.DataArray, sim: xr.DataArray, *, variable
     ref, hist, sim_u = (_with_units(d, var.unit) for d in (ref, hist, sim))
     thresh = ZERO_THRESHOLD.get(var.unit) if var.bc_kind == "*" else None
     with warnings.catch_warnings(), _seeded(seed):
-        warnings.simplefilter("ignore")  # xsdba's notes on dask chunking / units do not apply to small arrays
+        # xsdba serialises its training parameters with jsonpickle, which announces a future default.
+        warnings.filterwarnings("ignore", message="keys will default to True in jsonpickle",
+                                category=DeprecationWarning)
         if thresh is not None:
             from xsdba.processing import jitter_under_thresh
 
