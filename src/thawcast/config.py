@@ -15,6 +15,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from thawcast.errors import ConfigError
+from thawcast.models.hparams import (
+    HPARAMS,
+    BiLSTMParams,
+    ConvLSTMParams,
+    GRUParams,
+    TCNParams,
+    TransformerParams,
+)
 
 #: Table 1 of Rahaman (2025): lower/upper latitude edges of the six bands (deg N).
 PAPER_BAND_EDGES: tuple[float, ...] = (
@@ -185,6 +193,22 @@ class WindowsConfig(_Section):
         return self
 
 
+class ModelsConfig(_Section):
+    """Architectures' default hyper-parameters (tuning may override them) and the band embedding."""
+
+    band_embedding_dim: int = Field(4, ge=1, le=64)
+    tcn: TCNParams = TCNParams()
+    transformer: TransformerParams = TransformerParams()
+    conv_lstm: ConvLSTMParams = ConvLSTMParams()
+    gru: GRUParams = GRUParams()
+    bilstm: BiLSTMParams = BiLSTMParams()
+
+    def hparams(self, name: str):
+        if name not in HPARAMS:
+            raise ConfigError(f"unknown architecture {name!r}; valid: {list(HPARAMS)}")
+        return getattr(self, name)
+
+
 class Config(_Section):
     """The whole of ``params.yaml``."""
 
@@ -199,6 +223,7 @@ class Config(_Section):
     projection: YearRange = YearRange(start_year=2024, end_year=2030)
     windows: WindowsConfig = WindowsConfig()
     features: tuple[str, ...] = ()
+    models: ModelsConfig = ModelsConfig()
 
     @field_validator("features")
     @classmethod

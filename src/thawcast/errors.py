@@ -44,3 +44,7 @@ class ValidationFailed(ThawcastError):
             f"data validation failed in stage '{stage}' ({len(failures)} failed expectation(s));"
             f" previous outputs were left untouched. Report: {report}\n  - {listed}{more}"
         )
+
+
+class ModelInputError(ThawcastError):
+    """A batch does not fit the model: wrong shape or feature count, band outside the embedding, NaN."""
