@@ -1,0 +1,77 @@
+"""Baselines: known answers on constructed series, and no test-period fitting."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from thawcast.baselines import (
+    RidgeBaseline,
+    climatology_table,
+    predict_climatology,
+    predict_persistence,
+    predict_seasonal_persistence,
+)
+from thawcast.errors import DataError
+from thawcast.windows import WindowSet, window_index
+
+TIMES = pd.date_range("2001-01-01", "2006-12-01", freq="MS")
+N_BANDS = 3
+
+
+def _periodic():
+    """[band, time, 4]: an exact 12-month cycle per band and layer (amplitude shrinking with depth)."""
+    m = np.arange(len(TIMES)) % 12
+    cycle = np.sin(2 * np.pi * m / 12)
+    band = np.arange(N_BANDS)[:, None, None]
+    layer = np.arange(4)[None, None, :]
+    return 3.0 - 2.0 * band + cycle[None, :, None] * (10.0 / (1 + layer))
+
+
+def _windows(first, last, x=None, length=6, y=None):
+    band, k = window_index(TIMES, N_BANDS, length, first, last)
+    x = np.zeros((N_BANDS, len(TIMES), 2), dtype=np.float32) if x is None else x
+    return WindowSet(x=x, band=band, last=k, length=length, times=TIMES, feature_names=("a", "b"), y=y)
+
+
+def test_climatology_of_an_exact_cycle_is_exact():
+    y = _periodic()
+    fit = np.asarray(TIMES.year <= 2003)
+    table = climatology_table(y, TIMES.month.to_numpy(), fit)
+    ws = _windows(2005, 2006)
+    np.testing.assert_allclose(predict_climatology(table, ws), y[ws.band, ws.last + 1])
+
+
+def test_climatology_sees_training_months_only():
+    y = _periodic()
+    fit = np.asarray(TIMES.year <= 2003)
+    poisoned = y.copy()
+    poisoned[:, ~fit] += 100.0
+    np.testing.assert_array_equal(climatology_table(poisoned, TIMES.month.to_numpy(), fit),
+                                  climatology_table(y, TIMES.month.to_numpy(), fit))
+    with pytest.raises(DataError, match="calendar month"):
+        climatology_table(y, TIMES.month.to_numpy(), np.asarray(TIMES < "2001-06-01"))
+
+
+def test_persistence_and_seasonal_persistence():
+    y = _periodic()
+    ws = _windows(2003, 2006)
+    np.testing.assert_allclose(predict_persistence(y, ws), y[ws.band, ws.last])
+    # an exact yearly cycle is predicted perfectly by last year's same month
+    np.testing.assert_allclose(predict_seasonal_persistence(y, ws), y[ws.band, ws.last + 1])
+    with pytest.raises(DataError, match="one year earlier"):
+        predict_seasonal_persistence(y, _windows(2001, 2001))
+
+
+def test_ridge_recovers_a_linear_target_and_picks_alpha_on_validation(rng):
+    x = rng.normal(size=(N_BANDS, len(TIMES), 2)).astype(np.float32)
+    coef = np.array([[1.0, -2.0, 0.5, 0.0], [0.3, 0.0, -1.0, 2.0]])
+    y = np.zeros((N_BANDS, len(TIMES), 4), dtype=np.float32)
+    y[:, 1:] = x[:, :-1] @ coef  # target = linear in the window's last step
+    train, val, test = (_windows(a, b, x, y=y) for a, b in ((2001, 2004), (2005, 2005), (2006, 2006)))
+    ridge = RidgeBaseline(alphas=(1e-3, 1e3)).fit(train, val)
+    assert ridge.alpha == 1e-3  # the heavily shrunk model loses on validation
+    pred = ridge.predict(test)
+    r2 = 1 - ((pred - test.targets()) ** 2).sum() / ((test.targets() - test.targets().mean(0)) ** 2).sum()
+    assert r2 > 0.99
+    with pytest.raises(DataError, match="before fit"):
+        RidgeBaseline().predict(test)
