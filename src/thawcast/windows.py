@@ -163,10 +163,6 @@ class WindowSet:
         """Features per time step, the signal included."""
         return self.x.shape[2] + (self.signal is not None)
 
-    @property
-    def names(self) -> tuple[str, ...]:
-        return self.feature_names
-
     def inputs(self, idx=slice(None)) -> np.ndarray:
         """``[n, w, F]`` inputs of the selected windows (a fresh array of just that batch)."""
         b, last = self.band[idx], self.last[idx]

@@ -71,7 +71,8 @@ def check_band_table(ds: xr.Dataset, variables: tuple[str, ...], source: str) ->
     return ds
 
 
-def _open(path: Path, variables: tuple[str, ...]) -> xr.Dataset:
+def open_band_table(path: Path, variables: tuple[str, ...]) -> xr.Dataset:
+    """Load a band table and check it with :func:`check_band_table`."""
     with open_netcdf(path) as ds:
         return check_band_table(ds.load(), variables, str(path))
 
@@ -153,8 +154,8 @@ def _suite_params(cfg: Config, ds: xr.Dataset, n_bands: int) -> dict:
 def run(cfg: Config, bands_dir: Path = Path("data/bands"), out_dir: Path = Path("data/scenarios"),
         metrics_dir: Path = Path("metrics"), suite_dir: Path = Path("expectations"),
         report_dir: Path = Path("reports/validation")) -> Path:
-    era = _open(bands_dir / ERA5_FILE, ERA5_FEATURES)
-    cmip = {e: _open(bands_dir / cmip5_file(e), CMIP_NEEDS) for e in cfg.cmip5.experiments}
+    era = open_band_table(bands_dir / ERA5_FILE, ERA5_FEATURES)
+    cmip = {e: open_band_table(bands_dir / cmip5_file(e), CMIP_NEEDS) for e in cfg.cmip5.experiments}
     corrected, ratios, diag = correct_scenarios(cfg, era, cmip)
     chosen = corrected[cfg.bias_correction.method]
     n_bands = era.sizes["band"]

@@ -36,7 +36,7 @@ from thawcast.features import (
 from thawcast.provenance import is_synthetic, provenance, staged_output
 from thawcast.readers.common import open_netcdf, select_years
 from thawcast.stages.bands import ERA5_FILE
-from thawcast.stages.scenarios import check_band_table, scenario_file
+from thawcast.stages.scenarios import open_band_table, scenario_file
 from thawcast.stages.static import STATIC_FILE
 from thawcast.validation import run_suite, validate_stage
 from thawcast.variables import TARGETS
@@ -154,7 +154,7 @@ def scaling_frame(hist: History, fit: np.ndarray) -> pd.DataFrame:
     """Mean/std of every scaled column over the training split (months, or windows for z)."""
     ws, rows = hist.windows, []
     constant = hist.scalers["features"].constant
-    for name, col, c in zip(monthly_names(ws.names), np.moveaxis(ws.x[:, fit], -1, 0), constant, strict=True):
+    for name, col, c in zip(monthly_names(ws.feature_names), np.moveaxis(ws.x[:, fit], -1, 0), constant, strict=True):
         rows.append((name, col, c))
     for i, name in enumerate(TARGETS):
         rows.append((name, ws.y[:, fit, i], False))
@@ -176,11 +176,6 @@ def _suite_params(cfg: Config, hist: History, n_rows: int, n_scaled: int) -> tup
     return win, {"n_rows": n_scaled}
 
 
-def _load(path: Path, variables: tuple[str, ...]) -> xr.Dataset:
-    with open_netcdf(path) as ds:
-        return check_band_table(ds.load(), variables, str(path))
-
-
 def run(cfg: Config, bands_dir: Path = Path("data/bands"), static_dir: Path = Path("data/static"),
         scenarios_dir: Path = Path("data/scenarios"), out_dir: Path = Path("data/windows"),
         suite_dir: Path = Path("expectations"), report_dir: Path = Path("reports/validation")) -> Path:
@@ -188,13 +183,13 @@ def run(cfg: Config, bands_dir: Path = Path("data/bands"), static_dir: Path = Pa
     dyn = tuple(n for n in names if FEATURES[n].kind == "dynamic")
     with open_netcdf(static_dir / STATIC_FILE) as s:
         static = s.load()
-    era = _load(bands_dir / ERA5_FILE, (*dyn, SIGNAL_SOURCE, *TARGETS))
+    era = open_band_table(bands_dir / ERA5_FILE, (*dyn, SIGNAL_SOURCE, *TARGETS))
     hist = build_history(cfg, era, static)
     log.info("history windows: %s", {s: int((hist.split == i).sum()) for i, s in enumerate(SPLITS)})
     scen = {}
     for rcp in cfg.rcp_experiments:
         path = scenarios_dir / scenario_file(rcp)
-        scen[rcp] = (build_scenario(cfg, _load(path, (*dyn, SIGNAL_SOURCE)), static, hist, str(path)), path)
+        scen[rcp] = (build_scenario(cfg, open_band_table(path, (*dyn, SIGNAL_SOURCE)), static, hist, str(path)), path)
         log.info("%s windows: %d", rcp, len(scen[rcp][0]))
 
     frame = pd.concat([window_frame(hist.windows, hist.split, hist.windows.y),
