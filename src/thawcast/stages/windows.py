@@ -65,6 +65,7 @@ class History:
     y_degc: np.ndarray
     scalers: dict[str, Scaler]
     signal_ref: tuple[float, float]  # mu, sigma of monthly R_thermal over the training months
+    fit: np.ndarray  # [time] the months the scaler was fitted on
 
 
 def _signal_raw(dynamic: xr.Dataset, length: int, mu: float, sigma: float, source: str) -> np.ndarray:
@@ -108,7 +109,7 @@ def build_history(cfg: Config, era: xr.Dataset, static: xr.Dataset) -> History:
     ws = WindowSet(x=feat_scaler.transform(x_raw).astype(np.float32), band=band, last=last, length=w,
                    times=times, feature_names=names, signal=signal,
                    y=targ_scaler.transform(y_raw).astype(np.float32))
-    return History(ws, split, y_raw.astype(np.float32), scalers, mu_sigma)
+    return History(ws, split, y_raw.astype(np.float32), scalers, mu_sigma, fit)
 
 
 def build_scenario(cfg: Config, scen: xr.Dataset, static: xr.Dataset, hist: History, source: str) -> WindowSet:
@@ -150,9 +151,9 @@ def window_frame(ws: WindowSet, split: str | np.ndarray, y: np.ndarray | None = 
     })
 
 
-def scaling_frame(hist: History, fit: np.ndarray) -> pd.DataFrame:
+def scaling_frame(hist: History) -> pd.DataFrame:
     """Mean/std of every scaled column over the training split (months, or windows for z)."""
-    ws, rows = hist.windows, []
+    ws, fit, rows = hist.windows, hist.fit, []
     constant = hist.scalers["features"].constant
     for name, col, c in zip(monthly_names(ws.feature_names), np.moveaxis(ws.x[:, fit], -1, 0), constant, strict=True):
         rows.append((name, col, c))
@@ -194,8 +195,7 @@ def run(cfg: Config, bands_dir: Path = Path("data/bands"), static_dir: Path = Pa
 
     frame = pd.concat([window_frame(hist.windows, hist.split, hist.windows.y),
                        *[window_frame(ws, rcp) for rcp, (ws, _) in scen.items()]], ignore_index=True)
-    fit = fit_months(hist.windows.times, cfg.windows)
-    scaled = scaling_frame(hist, fit)
+    scaled = scaling_frame(hist)
     win_params, scale_params = _suite_params(cfg, hist, len(frame), len(scaled))
     sections = [run_suite(frame, "windows", suite_dir, win_params, ["split", "band", "target"]),
                 run_suite(scaled, "windows_scaling", suite_dir, scale_params, ["column"])]
