@@ -22,6 +22,11 @@ TINY = {
     "windows": {"length_months": 6, "train": {"start_year": 2001, "end_year": 2002},
                 "validation": {"start_year": 2002, "end_year": 2002},
                 "test": {"start_year": 2003, "end_year": 2003}},
+    "models": {"band_embedding_dim": 2, "tcn": {"channels": 8, "levels": 2},
+               "transformer": {"d_model": 8, "heads": 2, "layers": 1, "ff_dim": 16},
+               "conv_lstm": {"filters": 8, "hidden": 8}, "gru": {"hidden": 8, "layers": 1},
+               "bilstm": {"hidden": 8}},
+    "training": {"max_epochs": 3, "batch_size": 32, "patience": 2, "accelerator": "cpu"},
 }
 
 
@@ -53,6 +58,15 @@ def tiny_pipeline(tiny_world, tiny_cfg):
     windows.run(tiny_cfg, root / "bands", root / "static", root / "scenarios", root / "windows", SUITES,
                 root / "reports")
     return root
+
+
+@pytest.fixture()
+def mlflow_store(tmp_path, monkeypatch):
+    """A throw-away MLflow store (SQLite + artifacts) for one test; returns its config section."""
+    from thawcast.config import MlflowConfig
+
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    return MlflowConfig(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifacts=tmp_path / "artifacts")
 
 
 @pytest.fixture()

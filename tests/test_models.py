@@ -110,3 +110,44 @@ def test_unknown_architecture_and_bad_hparams():
     cfg = parse_config({**TINY, "models": {"band_embedding_dim": 2, "gru": {"hidden": 8}}})
     model = build_model("gru", 5, 6, cfg.models.hparams("gru"), cfg.models.band_embedding_dim)
     assert model.band_embedding.embedding_dim == 2 and model.rnn.hidden_size == 8
+
+
+# ---------------------------------------------------------------- the packed (logged) form
+def _packed(arch="gru"):
+    from thawcast.models.packed import PackedModel
+
+    torch.manual_seed(0)
+    net = build_model(arch, 3, 4, None, 2).eval()
+    return net, PackedModel(net, [1.0, 2.0, 3.0, 4.0], [10.0, 10.0, 2.0, 0.5], ("a", "b", "z"), 5,
+                            ("t1", "t2", "t3", "t4"), arch)
+
+
+@pytest.mark.parametrize("arch", ["gru", "tcn"])
+def test_packed_model_is_the_network_unscaled_with_the_band_as_last_channel(arch):
+    from thawcast.models.packed import PackedModel
+
+    net, packed = _packed(arch)
+    x, band = torch.randn(6, 5, 3), torch.tensor([0, 1, 2, 3, 0, 2])
+    with torch.no_grad():
+        expected = net(x, band) * torch.tensor([10.0, 10.0, 2.0, 0.5]) + torch.tensor([1.0, 2.0, 3.0, 4.0])
+        got = packed(PackedModel.pack(x, band))
+    torch.testing.assert_close(got, expected)
+
+
+def test_packed_model_rejects_bad_input():
+    from thawcast.models.packed import PackedModel
+
+    _, packed = _packed()
+    x = PackedModel.pack(torch.randn(2, 5, 3), torch.tensor([0, 1]))
+    with pytest.raises(ModelInputError, match="band channel"):
+        packed(x[..., :-1])
+    frac = x.clone()
+    frac[:, :, -1] = 0.5
+    with pytest.raises(ModelInputError, match="integer band index"):
+        packed(frac)
+    far = x.clone()
+    far[:, :, -1] = 9.0
+    with pytest.raises(ModelInputError, match="outside the embedding"):
+        packed(far)
+    with pytest.raises(ModelInputError, match="feature names"):
+        PackedModel(packed.net, [0] * 4, [1] * 4, ("a", "b"), 5, ("t1", "t2", "t3", "t4"), "gru")

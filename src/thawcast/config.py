@@ -209,6 +209,50 @@ class ModelsConfig(_Section):
         return getattr(self, name)
 
 
+class TrainingConfig(_Section):
+    """How every architecture is trained (one generic LightningModule, see ``thawcast.training``).
+
+    Loss: MSE on the scaled targets; early stopping on the validation split's loss; the
+    weights of the best validation epoch are kept. ``accelerator: auto`` uses a GPU when
+    one is present and the CPU otherwise (same command, no code change).
+    """
+
+    architectures: tuple[str, ...] = tuple(HPARAMS)
+    max_epochs: int = Field(80, ge=1, le=10000)
+    batch_size: int = Field(64, ge=1, le=65536)
+    learning_rate: float = Field(1e-3, gt=0.0, le=1.0)
+    weight_decay: float = Field(1e-4, ge=0.0, le=1.0)
+    patience: int = Field(10, ge=1)
+    gradient_clip: float = Field(1.0, ge=0.0)
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    deterministic: bool = True
+
+    @field_validator("architectures")
+    @classmethod
+    def _known_architectures(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [a for a in v if a not in HPARAMS]
+        if unknown:
+            raise ValueError(f"unknown architecture(s) {unknown}; valid: {list(HPARAMS)}")
+        if not v or len(set(v)) != len(v):
+            raise ValueError("architectures must list at least one architecture, each once")
+        return v
+
+
+class MlflowConfig(_Section):
+    """Where runs, artifacts and registered models go (``thawcast.tracking``).
+
+    ``tracking_uri`` and ``artifacts`` are relative to the folder the command runs in
+    (the repository root under ``dvc repro``). Registered models are named
+    ``<model_prefix><architecture>``; ``alias`` marks the version the pipeline last produced.
+    """
+
+    tracking_uri: str = "sqlite:///mlruns/mlflow.db"
+    artifacts: Path = Path("mlruns/artifacts")
+    experiment: str = Field("thawcast-training", min_length=1)
+    model_prefix: str = Field("thawcast-", min_length=1)
+    alias: str = Field("champion", pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
 class Config(_Section):
     """The whole of ``params.yaml``."""
 
@@ -224,6 +268,8 @@ class Config(_Section):
     windows: WindowsConfig = WindowsConfig()
     features: tuple[str, ...] = ()
     models: ModelsConfig = ModelsConfig()
+    training: TrainingConfig = TrainingConfig()
+    mlflow: MlflowConfig = MlflowConfig()
 
     @field_validator("features")
     @classmethod

@@ -1,0 +1,76 @@
+"""A trained network in the form it is logged, registered and served: one float tensor in, degC out.
+
+MLflow model signatures, ``torch.export`` and SHAP's ``GradientExplainer`` all want a model
+that takes a single float tensor. :class:`PackedModel` carries the band index as the last
+channel of the window (the same integer at every step), un-scales the outputs to degC
+with the training-split target scaler, and keeps what a user needs to feed it correctly
+(feature order, window length, target names) as attributes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from thawcast.errors import ModelInputError
+from thawcast.models.base import BandSequenceModel
+
+
+class PackedModel(nn.Module):
+    """``x [batch, w, F + 1]`` (features in ``feature_names`` order, then the band index) -> degC ``[batch, 4]``.
+
+    Parameters
+    ----------
+    net
+        The trained network (scaled inputs -> scaled targets).
+    target_mean, target_std
+        The target scaler (training split), ``[n_targets]`` each, degC.
+    feature_names
+        Input features per time step, in order (the scenario signal ``z`` included).
+    window_length
+        Months per window the network was trained on.
+    target_names
+        Names of the outputs (soil layers).
+    architecture
+        Registry name of ``net``.
+    """
+
+    def __init__(self, net: BandSequenceModel, target_mean: Sequence[float], target_std: Sequence[float],
+                 feature_names: Sequence[str], window_length: int, target_names: Sequence[str],
+                 architecture: str) -> None:
+        super().__init__()
+        if len(feature_names) != net.n_features:
+            raise ModelInputError(f"{len(feature_names)} feature names for a network of {net.n_features} features")
+        self.net = net
+        self.register_buffer("target_mean", torch.as_tensor(np.asarray(target_mean), dtype=torch.float32))
+        self.register_buffer("target_std", torch.as_tensor(np.asarray(target_std), dtype=torch.float32))
+        self.feature_names = tuple(feature_names)
+        self.window_length = int(window_length)
+        self.target_names = tuple(target_names)
+        self.architecture = architecture
+
+    @property
+    def n_bands(self) -> int:
+        return self.net.n_bands
+
+    @staticmethod
+    def pack(x: torch.Tensor | np.ndarray, band: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Join ``x [n, w, F]`` and ``band [n]`` into the one-tensor input ``[n, w, F + 1]``."""
+        x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float32)
+        band = torch.as_tensor(np.asarray(band) if not isinstance(band, torch.Tensor) else band)
+        ch = band.to(torch.float32)[:, None, None].expand(-1, x.shape[1], 1)
+        return torch.cat([x, ch], dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 3 or x.shape[-1] != self.net.n_features + 1:
+            raise ModelInputError(
+                f"{self.architecture}: expected [batch, w, {self.net.n_features} features + band channel],"
+                f" got shape {tuple(x.shape)} (feature order: {' '.join(self.feature_names)})")
+        band_f = x[:, -1, -1]
+        band = torch.round(band_f).to(torch.long)
+        if not torch.equal(band.to(band_f.dtype), band_f):
+            raise ModelInputError(f"{self.architecture}: the last channel must hold the integer band index")
+        return self.net(x[..., :-1], band) * self.target_std + self.target_mean
