@@ -24,6 +24,8 @@ STAGES = {
     "bands": "per-band monthly ERA5-Land and CMIP5 tables into data/bands/",
     "scenarios": "bias-corrected CMIP5 RCP inputs (xsdba QDM/EQM) into data/scenarios/ + spread metrics",
     "windows": "scaled features, splits and sliding-window indices into data/windows/",
+    "train": "train one architecture, log it to MLflow and register it (data/models/<arch>/)",
+    "evaluate": "score every model and baseline on the test years: metrics, table, figures",
 }
 
 
@@ -46,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text in STAGES.items():
-        sub.add_parser(name, help=f"stage: {help_text}", description=help_text)
+        sp = sub.add_parser(name, help=f"stage: {help_text}", description=help_text)
+        if name == "train":
+            sp.add_argument("architecture", help="registry name: tcn, transformer, conv_lstm, gru, bilstm")
     e = sub.add_parser("expectations", help="(re)write the Great Expectations suites in expectations/")
     e.add_argument("--out", type=Path, default=Path("expectations"))
     d = sub.add_parser("download", help="download real data with your own credentials (never run in tests)")
@@ -114,6 +118,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         from thawcast.stages import scenarios as stage
     elif args.command == "windows":
         from thawcast.stages import windows as stage
+    elif args.command == "train":
+        from thawcast.stages import train
+
+        out = train.run(cfg, args.architecture)
+        log.info("stage train@%s done: %s", args.architecture, out)
+        return 0
+    elif args.command == "evaluate":
+        from thawcast.stages import evaluate as stage
     else:  # pragma: no cover - argparse restricts the choices
         raise ThawcastError(f"unknown command {args.command}")
     out = stage.run(cfg)
