@@ -34,6 +34,7 @@ lint: install
 bench: install
 	python benchmarks/bench_band_aggregation.py
 	python benchmarks/bench_windows.py
+	python benchmarks/bench_training.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,5 +1,6 @@
 """`dvc repro` end to end on a tiny profile, in a throw-away copy of the repository."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -33,12 +34,27 @@ def test_dvc_repro_twice_is_a_noop(tmp_path):
         assert _run(cmd, work, env).returncode == 0
     first = _run(["dvc", "repro"], work, env)
     assert first.returncode == 0, first.stderr[-3000:]
-    for stage in ("raw", "static", "bands", "scenarios", "windows"):
+    archs = params["training"]["architectures"]
+    for stage in ("raw", "static", "bands", "scenarios", "windows", *[f"train@{a}" for a in archs], "evaluate"):
         assert f"Running stage '{stage}'" in first.stdout
     assert (work / "data" / "bands" / "era5land_bands.nc").exists()
     assert (work / "data" / "windows" / "history.nc").exists()
     metrics = _run(["dvc", "metrics", "show", "--json"], work, env)
     assert metrics.returncode == 0 and "qdm_retained" in metrics.stdout
+    shown = json.loads(metrics.stdout)
+    evaluation = next(v["data"]["metrics/evaluation.json"]["data"] for v in shown.values())
+    assert set(archs) | {"climatology", "persistence", "ridge"} <= set(evaluation["models"])
+    assert (work / "data" / "evaluation" / "figures" / "rmse_by_model.png").exists()
+    # five registered models, each with the alias on the version its train stage recorded
+    check = ("import json, mlflow; mlflow.set_tracking_uri('sqlite:///mlruns/mlflow.db'); c = mlflow.MlflowClient();"
+             "print(json.dumps({m.name: str(c.get_model_version_by_alias(m.name, 'champion').version)"
+             " for m in c.search_registered_models()}))")
+    reg = _run([sys.executable, "-c", check], work, env)
+    assert reg.returncode == 0, reg.stderr[-2000:]
+    aliases = json.loads(reg.stdout.strip().splitlines()[-1])
+    for a in archs:
+        recorded = json.loads((work / "data" / "models" / a / "registration.json").read_text())
+        assert aliases[f"thawcast-{a}"] == recorded["version"]
     second = _run(["dvc", "repro"], work, env)
     assert second.returncode == 0
     assert "Running stage" not in second.stdout
