@@ -11,6 +11,7 @@ from conftest import TINY
 from thawcast.config import MlflowConfig, parse_config
 from thawcast.errors import ConfigError, DataError
 from thawcast.models.packed import PackedModel
+from thawcast.settings import BEST_PARAMS_FILE, resolve_settings
 from thawcast.stages import evaluate, train
 from thawcast.tracking import RegistryError, data_version, load_registered, use_store
 from thawcast.windows import open_windows
@@ -112,23 +113,23 @@ def test_a_run_that_dies_half_way_registers_nothing_and_writes_nothing(trained, 
 
 
 def test_tuned_best_params_override_the_defaults(tmp_path, tiny_cfg):
-    f = tmp_path / "gru" / train.BEST_PARAMS_FILE
+    f = tmp_path / "gru" / BEST_PARAMS_FILE
     f.parent.mkdir()
     f.write_text(json.dumps({"architecture": "gru", "hparams": {"hidden": 5, "layers": 2, "dropout": 0.0},
                              "training": {"learning_rate": 0.02, "batch_size": 8}, "band_embedding_dim": 3}))
-    s = train.resolve_settings(tiny_cfg, "gru", tmp_path)
+    s = resolve_settings(tiny_cfg, "gru", tmp_path)
     assert (s.hparams.hidden, s.training.learning_rate, s.training.batch_size, s.band_embedding_dim) == (5, 0.02, 8, 3)
     assert s.training.max_epochs == tiny_cfg.training.max_epochs and s.source == str(f)
-    assert train.resolve_settings(tiny_cfg, "tcn", tmp_path).source == "params.yaml"
+    assert resolve_settings(tiny_cfg, "tcn", tmp_path).source == "params.yaml"
     for bad, match in (({"architecture": "tcn"}, "written for architecture 'tcn'"),
                        ({"architecture": "gru", "training": {"max_epochs": 3}}, "cannot be tuned"),
-                       ({"architecture": "gru", "hparams": {"hiden": 3}}, "invalid tuned settings"),
-                       ({"architecture": "gru", "hparams": {"hidden": -1}}, "invalid tuned settings")):
+                       ({"architecture": "gru", "hparams": {"hiden": 3}}, "unknown parameter"),
+                       ({"architecture": "gru", "hparams": {"hidden": -1}}, "invalid settings for gru")):
         f.write_text(json.dumps(bad))
         with pytest.raises(ConfigError, match=match):
-            train.resolve_settings(tiny_cfg, "gru", tmp_path)
+            resolve_settings(tiny_cfg, "gru", tmp_path)
     with pytest.raises(ConfigError, match="not in training.architectures"):
-        train.resolve_settings(tiny_cfg, "lstm", tmp_path)
+        resolve_settings(tiny_cfg, "lstm", tmp_path)
 
 
 def test_evaluate_scores_networks_and_baselines_on_the_same_windows(trained):

@@ -6,6 +6,7 @@ Only this module reads ``params.yaml``; stages receive the typed config.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -24,9 +25,15 @@ STAGES = {
     "bands": "per-band monthly ERA5-Land and CMIP5 tables into data/bands/",
     "scenarios": "bias-corrected CMIP5 RCP inputs (xsdba QDM/EQM) into data/scenarios/ + spread metrics",
     "windows": "scaled features, splits and sliding-window indices into data/windows/",
+    "tune": "Optuna study for one architecture (resumable), tracked in MLflow; data/tuning/<arch>/",
+    "compare-studies": "cross-architecture comparison of the tuning studies: metrics/tuning.{json,md}",
     "train": "train one architecture, log it to MLflow and register it (data/models/<arch>/)",
     "evaluate": "score every model and baseline on the test years: metrics, table, figures",
 }
+
+
+#: Stages run once per architecture (``dvc.yaml`` foreach): ``thawcast <stage> <arch>``.
+PER_ARCHITECTURE = ("tune", "train")
 
 
 def _quiet_libraries() -> None:
@@ -49,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text in STAGES.items():
         sp = sub.add_parser(name, help=f"stage: {help_text}", description=help_text)
-        if name == "train":
+        if name in PER_ARCHITECTURE:
             sp.add_argument("architecture", help="registry name: tcn, transformer, conv_lstm, gru, bilstm")
     e = sub.add_parser("expectations", help="(re)write the Great Expectations suites in expectations/")
     e.add_argument("--out", type=Path, default=Path("expectations"))
@@ -108,28 +115,15 @@ def _dispatch(args: argparse.Namespace) -> int:
             return 0
         download_era5land(cfg, args.out or cfg.source.era5land_dir, years)
         return 0
-    if args.command == "raw":
-        from thawcast.stages import raw as stage
-    elif args.command == "static":
-        from thawcast.stages import static as stage
-    elif args.command == "bands":
-        from thawcast.stages import bands as stage
-    elif args.command == "scenarios":
-        from thawcast.stages import scenarios as stage
-    elif args.command == "windows":
-        from thawcast.stages import windows as stage
-    elif args.command == "train":
-        from thawcast.stages import train
-
-        out = train.run(cfg, args.architecture)
-        log.info("stage train@%s done: %s", args.architecture, out)
-        return 0
-    elif args.command == "evaluate":
-        from thawcast.stages import evaluate as stage
-    else:  # pragma: no cover - argparse restricts the choices
+    if args.command not in STAGES:  # pragma: no cover - argparse restricts the choices
         raise ThawcastError(f"unknown command {args.command}")
-    out = stage.run(cfg)
-    log.info("stage %s done: %s", args.command, out)
+    stage = importlib.import_module(f"thawcast.stages.{args.command.replace('-', '_')}")
+    if args.command in PER_ARCHITECTURE:
+        out = stage.run(cfg, args.architecture)
+        log.info("stage %s@%s done: %s", args.command, args.architecture, out)
+    else:
+        out = stage.run(cfg)
+        log.info("stage %s done: %s", args.command, out)
     return 0
 
 

@@ -253,6 +253,119 @@ class MlflowConfig(_Section):
     alias: str = Field("champion", pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 
+#: Tunable names besides an architecture's own hyper-parameters.
+TUNABLE_COMMON: tuple[str, ...] = ("learning_rate", "batch_size", "weight_decay", "band_embedding_dim")
+_INT_COMMON = {"batch_size", "band_embedding_dim"}
+
+
+class SearchDim(_Section):
+    """One tunable: ``choices`` (categorical) or a ``low``..``high`` range (``log`` scale, ``step``)."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: tuple[float | int | str, ...] | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> SearchDim:
+        if self.choices is not None:
+            if self.low is not None or self.high is not None or self.log or self.step is not None:
+                raise ValueError("give either choices or low/high (with log/step), not both")
+            if not self.choices:
+                raise ValueError("choices is empty")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("needs low and high (or choices)")
+        if not self.high > self.low:
+            raise ValueError(f"empty or inverted range: low {self.low} must be below high {self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError("a log-scale range needs low > 0")
+        if self.log and self.step is not None:
+            raise ValueError("log and step cannot be combined")
+        if self.step is not None and not self.step > 0:
+            raise ValueError("step must be > 0")
+        return self
+
+    @property
+    def values(self) -> tuple:
+        """Every value this dimension can take that bounds checks need (choices, or the two ends)."""
+        return self.choices if self.choices is not None else (self.low, self.high)
+
+
+class TuningBudget(_Section):
+    """What one study may spend: trials (complete + pruned) and wall time; epochs per trial."""
+
+    n_trials: int = Field(12, ge=1, description="trials that count: complete or pruned")
+    timeout_s: float = Field(300.0, gt=0.0)
+    max_epochs: int = Field(30, ge=1)
+    patience: int = Field(5, ge=1)
+
+    @field_validator("n_trials", mode="before")
+    @classmethod
+    def _positive(cls, v):
+        if isinstance(v, int) and v < 1:
+            raise ValueError(f"a budget of {v} trials tunes nothing; give n_trials >= 1")
+        return v
+
+
+class TuningConfig(_Section):
+    """Optuna studies, one per architecture (``thawcast.tuning``).
+
+    ``space.common`` applies to every architecture; ``space.<arch>`` adds or overrides
+    entries. Names are the architecture's hyper-parameters (``models.<arch>``) or one of
+    :data:`TUNABLE_COMMON`.
+    """
+
+    budget: TuningBudget = TuningBudget()
+    sampler_startup_trials: int = Field(5, ge=1)
+    pruner_startup_trials: int = Field(3, ge=0)
+    pruner_warmup_epochs: int = Field(5, ge=0)
+    storage: str = "sqlite:///mlruns/optuna.db"
+    heartbeat_s: int = Field(10, ge=1)
+    grace_s: int = Field(30, ge=2)
+    experiment: str = Field("thawcast-tuning", min_length=1)
+    space: dict[str, dict[str, SearchDim]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _space(self) -> TuningConfig:
+        if self.grace_s <= self.heartbeat_s:
+            raise ValueError(f"grace_s {self.grace_s} must exceed heartbeat_s {self.heartbeat_s}")
+        unknown = [k for k in self.space if k != "common" and k not in HPARAMS]
+        if unknown:
+            raise ValueError(f"space: unknown architecture(s) {unknown}; valid: common, {', '.join(HPARAMS)}")
+        for arch in HPARAMS:
+            self.space_for(arch)  # raises on unknown names / bad bounds
+        return self
+
+    def space_for(self, arch: str) -> dict[str, SearchDim]:
+        """The merged search space of ``arch`` (common first, then its own entries)."""
+        merged = {**self.space.get("common", {}), **self.space.get(arch, {})}
+        fields = HPARAMS[arch].model_fields
+        for name, dim in merged.items():
+            if name not in fields and name not in TUNABLE_COMMON:
+                raise ValueError(f"space.{arch}: unknown parameter {name!r}; valid: "
+                                 f"{', '.join([*fields, *TUNABLE_COMMON])}")
+            if self.is_int(arch, name) and dim.choices is None and not all(float(v).is_integer() for v in dim.values):
+                raise ValueError(f"space.{arch}.{name}: integer parameter needs integer bounds")
+        if arch == "transformer":
+            d, h = merged.get("d_model"), merged.get("heads")
+            if (d is not None and d.choices is None) or (h is not None and h.choices is None):
+                raise ValueError("space.transformer: give d_model and heads as choices (d_model % heads == 0)")
+            ds = d.choices if d is not None else (TransformerParams().d_model,)
+            hs = h.choices if h is not None else (TransformerParams().heads,)
+            bad = [(a, b) for a in ds for b in hs if int(a) % int(b)]
+            if bad:
+                raise ValueError(f"space.transformer: d_model not divisible by heads for (d_model, heads) {bad}")
+        return merged
+
+    @staticmethod
+    def is_int(arch: str, name: str) -> bool:
+        """Whether ``name`` of ``arch`` takes integer values (sampled with ``suggest_int``)."""
+        fields = HPARAMS[arch].model_fields
+        return name in _INT_COMMON or (name in fields and fields[name].annotation is int)
+
+
 class Config(_Section):
     """The whole of ``params.yaml``."""
 
@@ -269,6 +382,7 @@ class Config(_Section):
     features: tuple[str, ...] = ()
     models: ModelsConfig = ModelsConfig()
     training: TrainingConfig = TrainingConfig()
+    tuning: TuningConfig = TuningConfig()
     mlflow: MlflowConfig = MlflowConfig()
 
     @field_validator("features")

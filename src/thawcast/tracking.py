@@ -32,15 +32,19 @@ def _mlflow():
     return mlflow
 
 
-def tracking_uri(cfg: MlflowConfig) -> str:
-    """The tracking URI with a relative SQLite path made absolute (its folder created)."""
-    uri = cfg.tracking_uri
+def absolute_sqlite(url: str) -> str:
+    """``sqlite:///relative/path.db`` made absolute (its folder created); other URLs unchanged."""
     prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
-        db = Path(uri[len(prefix):]).resolve()
+    if url.startswith(prefix) and not url[len(prefix):].startswith("/"):
+        db = Path(url[len(prefix):]).resolve()
         db.parent.mkdir(parents=True, exist_ok=True)
-        uri = prefix + str(db)
-    return uri
+        url = prefix + str(db)
+    return url
+
+
+def tracking_uri(cfg: MlflowConfig) -> str:
+    """The tracking URI, a relative SQLite path made absolute."""
+    return absolute_sqlite(cfg.tracking_uri)
 
 
 def use_store(cfg: MlflowConfig, experiment: str | None = None) -> str:

@@ -29,8 +29,9 @@ from torch import nn
 
 from thawcast.config import TrainingConfig
 from thawcast.errors import ThawcastError
+from thawcast.metrics import scores
 from thawcast.models.base import BandSequenceModel
-from thawcast.windows import WindowSet
+from thawcast.windows import Scaler, WindowSet
 
 log = logging.getLogger(__name__)
 
@@ -232,3 +233,8 @@ def predict(net: nn.Module, data: WindowTensors, batch_size: int = 1024) -> np.n
     out = [net(data.x[i:i + batch_size], data.band[i:i + batch_size]) for i in range(0, len(data), batch_size)]
     return torch.cat(out).numpy()
 
+
+def score_degc(net: nn.Module, ws: WindowSet, targets: Scaler) -> dict[str, float]:
+    """RMSE, MAE and R2 in degC of ``net`` on every window of ``ws`` (targets un-scaled)."""
+    pred = targets.inverse(predict(net, WindowTensors.from_windows(ws)))
+    return scores(targets.inverse(ws.targets()), pred)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,93 +26,21 @@ import pandas as pd
 import torch
 
 from thawcast import __version__
-from thawcast.config import Config, TrainingConfig, config_to_dict
-from thawcast.errors import ConfigError, DataError
-from thawcast.metrics import scores
-from thawcast.models.hparams import HPARAMS
+from thawcast.config import Config, config_to_dict
+from thawcast.errors import DataError
 from thawcast.models.packed import PackedModel
 from thawcast.models.registry import build_model
 from thawcast.provenance import git_commit, staged_output
+from thawcast.settings import resolve_settings
 from thawcast.stages.windows import HISTORY_FILE, SCALER_FILE
 from thawcast.tracking import Registration, data_version, register, registered_name, use_store
-from thawcast.training import WindowTensors, fit, predict
+from thawcast.training import WindowTensors, fit, score_degc
 from thawcast.variables import TARGETS
 from thawcast.windows import load_scalers, open_windows
 
 log = logging.getLogger(__name__)
 
-BEST_PARAMS_FILE = "best_params.json"
 REGISTRATION_FILE = "registration.json"
-#: Training settings a tuning study may override (the rest stay as in params).
-TUNABLE_TRAINING = ("learning_rate", "batch_size", "weight_decay")
-
-
-@dataclass(frozen=True)
-class ModelSettings:
-    """Everything that decides one architecture's training run."""
-
-    architecture: str
-    hparams: object  # the architecture's typed params (thawcast.models.hparams)
-    training: TrainingConfig
-    band_embedding_dim: int
-    source: str  # "params.yaml" or the best-params file
-
-    def flat(self) -> dict[str, object]:
-        """Flat ``{name: value}`` for MLflow params."""
-        out = {"architecture": self.architecture, "band_embedding_dim": self.band_embedding_dim,
-               "hparams_source": self.source}
-        out.update({f"model.{k}": v for k, v in self.hparams.model_dump().items()})
-        out.update({f"training.{k}": v for k, v in self.training.model_dump(exclude={"architectures"}).items()})
-        return out
-
-    def to_dict(self) -> dict:
-        return {"architecture": self.architecture, "source": self.source,
-                "band_embedding_dim": self.band_embedding_dim, "hparams": self.hparams.model_dump(),
-                "training": self.training.model_dump(mode="json", exclude={"architectures"})}
-
-
-def resolve_settings(cfg: Config, arch: str, tuning_dir: Path = Path("data/tuning")) -> ModelSettings:
-    """The tuned settings of ``arch`` if ``<tuning_dir>/<arch>/best_params.json`` exists, else the defaults.
-
-    The best-params file holds ``{"architecture", "hparams": {...}, "training": {...},
-    "band_embedding_dim"}``; ``training`` may set only :data:`TUNABLE_TRAINING`.
-
-    Raises
-    ------
-    ConfigError
-        The architecture is unknown or the file is unreadable, for another architecture, or
-        holds an unknown or invalid setting.
-    """
-    if arch not in cfg.training.architectures:
-        raise ConfigError(f"architecture {arch!r} is not in training.architectures {list(cfg.training.architectures)}")
-    path = Path(tuning_dir) / arch / BEST_PARAMS_FILE
-    if not path.exists():
-        return ModelSettings(arch, cfg.models.hparams(arch), cfg.training, cfg.models.band_embedding_dim,
-                             "params.yaml")
-    try:
-        best = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{path}: unreadable best-params file: {exc}") from None
-    if best.get("architecture") != arch:
-        raise ConfigError(f"{path}: written for architecture {best.get('architecture')!r}, not {arch!r}")
-    extra = set(best.get("training", {})) - set(TUNABLE_TRAINING)
-    if extra:
-        raise ConfigError(f"{path}: training settings {sorted(extra)} cannot be tuned; tunable: {TUNABLE_TRAINING}")
-    try:
-        hparams = HPARAMS[arch].model_validate(best.get("hparams", {}))
-        training = TrainingConfig.model_validate({**cfg.training.model_dump(), **best.get("training", {})})
-        emb = int(best.get("band_embedding_dim", cfg.models.band_embedding_dim))
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{path}: invalid tuned settings: {exc}") from None
-    if emb < 1:
-        raise ConfigError(f"{path}: band_embedding_dim must be >= 1, got {emb}")
-    return ModelSettings(arch, hparams, training, emb, str(path))
-
-
-def _degc_scores(packed: PackedModel, ws, target_scaler) -> dict[str, float]:
-    t = WindowTensors.from_windows(ws)
-    pred = target_scaler.inverse(predict(packed.net, t))
-    return scores(target_scaler.inverse(ws.targets()), pred)
 
 
 def run(cfg: Config, arch: str, windows_dir: Path = Path("data/windows"), tuning_dir: Path = Path("data/tuning"),
@@ -152,7 +79,7 @@ def run(cfg: Config, arch: str, windows_dir: Path = Path("data/windows"), tuning
         metrics = {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                    "best_val_loss": result.best_val_loss, "train_seconds": result.seconds}
         for split, ws in (("val", val), ("test", test)):
-            metrics.update({f"{split}_{k}": v for k, v in _degc_scores(packed, ws, targets).items()})
+            metrics.update({f"{split}_{k}": v for k, v in score_degc(net, ws, targets).items()})
         mlflow.log_metrics(metrics)
         log.info("%s: validation RMSE %.3f degC, test RMSE %.3f degC", arch, metrics["val_rmse"], metrics["test_rmse"])
         example = PackedModel.pack(train.inputs(slice(0, 2)), train.band[:2])

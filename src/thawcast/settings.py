@@ -1,0 +1,115 @@
+"""What decides one architecture's training: hyper-parameters and training settings.
+
+Defaults come from ``params.yaml`` (``models.<arch>``, ``models.band_embedding_dim``,
+``training``); a tuning study's ``best_params.json`` overrides them. This module is the one
+place that knows that file's format: the tune stage writes it with
+:func:`write_best_params`, the train stage reads it with :func:`resolve_settings`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from thawcast.config import TUNABLE_COMMON, Config, TrainingConfig
+from thawcast.errors import ConfigError
+from thawcast.models.hparams import HPARAMS
+
+BEST_PARAMS_FILE = "best_params.json"
+#: Training settings a tuning study may override (the rest stay as in params).
+TUNABLE_TRAINING = ("learning_rate", "batch_size", "weight_decay")
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Everything that decides one architecture's training run."""
+
+    architecture: str
+    hparams: object  # the architecture's typed params (thawcast.models.hparams)
+    training: TrainingConfig
+    band_embedding_dim: int
+    source: str  # "params.yaml" or the best-params file
+
+    def flat(self) -> dict[str, object]:
+        """Flat ``{name: value}`` for MLflow params."""
+        out = {"architecture": self.architecture, "band_embedding_dim": self.band_embedding_dim,
+               "hparams_source": self.source}
+        out.update({f"model.{k}": v for k, v in self.hparams.model_dump().items()})
+        out.update({f"training.{k}": v for k, v in self.training.model_dump(exclude={"architectures"}).items()})
+        return out
+
+    def to_dict(self) -> dict:
+        return {"architecture": self.architecture, "source": self.source,
+                "band_embedding_dim": self.band_embedding_dim, "hparams": self.hparams.model_dump(),
+                "training": self.training.model_dump(mode="json", exclude={"architectures"})}
+
+
+def resolve_settings(cfg: Config, arch: str, tuning_dir: Path = Path("data/tuning")) -> ModelSettings:
+    """The tuned settings of ``arch`` if ``<tuning_dir>/<arch>/best_params.json`` exists, else the defaults.
+
+    The best-params file holds ``{"architecture", "hparams": {...}, "training": {...},
+    "band_embedding_dim"}``; ``training`` may set only :data:`TUNABLE_TRAINING`.
+
+    Raises
+    ------
+    ConfigError
+        The architecture is unknown or the file is unreadable, for another architecture, or
+        holds an unknown or invalid setting.
+    """
+    if arch not in cfg.training.architectures:
+        raise ConfigError(f"architecture {arch!r} is not in training.architectures {list(cfg.training.architectures)}")
+    path = Path(tuning_dir) / arch / BEST_PARAMS_FILE
+    if not path.exists():
+        return ModelSettings(arch, cfg.models.hparams(arch), cfg.training, cfg.models.band_embedding_dim,
+                             "params.yaml")
+    try:
+        best = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: unreadable best-params file: {exc}") from None
+    if best.get("architecture") != arch:
+        raise ConfigError(f"{path}: written for architecture {best.get('architecture')!r}, not {arch!r}")
+    extra = set(best.get("training", {})) - set(TUNABLE_TRAINING)
+    if extra:
+        raise ConfigError(f"{path}: training settings {sorted(extra)} cannot be tuned; tunable: {TUNABLE_TRAINING}")
+    flat = {**best.get("hparams", {}), **best.get("training", {})}
+    if "band_embedding_dim" in best:
+        flat["band_embedding_dim"] = best["band_embedding_dim"]
+    settings = settings_from(cfg, arch, flat, str(path))
+    if settings.band_embedding_dim < 1:
+        raise ConfigError(f"{path}: band_embedding_dim must be >= 1, got {settings.band_embedding_dim}")
+    return settings
+
+
+def settings_from(cfg: Config, arch: str, params: dict, source: str,
+                  training: TrainingConfig | None = None) -> ModelSettings:
+    """Defaults of ``arch`` with flat overrides ``params`` (hyper-parameter or :data:`TUNABLE_COMMON` names).
+
+    Raises
+    ------
+    ConfigError
+        An unknown name, or a combination the architecture refuses (e.g. d_model % heads).
+    """
+    fields = HPARAMS[arch].model_fields
+    unknown = [k for k in params if k not in fields and k not in TUNABLE_COMMON]
+    if unknown:
+        raise ConfigError(f"{source}: unknown parameter(s) {unknown} for {arch}")
+    base = training or cfg.training
+    try:
+        hparams = HPARAMS[arch].model_validate(
+            {**cfg.models.hparams(arch).model_dump(), **{k: v for k, v in params.items() if k in fields}})
+        train = TrainingConfig.model_validate(
+            {**base.model_dump(), **{k: v for k, v in params.items() if k in TUNABLE_TRAINING}})
+    except ValueError as exc:
+        raise ConfigError(f"{source}: invalid settings for {arch}: {exc}") from None
+    emb = int(params.get("band_embedding_dim", cfg.models.band_embedding_dim))
+    return ModelSettings(arch, hparams, train, emb, source)
+
+
+def write_best_params(path: Path, settings: ModelSettings, **extra) -> Path:
+    """Write ``settings`` in the best-params format :func:`resolve_settings` reads."""
+    record = {"architecture": settings.architecture, "hparams": settings.hparams.model_dump(),
+              "training": {k: getattr(settings.training, k) for k in TUNABLE_TRAINING},
+              "band_embedding_dim": settings.band_embedding_dim, **extra}
+    Path(path).write_text(json.dumps(record, indent=2) + "\n")
+    return Path(path)

@@ -1,0 +1,164 @@
+"""Stage ``tune@<arch>``: an Optuna study for one architecture, tracked in MLflow.
+
+Objective: validation RMSE in degC of the best epoch (early stopping within the trial).
+The test years are never loaded. Pruning: Optuna's median pruner through the Lightning
+pruning callback on the per-epoch validation loss.
+
+MLflow (experiment ``tuning.experiment``): the study is a parent run (resumed when the
+study resumes), each trial a nested run with its params, per-epoch losses, final value and
+``optuna.state`` (COMPLETE / PRUNED / FAIL); trials killed in an earlier run are marked
+KILLED. The parent run gets the study's plots and summary.
+
+Outputs (``data/tuning/<arch>/``): ``best_params.json`` (what ``train@<arch>`` reads),
+``summary.json``, ``trials.csv`` and the plots (PNG).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from thawcast.config import Config
+from thawcast.errors import ConfigError, ModelInputError
+from thawcast.models.registry import build_model
+from thawcast.provenance import git_commit, staged_output
+from thawcast.settings import BEST_PARAMS_FILE, ModelSettings, settings_from, write_best_params
+from thawcast.stages.windows import HISTORY_FILE, SCALER_FILE
+from thawcast.tracking import data_version, use_store
+from thawcast.variables import TARGETS
+from thawcast.windows import load_scalers, open_windows
+
+log = logging.getLogger(__name__)
+
+SUMMARY_FILE = "summary.json"
+
+
+def trial_settings(cfg: Config, arch: str, params: dict) -> ModelSettings:
+    """Settings of one trial: the drawn params over the defaults, with the tuning budget's epochs."""
+    b = cfg.tuning.budget
+    training = cfg.training.model_copy(update={"max_epochs": b.max_epochs, "patience": b.patience})
+    return settings_from(cfg, arch, params, "trial", training)
+
+
+def run(cfg: Config, arch: str, windows_dir: Path = Path("data/windows"), out_dir: Path = Path("data/tuning"),
+        lock: Path = Path("dvc.lock")) -> Path:
+    import lightning as L
+    import mlflow
+    import optuna
+    from optuna_integration import PyTorchLightningPruningCallback
+
+    from thawcast import tuning
+    from thawcast.training import MONITOR, TrainingError, WindowTensors, fit, score_degc
+
+    if arch not in cfg.training.architectures:
+        raise ConfigError(f"architecture {arch!r} is not in training.architectures {list(cfg.training.architectures)}")
+    history = windows_dir / HISTORY_FILE
+    train, val = (open_windows(history, s) for s in ("train", "validation"))
+    targets = load_scalers(windows_dir / SCALER_FILE)["targets"]
+    tensors = {"train": WindowTensors.from_windows(train), "validation": WindowTensors.from_windows(val)}
+    n_bands = train.x.shape[0]
+    data = data_version([str(windows_dir)], lock)[str(windows_dir)]
+    fp = tuning.fingerprint(cfg, arch, data)
+    study = tuning.open_study(cfg, arch, fp)
+    budget = cfg.tuning.budget
+
+    use_store(cfg.mlflow, cfg.tuning.experiment)
+    client = mlflow.MlflowClient()
+    parent_id = study.user_attrs.get("mlflow_parent_run_id")
+    if parent_id is not None:
+        try:
+            client.get_run(parent_id)
+        except mlflow.exceptions.MlflowException:
+            parent_id = None
+    tags = {"thawcast.stage": "tune", "thawcast.architecture": arch, "optuna.study": study.study_name,
+            "optuna.storage": cfg.tuning.storage, "git_commit": git_commit(), f"dvc.md5.{windows_dir}": data}
+
+    def objective(trial: optuna.Trial) -> float:
+        params = tuning.suggest(trial, cfg, arch)
+        settings = trial_settings(cfg, arch, params)
+        run = mlflow.start_run(run_name=f"trial-{trial.number}", nested=True,
+                               tags={"optuna.trial": str(trial.number), "thawcast.architecture": arch})
+        trial.set_user_attr("mlflow_run_id", run.info.run_id)
+        mlflow.log_params(params)
+        t0 = time.perf_counter()
+        try:
+            L.seed_everything(cfg.seed, workers=True, verbose=False)
+            net = build_model(arch, train.n_features, n_bands, settings.hparams, settings.band_embedding_dim,
+                              len(TARGETS))
+            result = fit(net, tensors["train"], tensors["validation"], settings.training, cfg.seed,
+                         callbacks=[PyTorchLightningPruningCallback(trial, monitor=MONITOR)],
+                         on_epoch=lambda epoch, row: mlflow.log_metrics(row, step=epoch),
+                         label=f"{arch} trial {trial.number}")
+            value = score_degc(net, val, targets)["rmse"]
+        except optuna.TrialPruned:
+            mlflow.set_tag("optuna.state", "PRUNED")
+            mlflow.log_metric("seconds", time.perf_counter() - t0)
+            mlflow.end_run("FINISHED")
+            log.info("%s trial %d pruned", arch, trial.number)
+            raise
+        except BaseException as exc:
+            mlflow.set_tag("optuna.state", "FAIL")
+            mlflow.set_tag("error", str(exc)[:500])
+            mlflow.end_run("FAILED")
+            raise
+        mlflow.log_metrics({"value": value, "val_rmse": value, "best_epoch": result.best_epoch,
+                            "seconds": time.perf_counter() - t0})
+        mlflow.set_tag("optuna.state", "COMPLETE")
+        mlflow.end_run("FINISHED")
+        log.info("%s trial %d: validation RMSE %.4f degC %s", arch, trial.number, value, params)
+        return value
+
+    t0 = time.perf_counter()
+    with mlflow.start_run(run_id=parent_id, run_name=f"tune-{arch}", tags=tags) as parent:
+        if parent_id is None:
+            study.set_user_attr("mlflow_parent_run_id", parent.info.run_id)
+            mlflow.log_params({"n_trials": budget.n_trials, "timeout_s": budget.timeout_s,
+                               "max_epochs": budget.max_epochs, "patience": budget.patience,
+                               "fingerprint": fp, "sampler": "TPE", "pruner": "median"})
+            mlflow.log_dict({k: v.model_dump() for k, v in cfg.tuning.space_for(arch).items()}, "search_space.json")
+        resumed = tuning.optimize(study, objective, budget.n_trials, budget.timeout_s,
+                                  catch=(TrainingError, ModelInputError))
+        _mark_killed(client, study)
+        summ = tuning.summary(study)
+        summ.update(architecture=arch, fingerprint=fp, n_trials_budget=budget.n_trials, resumed_trials=resumed,
+                    session_s=time.perf_counter() - t0)
+        if summ["best_value"] is None:
+            raise TrainingError(f"{study.study_name}: no trial completed ({summ}); nothing to write")
+        if summ["trials_complete"] + summ["trials_pruned"] < budget.n_trials:
+            log.warning("%s: only %d of %d trials within timeout_s %.0f", study.study_name,
+                        summ["trials_complete"] + summ["trials_pruned"], budget.n_trials, budget.timeout_s)
+        best = settings_from(cfg, arch, study.best_params, study.study_name)
+        with staged_output(out_dir / arch) as tmp:
+            write_best_params(tmp / BEST_PARAMS_FILE, best, value=summ["best_value"], trial=summ["best_trial"],
+                              study=study.study_name, objective="validation RMSE (degC)")
+            (tmp / SUMMARY_FILE).write_text(json.dumps(summ, indent=2, default=str) + "\n")
+            study.trials_dataframe().to_csv(tmp / "trials.csv", index=False)
+            figures = tuning.plots(study, tmp / "figures")
+            mlflow.log_metrics({"best_value": summ["best_value"], "trials_complete": summ["trials_complete"],
+                                "trials_pruned": summ["trials_pruned"], "trials_failed": summ["trials_failed"],
+                                "wall_s": summ["wall_s"]})
+            mlflow.log_dict(summ, "summary.json")
+            for path in figures.values():
+                mlflow.log_artifact(str(path), "figures")
+    log.info("%s: best validation RMSE %.4f degC (trial %d) from %d complete / %d pruned trials", arch,
+             summ["best_value"], summ["best_trial"], summ["trials_complete"], summ["trials_pruned"])
+    return out_dir / arch
+
+
+def _mark_killed(client, study) -> None:
+    """Nested runs of trials that died with their process (FAIL by heartbeat) are set KILLED in MLflow."""
+    from mlflow.exceptions import MlflowException
+    from optuna.trial import TrialState
+
+    for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        run_id = t.user_attrs.get("mlflow_run_id")
+        if run_id is None:
+            continue
+        try:
+            if client.get_run(run_id).info.status == "RUNNING":
+                client.set_tag(run_id, "optuna.state", "FAIL")
+                client.set_terminated(run_id, "KILLED")
+        except MlflowException:  # a missing run is nothing to repair
+            log.debug("no MLflow run %s to mark killed", run_id)
