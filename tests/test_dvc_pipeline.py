@@ -35,7 +35,8 @@ def test_dvc_repro_twice_is_a_noop(tmp_path):
     first = _run(["dvc", "repro"], work, env)
     assert first.returncode == 0, first.stderr[-3000:]
     archs = params["training"]["architectures"]
-    for stage in ("raw", "static", "bands", "scenarios", "windows", *[f"train@{a}" for a in archs], "evaluate"):
+    for stage in ("raw", "static", "bands", "scenarios", "windows", *[f"tune@{a}" for a in archs],
+                  "compare-studies", *[f"train@{a}" for a in archs], "evaluate"):
         assert f"Running stage '{stage}'" in first.stdout
     assert (work / "data" / "bands" / "era5land_bands.nc").exists()
     assert (work / "data" / "windows" / "history.nc").exists()
@@ -45,6 +46,14 @@ def test_dvc_repro_twice_is_a_noop(tmp_path):
     evaluation = next(v["data"]["metrics/evaluation.json"]["data"] for v in shown.values())
     assert set(archs) | {"climatology", "persistence", "ridge"} <= set(evaluation["models"])
     assert (work / "data" / "evaluation" / "figures" / "rmse_by_model.png").exists()
+    studies = next(v["data"]["metrics/tuning.json"]["data"] for v in shown.values())
+    assert set(studies) == set(archs)
+    assert all(s["trials_complete"] + s["trials_pruned"] == params["tuning"]["budget"]["n_trials"]
+               for s in studies.values())
+    for a in archs:  # each model was trained with its study's best params
+        best = json.loads((work / "data" / "tuning" / a / "best_params.json").read_text())
+        used = json.loads((work / "data" / "models" / a / "settings.json").read_text())
+        assert used["hparams"] == best["hparams"] and used["source"].endswith(f"{a}/best_params.json")
     # five registered models, each with the alias on the version its train stage recorded
     check = ("import json, mlflow; mlflow.set_tracking_uri('sqlite:///mlruns/mlflow.db'); c = mlflow.MlflowClient();"
              "print(json.dumps({m.name: str(c.get_model_version_by_alias(m.name, 'champion').version)"
