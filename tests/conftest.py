@@ -62,13 +62,31 @@ def tiny_pipeline(tiny_world, tiny_cfg):
     return root
 
 
-@pytest.fixture()
-def mlflow_store(tmp_path, monkeypatch):
-    """A throw-away MLflow store (SQLite + artifacts) for one test; returns its config section."""
-    from thawcast.config import MlflowConfig
+#: Architectures the session's tiny trained models cover.
+TRAINED_ARCHS = ("gru", "tcn")
 
-    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-    return MlflowConfig(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifacts=tmp_path / "artifacts")
+
+@pytest.fixture(scope="session")
+def trained(tiny_pipeline, tmp_path_factory):
+    """Two architectures trained and registered in a session-private MLflow store; evaluate run once.
+
+    Returns ``(cfg, root, world)``: the config pointing at that store, the folder holding
+    ``models/``, ``evaluation/``, ``metrics/``, and the tiny world.
+    """
+    from thawcast.config import MlflowConfig
+    from thawcast.stages import evaluate, train
+
+    root = tmp_path_factory.mktemp("mlflow")
+    store = MlflowConfig(tracking_uri=f"sqlite:///{root / 'mlflow.db'}", artifacts=root / "artifacts")
+    cfg = parse_config({**TINY, "training": {**TINY["training"], "architectures": list(TRAINED_ARCHS)},
+                        "mlflow": {"tracking_uri": store.tracking_uri, "artifacts": str(store.artifacts)}})
+    lock = root / "dvc.lock"
+    lock.write_text(f"schema: '2.0'\nstages:\n  windows:\n    outs:\n    - path: {tiny_pipeline / 'windows'}\n"
+                    "      md5: abc123.dir\n")
+    for arch in TRAINED_ARCHS:
+        train.run(cfg, arch, tiny_pipeline / "windows", root / "tuning", root / "models", lock)
+    evaluate.run(cfg, tiny_pipeline / "windows", root / "models", root / "evaluation", root / "metrics")
+    return cfg, root, tiny_pipeline
 
 
 @pytest.fixture()

@@ -36,7 +36,7 @@ def test_dvc_repro_twice_is_a_noop(tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     archs = params["training"]["architectures"]
     for stage in ("raw", "static", "bands", "scenarios", "windows", *[f"tune@{a}" for a in archs],
-                  "compare-studies", *[f"train@{a}" for a in archs], "evaluate"):
+                  "compare-studies", *[f"train@{a}" for a in archs], "evaluate", "project", "thaw"):
         assert f"Running stage '{stage}'" in first.stdout
     assert (work / "data" / "bands" / "era5land_bands.nc").exists()
     assert (work / "data" / "windows" / "history.nc").exists()
@@ -46,6 +46,10 @@ def test_dvc_repro_twice_is_a_noop(tmp_path):
     evaluation = next(v["data"]["metrics/evaluation.json"]["data"] for v in shown.values())
     assert set(archs) | {"climatology", "persistence", "ridge"} <= set(evaluation["models"])
     assert (work / "data" / "evaluation" / "figures" / "rmse_by_model.png").exists()
+    assert (work / "data" / "projections" / "projections.nc").exists()
+    assert (work / "data" / "thaw" / "thaw_metrics.csv").exists()
+    period = next(v["data"]["metrics/projection_period.json"]["data"] for v in shown.values())
+    assert period["members"]["n_series"] == 4 * len(archs) * 6 * 4
     studies = next(v["data"]["metrics/tuning.json"]["data"] for v in shown.values())
     assert set(studies) == set(archs)
     assert all(s["trials_complete"] + s["trials_pruned"] == params["tuning"]["budget"]["n_trials"]

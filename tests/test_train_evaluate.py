@@ -7,32 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY
-from thawcast.config import MlflowConfig, parse_config
-from thawcast.errors import ConfigError, DataError
+from conftest import TRAINED_ARCHS as ARCHS
+from thawcast.errors import ConfigError, DataError, ModelInputError
 from thawcast.models.packed import PackedModel
 from thawcast.settings import BEST_PARAMS_FILE, resolve_settings
 from thawcast.stages import evaluate, train
 from thawcast.tracking import RegistryError, data_version, load_registered, use_store
 from thawcast.windows import open_windows
-
-ARCHS = ("gru", "tcn")
-
-
-@pytest.fixture(scope="module")
-def trained(tiny_pipeline, tmp_path_factory):
-    """Two architectures trained and registered in a module-private store; evaluate run once."""
-    root = tmp_path_factory.mktemp("mlflow")
-    store = MlflowConfig(tracking_uri=f"sqlite:///{root / 'mlflow.db'}", artifacts=root / "artifacts")
-    cfg = parse_config({**TINY, "training": {**TINY["training"], "architectures": list(ARCHS)},
-                        "mlflow": {"tracking_uri": store.tracking_uri, "artifacts": str(store.artifacts)}})
-    lock = root / "dvc.lock"
-    lock.write_text(f"schema: '2.0'\nstages:\n  windows:\n    outs:\n    - path: {tiny_pipeline / 'windows'}\n"
-                    "      md5: abc123.dir\n")
-    for arch in ARCHS:
-        train.run(cfg, arch, tiny_pipeline / "windows", root / "tuning", root / "models", lock)
-    evaluate.run(cfg, tiny_pipeline / "windows", root / "models", root / "evaluation", root / "metrics")
-    return cfg, root, tiny_pipeline
 
 
 def test_train_registers_a_version_with_the_champion_alias_and_writes_the_hand_off(trained):
@@ -179,8 +160,11 @@ def test_evaluate_refuses_models_trained_on_other_features(trained):
     model, _ = load_registered("thawcast-gru", alias="champion")
     test = open_windows(world / "windows" / "history.nc", "test")
     model.feature_names = ("t_air", *model.feature_names[1:-1], "w9")
-    with pytest.raises(DataError, match="other features"):
-        evaluate.check_compatible(model, test, "thawcast-gru")
+    with pytest.raises(ModelInputError, match=r"other features.*missing \['w9'\], unexpected \['z'\]"):
+        model.check_windows(test, "thawcast-gru")
+    model.feature_names = tuple(reversed(test.feature_names))
+    with pytest.raises(ModelInputError, match="another order"):
+        model.check_windows(test, "thawcast-gru")
 
 
 def test_evaluate_without_a_trained_model_names_the_missing_stage(trained, tmp_path):

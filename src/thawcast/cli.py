@@ -29,6 +29,8 @@ STAGES = {
     "compare-studies": "cross-architecture comparison of the tuning studies: metrics/tuning.{json,md}",
     "train": "train one architecture, log it to MLflow and register it (data/models/<arch>/)",
     "evaluate": "score every model and baseline on the test years: metrics, table, figures",
+    "project": "every RCP x every registered model (@champion): projected soil temperature, ensemble, period check",
+    "thaw": "active-layer thickness and thaw metrics for observations and projections (data/thaw/)",
 }
 
 

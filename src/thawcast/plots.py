@@ -19,27 +19,36 @@ LAYER_LABELS = {t: f"layer {i + 1} ({a * 100:.0f}-{b * 100:.0f} cm)"
                 for i, (t, (a, b)) in enumerate(zip(TARGETS, ERA5_LAYERS_M, strict=True))}
 
 
-def observed_vs_predicted(times: pd.DatetimeIndex, obs: np.ndarray, pred: Mapping[str, np.ndarray],
-                          band_names: Sequence[str], layers: Sequence[str], title: str, path: Path) -> Path:
-    """Bands x layers grid of monthly observed and predicted temperature (the paper's Figure 4).
+def band_layer_grid(times: pd.DatetimeIndex, lines: Mapping[str, np.ndarray], band_names: Sequence[str],
+                    layers: Sequence[str], title: str, path: Path,
+                    spread: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+                    reference: str | None = None, date_format: str = "%b") -> Path:
+    """Bands x layers grid of monthly series, one line per label (the paper's Figures 4-9).
 
     Parameters
     ----------
     times
         ``[T]`` months shown.
-    obs
-        ``[band, T, layer]`` observed degC.
-    pred
-        Label -> ``[band, T, layer]`` predicted degC (one line each).
+    lines
+        Label -> ``[band, T, layer]`` degC, drawn in order.
+    spread
+        Label -> (low, high) arrays like ``lines``, shaded under that label's line.
+    reference
+        The label drawn as a thick black line (observations).
     """
     n_b, n_l = len(band_names), len(layers)
     fig, axes = plt.subplots(n_b, n_l, figsize=(3.2 * n_l, 1.9 * n_b), sharex=True, squeeze=False)
+    colours = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"])
+    style = {label: ({"color": "black", "lw": 1.6} if label == reference else {"color": next(colours), "lw": 1.1})
+             for label in lines}
     for b in range(n_b):
         for i, lay in enumerate(layers):
             ax = axes[b, i]
-            ax.plot(times, obs[b, :, i], color="black", lw=1.6, label="observed (ERA5-Land)")
-            for k, (label, p) in enumerate(pred.items()):
-                ax.plot(times, p[b, :, i], lw=1.2, ls="-" if k == 0 else "--", label=label)
+            for label, values in lines.items():
+                if spread and label in spread:
+                    lo, hi = spread[label]
+                    ax.fill_between(times, lo[b, :, i], hi[b, :, i], color=style[label]["color"], alpha=0.2, lw=0)
+                ax.plot(times, values[b, :, i], label=label, **style[label])
             ax.axhline(0.0, color="0.7", lw=0.6)
             if b == 0:
                 ax.set_title(LAYER_LABELS.get(lay, lay), fontsize=9)
@@ -47,10 +56,53 @@ def observed_vs_predicted(times: pd.DatetimeIndex, obs: np.ndarray, pred: Mappin
                 ax.set_ylabel(f"{band_names[b]}\ndegC", fontsize=8)
             ax.tick_params(labelsize=7)
     for ax in axes[-1]:
-        ax.xaxis.set_major_formatter(matplotlib.dates.DateFormatter("%b"))
+        ax.xaxis.set_major_formatter(matplotlib.dates.DateFormatter(date_format))
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", ncol=len(labels), fontsize=8, bbox_to_anchor=(0.5, 1.0))
     fig.suptitle(title, y=1.02, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def observed_vs_predicted(times: pd.DatetimeIndex, obs: np.ndarray, pred: Mapping[str, np.ndarray],
+                          band_names: Sequence[str], layers: Sequence[str], title: str, path: Path) -> Path:
+    """Observed (black) and predicted monthly temperature per band x layer (the paper's Figure 4)."""
+    return band_layer_grid(times, {"observed (ERA5-Land)": obs, **pred}, band_names, layers, title, path,
+                           reference="observed (ERA5-Land)")
+
+
+def yearly_panels(years_by_label: Mapping[str, np.ndarray], values: Mapping[str, np.ndarray],
+                  band_names: Sequence[str], ylabel: str, title: str, path: Path,
+                  spread: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+                  reference: str | None = None) -> Path:
+    """One panel per band: a yearly series per label (e.g. observed and each scenario), optional shading.
+
+    ``values[label]`` is ``[band, n_years]`` for the years in ``years_by_label[label]``.
+    """
+    n = len(band_names)
+    cols = 3
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False, sharex=True)
+    colours = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"])
+    style = {label: ({"color": "black", "lw": 1.6} if label == reference else {"color": next(colours), "lw": 1.2})
+             for label in values}
+    for b in range(rows * cols):
+        ax = axes.flat[b]
+        if b >= n:
+            ax.axis("off")
+            continue
+        for label, v in values.items():
+            yrs = years_by_label[label]
+            if spread and label in spread:
+                lo, hi = spread[label]
+                ax.fill_between(yrs, lo[b], hi[b], color=style[label]["color"], alpha=0.2, lw=0)
+            ax.plot(yrs, v[b], marker="o", ms=2.5, label=label, **style[label])
+        ax.set_title(band_names[b], fontsize=9)
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.tick_params(labelsize=7)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=len(labels), fontsize=8, bbox_to_anchor=(0.5, 1.02))
+    fig.suptitle(title, y=1.06, fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
 

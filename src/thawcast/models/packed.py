@@ -74,3 +74,27 @@ class PackedModel(nn.Module):
         if not torch.equal(band.to(band_f.dtype), band_f):
             raise ModelInputError(f"{self.architecture}: the last channel must hold the integer band index")
         return self.net(x[..., :-1], band) * self.target_std + self.target_mean
+
+    def check_windows(self, ws, what: str) -> None:
+        """Raise :class:`ModelInputError` if the window set ``ws`` is not what this model was trained on.
+
+        Checks the feature list and order (naming what is missing or unexpected), the window
+        length and the number of bands. ``what`` names the model in the message.
+        """
+        if tuple(self.feature_names) != tuple(ws.feature_names):
+            missing = [f for f in self.feature_names if f not in ws.feature_names]
+            extra = [f for f in ws.feature_names if f not in self.feature_names]
+            raise ModelInputError(f"{what} was trained on other features than these windows have (missing"
+                                  f" {missing}, unexpected {extra}{', or another order' if not missing + extra else ''})")
+        if self.window_length != ws.length:
+            raise ModelInputError(f"{what} was trained on {self.window_length}-month windows, these are {ws.length}")
+        if ws.x.shape[0] > self.n_bands:
+            raise ModelInputError(f"{what} knows {self.n_bands} bands, the windows have {ws.x.shape[0]}")
+
+    @torch.no_grad()
+    def predict_windows(self, ws, batch_size: int = 2048) -> np.ndarray:
+        """degC ``[N, n_targets]`` for every window of ``ws`` (after :meth:`check_windows`)."""
+        self.eval()
+        out = [self(self.pack(ws.inputs(slice(i, i + batch_size)), ws.band[i:i + batch_size])).numpy()
+               for i in range(0, len(ws), batch_size)]
+        return np.concatenate(out).astype(float) if out else np.zeros((0, len(self.target_names)))

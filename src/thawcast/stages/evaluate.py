@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 import xarray as xr
 
 from thawcast.baselines import (
@@ -39,7 +38,6 @@ from thawcast.baselines import (
 from thawcast.config import Config
 from thawcast.errors import DataError
 from thawcast.metrics import fractional_reduction, skill_table
-from thawcast.models.packed import PackedModel
 from thawcast.plots import observed_vs_predicted, rmse_bars
 from thawcast.provenance import git_commit, is_synthetic, provenance, staged_output
 from thawcast.readers.common import open_netcdf
@@ -91,26 +89,12 @@ def network_predictions(cfg: Config, test: WindowSet, models_dir: Path) -> tuple
     for arch in cfg.training.architectures:
         reg = read_registration(models_dir, arch)
         model, _ = load_registered(reg.registered_model, version=reg.version)
-        check_compatible(model, test, f"{reg.registered_model} v{reg.version}")
-        with torch.no_grad():
-            preds[arch] = model(PackedModel.pack(test.inputs(), test.band)).numpy().astype(float)
+        model.check_windows(test, f"{reg.registered_model} v{reg.version}")
+        preds[arch] = model.predict_windows(test)
         regs[arch] = reg
         log.info("%s: predicted %d test windows with %s version %s", arch, len(test), reg.registered_model,
                  reg.version)
     return preds, regs
-
-
-def check_compatible(model: PackedModel, ws: WindowSet, what: str) -> None:
-    """Raise :class:`DataError` if ``ws`` is not what ``model`` was trained on (features, length, bands)."""
-    if tuple(model.feature_names) != tuple(ws.feature_names):
-        missing = [f for f in model.feature_names if f not in ws.feature_names]
-        extra = [f for f in ws.feature_names if f not in model.feature_names]
-        raise DataError(None, f"{what} was trained on other features than these windows have"
-                        f" (missing {missing}, unexpected {extra}, or another order)")
-    if model.window_length != ws.length:
-        raise DataError(None, f"{what} was trained on {model.window_length}-month windows, these are {ws.length}")
-    if ws.x.shape[0] > model.n_bands:
-        raise DataError(None, f"{what} knows {model.n_bands} bands, the windows have {ws.x.shape[0]}")
 
 
 def evaluation_metrics(obs: np.ndarray, preds: dict[str, np.ndarray], band: np.ndarray, band_names: list[str],

@@ -1,0 +1,128 @@
+"""Projections from registered models, the period diagnostic, and the thaw stage on the tiny world."""
+
+import json
+import shutil
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from conftest import TRAINED_ARCHS
+from thawcast.errors import DataError
+from thawcast.stages import project, thaw
+from thawcast.tracking import RegistryError, use_store
+from thawcast.windows import open_windows
+
+
+@pytest.fixture(scope="module")
+def projected(trained):
+    cfg, root, world = trained
+    project.run(cfg, world / "windows", root / "projections", root / "metrics")
+    thaw.run(cfg, world / "bands", root / "projections", root / "thaw", root / "metrics")
+    return cfg, root, world
+
+
+def test_projections_cover_every_scenario_model_band_layer_and_month(projected):
+    cfg, root, _ = projected
+    with xr.open_dataset(root / "projections" / project.PROJECTIONS_FILE) as ds:
+        t = ds["soil_temperature"]
+        assert t.dims == ("scenario", "model", "band", "layer", "time")
+        assert list(ds["scenario"].values) == list(cfg.rcp_experiments)
+        assert list(ds["model"].values) == list(TRAINED_ARCHS)
+        assert ds.sizes["time"] == cfg.projection.n_months and not t.isnull().any()
+        np.testing.assert_allclose(ds["ensemble_mean"], t.mean("model"))
+        assert (ds["ensemble_min"] <= ds["ensemble_mean"] + 1e-12).all()
+        assert (ds["ensemble_max"] >= ds["ensemble_mean"] - 1e-12).all()
+        used = json.loads(ds.attrs["registered_models"])
+        assert ds.attrs["bias_correction_method"] == cfg.bias_correction.method
+        assert ds.attrs["thawcast_synthetic"] == "true"
+    use_store(cfg.mlflow)
+    client = mlflow.MlflowClient()
+    for arch in TRAINED_ARCHS:  # the alias version, loaded from the registry
+        mv = client.get_model_version_by_alias(f"thawcast-{arch}", "champion")
+        assert used[arch]["version"] == str(mv.version) and used[arch]["uri"] == f"models:/thawcast-{arch}@champion"
+    runs = client.search_runs([client.get_experiment_by_name(cfg.mlflow.experiment).experiment_id],
+                              "tags.`thawcast.stage` = 'project'")
+    assert runs and runs[0].data.params["model.gru"] == f"thawcast-gru/{used['gru']['version']}"
+    assert (root / "projections" / "figures" / "ensemble.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_period_metric_is_written(projected):
+    _, root, _ = projected
+    m = json.loads((root / "metrics" / project.PERIOD_METRICS_FILE).read_text())
+    assert m["members"]["n_series"] == 4 * len(TRAINED_ARCHS) * 6 * 4
+    assert m["ensemble_mean"]["n_series"] == 4 * 6 * 4
+    assert 0.0 <= m["members"]["fraction_12_months"] <= 1.0
+    assert len(m["members"]["not_12_months"]) == round((1 - m["members"]["fraction_12_months"]) * 4 * 2 * 6 * 4)
+
+
+def test_period_diagnostic_names_the_series_that_is_not_annual():
+    t = np.arange(48)
+    data = np.stack([np.sin(2 * np.pi * t / 12), np.sin(2 * np.pi * t / 6)])
+    da = xr.DataArray(data, dims=("model", "time"), coords={"model": ["good", "bad"]})
+    d = project.period_diagnostic(da)
+    assert not d["all_series_12_months"] and d["fraction_12_months"] == 0.5
+    assert d["not_12_months"] == [{"model": "bad", "period_months": 6.0}]
+
+
+def test_missing_registered_model_is_named(trained, tmp_path):
+    cfg, _, world = trained
+    other = cfg.model_copy(update={"training": cfg.training.model_copy(update={"architectures": ("gru", "bilstm")})})
+    with pytest.raises(RegistryError, match="'thawcast-bilstm' does not exist"):
+        project.run(other, world / "windows", tmp_path / "p", tmp_path / "m")
+    alias = cfg.model_copy(update={"mlflow": cfg.mlflow.model_copy(update={"alias": "retired"})})
+    with pytest.raises(RegistryError, match="no alias 'retired'"):
+        project.run(alias, world / "windows", tmp_path / "p", tmp_path / "m")
+    assert not (tmp_path / "p").exists()
+
+
+def test_scenario_windows_that_miss_months_are_an_error(trained):
+    cfg, _, world = trained
+    ws = open_windows(world / "windows" / "rcp45.nc")
+    keep = ws.target_times() < pd.Timestamp("2030-07-01")
+    ws.band, ws.last = ws.band[keep], ws.last[keep]
+    with pytest.raises(DataError, match=r"do not cover the projection period.*6 month\(s\).*2030-07"):
+        project.grid(ws, np.zeros((len(ws), 4)), project.projection_months(cfg), "rcp45.nc")
+
+
+def test_thaw_metrics_for_observations_and_projections(projected):
+    cfg, root, _ = projected
+    table = pd.read_csv(root / "thaw" / thaw.CSV_FILE)
+    assert set(table["source"]) == {"observed", "projected"}
+    assert set(table.loc[table["source"] == "projected", "scenario"]) == set(cfg.rcp_experiments)
+    alt = table[table["metric"] == "alt_cm"]["value"]
+    assert alt.between(0, 194.5).all()
+    months = table[table["metric"] == "months_above_zero"]["value"]
+    assert months.between(0, 12).all()
+    obs_years = table.loc[table["source"] == "observed", "year"]
+    assert obs_years.min() == cfg.period.start_year and obs_years.max() == cfg.period.end_year
+    m = json.loads((root / "metrics" / thaw.METRICS_FILE).read_text())
+    assert set(m) == {"observed", *cfg.rcp_experiments}
+    assert "| band | observed ALT |" in (root / "metrics" / thaw.TABLE_FILE).read_text()
+    assert (root / "thaw" / "figures" / "alt_by_band.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_warmer_projections_never_give_a_thinner_active_layer(projected, tmp_path):
+    """Physical oracle: +2 degC everywhere deepens (or keeps) ALT and adds thawed months."""
+    cfg, root, world = projected
+    shutil.copytree(root / "projections", tmp_path / "projections")
+    path = tmp_path / "projections" / project.PROJECTIONS_FILE
+    with xr.open_dataset(path) as ds:
+        ds = ds.load()
+    ds["soil_temperature"] = ds["soil_temperature"] + 2.0
+    ds.to_netcdf(path)
+    thaw.run(cfg, world / "bands", tmp_path / "projections", tmp_path / "thaw", tmp_path / "metrics")
+    a = pd.read_csv(root / "thaw" / thaw.CSV_FILE)
+    b = pd.read_csv(tmp_path / "thaw" / thaw.CSV_FILE)
+    keys = ["source", "scenario", "model", "band", "year", "metric", "layer"]
+    merged = a.merge(b, on=keys, suffixes=("", "_warm")).query("source == 'projected'")
+    for metric in ("alt_cm", "months_above_zero", "thawing_degree_months"):
+        sel = merged[merged["metric"] == metric]
+        assert (sel["value_warm"] >= sel["value"] - 1e-9).all(), metric
+    tdm = merged[merged["metric"] == "thawing_degree_months"]
+    thawing = tdm[tdm["value"] > 0]  # a layer that thaws at all thaws more (at least 2 degC x its thawed months)
+    months = merged[merged["metric"] == "months_above_zero"].set_index(keys[:-2] + ["layer"])["value"]
+    gain = thawing.set_index(keys[:-2] + ["layer"])
+    assert len(gain) and (gain["value_warm"] - gain["value"] >= 2.0 * months.loc[gain.index] - 1e-9).all()
