@@ -36,7 +36,8 @@ def test_dvc_repro_twice_is_a_noop(tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     archs = params["training"]["architectures"]
     for stage in ("raw", "static", "bands", "scenarios", "windows", *[f"tune@{a}" for a in archs],
-                  "compare-studies", *[f"train@{a}" for a in archs], "evaluate", "project", "thaw"):
+                  "compare-studies", *[f"train@{a}" for a in archs], "evaluate", "project", "thaw", *[f"explain@{a}" for a in archs],
+                  "compare-explanations", "report"):
         assert f"Running stage '{stage}'" in first.stdout
     assert (work / "data" / "bands" / "era5land_bands.nc").exists()
     assert (work / "data" / "windows" / "history.nc").exists()
@@ -48,6 +49,9 @@ def test_dvc_repro_twice_is_a_noop(tmp_path):
     assert (work / "data" / "evaluation" / "figures" / "rmse_by_model.png").exists()
     assert (work / "data" / "projections" / "projections.nc").exists()
     assert (work / "data" / "thaw" / "thaw_metrics.csv").exists()
+    page = (work / "data" / "report" / "index.html").read_text()
+    assert "Synthetic data" in page and "Exact versions" in page
+    assert page.count("data:image/png;base64,") == 3 + 3 * len(archs)  # evaluation, SHAP, projections, ALT
     period = next(v["data"]["metrics/projection_period.json"]["data"] for v in shown.values())
     assert period["members"]["n_series"] == 4 * len(archs) * 6 * 4
     studies = next(v["data"]["metrics/tuning.json"]["data"] for v in shown.values())

@@ -126,3 +126,23 @@ def test_warmer_projections_never_give_a_thinner_active_layer(projected, tmp_pat
     months = merged[merged["metric"] == "months_above_zero"].set_index(keys[:-2] + ["layer"])["value"]
     gain = thawing.set_index(keys[:-2] + ["layer"])
     assert len(gain) and (gain["value_warm"] - gain["value"] >= 2.0 * months.loc[gain.index] - 1e-9).all()
+
+
+def test_report_names_a_missing_input(projected, tmp_path):
+    from thawcast.stages import report
+
+    cfg, root, _ = projected
+    with pytest.raises(DataError, match="scenario_spread.json: input missing"):
+        report.run(cfg, tmp_path / "metrics", root, tmp_path / "report")
+    assert not (tmp_path / "report").exists()
+
+
+def test_report_spread_table_shows_what_the_correction_keeps():
+    from thawcast.stages.report import spread_table
+
+    table = spread_table({"spread": {"t_air": {"raw": 1.0, "eqm": 0.5, "qdm": 0.99, "eqm_retained": 0.5,
+                                               "qdm_retained": 0.99},
+                                     "r_solar": {"raw": 0.0, "eqm": 0.0, "qdm": 0.0, "eqm_retained": None,
+                                                 "qdm_retained": None}}})
+    assert "| t_air | 1 | 0.5 | 0.99 | 50% | 99% |" in table
+    assert "| r_solar | 0 | 0 | 0 |  |  |" in table  # nothing to keep: blank, not a division by 0

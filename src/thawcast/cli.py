@@ -30,12 +30,15 @@ STAGES = {
     "train": "train one architecture, log it to MLflow and register it (data/models/<arch>/)",
     "evaluate": "score every model and baseline on the test years: metrics, table, figures",
     "project": "every RCP x every registered model (@champion): projected soil temperature, ensemble, period check",
+    "explain": "SHAP attributions of one registered model (@champion): data/explain/<arch>/",
+    "compare-explanations": "top SHAP features of every architecture side by side: metrics/shap.{json,md}",
     "thaw": "active-layer thickness and thaw metrics for observations and projections (data/thaw/)",
+    "report": "one self-contained offline HTML report of the whole pipeline (data/report/index.html)",
 }
 
 
 #: Stages run once per architecture (``dvc.yaml`` foreach): ``thawcast <stage> <arch>``.
-PER_ARCHITECTURE = ("tune", "train")
+PER_ARCHITECTURE = ("tune", "train", "explain")
 
 
 def _quiet_libraries() -> None:

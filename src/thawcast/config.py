@@ -366,6 +366,15 @@ class TuningConfig(_Section):
         return name in _INT_COMMON or (name in fields and fields[name].annotation is int)
 
 
+class ExplainConfig(_Section):
+    """SHAP attributions (``shap.GradientExplainer``, expected gradients) of the registered models."""
+
+    background: int = Field(100, ge=1, description="training windows forming the background")
+    samples: int = Field(60, ge=1, description="test windows explained")
+    nsamples: int = Field(200, ge=1, description="gradient samples per explained window")
+    top: int = Field(15, ge=1, description="features shown in the bar chart and beeswarm")
+
+
 class Config(_Section):
     """The whole of ``params.yaml``."""
 
@@ -383,6 +392,7 @@ class Config(_Section):
     models: ModelsConfig = ModelsConfig()
     training: TrainingConfig = TrainingConfig()
     tuning: TuningConfig = TuningConfig()
+    explain: ExplainConfig = ExplainConfig()
     mlflow: MlflowConfig = MlflowConfig()
 
     @field_validator("features")

@@ -61,7 +61,7 @@ def band_layer_grid(times: pd.DatetimeIndex, lines: Mapping[str, np.ndarray], ba
     fig.legend(handles, labels, loc="upper center", ncol=len(labels), fontsize=8, bbox_to_anchor=(0.5, 1.0))
     fig.suptitle(title, y=1.02, fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, path, dpi=80)
 
 
 def observed_vs_predicted(times: pd.DatetimeIndex, obs: np.ndarray, pred: Mapping[str, np.ndarray],
@@ -123,9 +123,9 @@ def rmse_bars(rmse: Mapping[str, float], kinds: Mapping[str, str], title: str, p
     return _save(fig, path)
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig, path: Path, dpi: int = 110) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return path
