@@ -43,3 +43,14 @@ def test_config_is_frozen():
     cfg = parse_config({})
     with pytest.raises(ValidationError):
         cfg.seed = 3
+
+
+def test_band_labels_and_architecture_guard():
+    from thawcast.config import Config
+    from thawcast.errors import ConfigError
+
+    cfg = Config()
+    assert cfg.study_area.band_labels[0] == "59.3-61.3N" and len(cfg.study_area.band_labels) == 6
+    cfg.training.require("gru")
+    with pytest.raises(ConfigError, match="'lstm' is not in training.architectures"):
+        cfg.training.require("lstm")

@@ -100,6 +100,11 @@ class StudyAreaConfig(_Section):
     def n_bands(self) -> int:
         return len(self.band_edges) - 1
 
+    @property
+    def band_labels(self) -> list[str]:
+        """``"59.3-61.3N"`` per band, for tables and figures."""
+        return [f"{a:.1f}-{b:.1f}N" for a, b in itertools.pairwise(self.band_edges)]
+
 
 class SourceConfig(_Section):
     """Where raw data come from.
@@ -226,6 +231,11 @@ class TrainingConfig(_Section):
     gradient_clip: float = Field(1.0, ge=0.0)
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     deterministic: bool = True
+
+    def require(self, arch: str) -> None:
+        """Raise :class:`ConfigError` unless ``arch`` is one of the trained architectures."""
+        if arch not in self.architectures:
+            raise ConfigError(f"architecture {arch!r} is not in training.architectures {list(self.architectures)}")
 
     @field_validator("architectures")
     @classmethod

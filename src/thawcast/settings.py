@@ -57,8 +57,7 @@ def resolve_settings(cfg: Config, arch: str, tuning_dir: Path = Path("data/tunin
         The architecture is unknown or the file is unreadable, for another architecture, or
         holds an unknown or invalid setting.
     """
-    if arch not in cfg.training.architectures:
-        raise ConfigError(f"architecture {arch!r} is not in training.architectures {list(cfg.training.architectures)}")
+    cfg.training.require(arch)
     path = Path(tuning_dir) / arch / BEST_PARAMS_FILE
     if not path.exists():
         return ModelSettings(arch, cfg.models.hparams(arch), cfg.training, cfg.models.band_embedding_dim,

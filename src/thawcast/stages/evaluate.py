@@ -19,7 +19,6 @@ Metrics and figures are also logged to each network's training run and to an
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 from pathlib import Path
@@ -53,11 +52,6 @@ BASELINES = ("climatology", "persistence", "seasonal_persistence", "ridge")
 METRICS_FILE = "evaluation.json"
 TABLE_FILE = "evaluation.md"
 PREDICTIONS_FILE = "test_predictions.nc"
-
-
-def band_labels(edges) -> list[str]:
-    """``"59.3-61.3N"`` per band from the latitude edges."""
-    return [f"{a:.1f}-{b:.1f}N" for a, b in itertools.pairwise(edges)]
 
 
 def baseline_predictions(cfg: Config, windows_dir: Path) -> tuple[dict[str, np.ndarray], dict]:
@@ -168,7 +162,7 @@ def run(cfg: Config, windows_dir: Path = Path("data/windows"), models_dir: Path 
     nets, regs = network_predictions(cfg, test, models_dir)
     bases, extra = baseline_predictions(cfg, windows_dir)
     preds = {**nets, **bases}
-    names = band_labels(cfg.study_area.band_edges)[: test.x.shape[0]]
+    names = cfg.study_area.band_labels[: test.x.shape[0]]
     networks = list(nets)
     metrics = evaluation_metrics(obs, preds, test.band, names, networks)
     metrics.update(test_years=str(cfg.windows.test), n_test_windows=len(test), **extra,

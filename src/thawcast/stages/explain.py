@@ -22,7 +22,6 @@ import torch
 import xarray as xr
 
 from thawcast.config import Config
-from thawcast.errors import ConfigError
 from thawcast.explain import BandFixed, attributions, importance, plots
 from thawcast.provenance import git_commit, is_synthetic, provenance, staged_output
 from thawcast.readers.common import open_netcdf
@@ -62,8 +61,7 @@ def run(cfg: Config, arch: str, windows_dir: Path = Path("data/windows"), out_di
         ) -> Path:
     import mlflow
 
-    if arch not in cfg.training.architectures:
-        raise ConfigError(f"architecture {arch!r} is not in training.architectures {list(cfg.training.architectures)}")
+    cfg.training.require(arch)
     e = cfg.explain
     use_store(cfg.mlflow)
     name = registered_name(cfg.mlflow, arch)

@@ -31,7 +31,6 @@ from thawcast.errors import DataError
 from thawcast.plots import band_layer_grid
 from thawcast.provenance import git_commit, is_synthetic, provenance, staged_output
 from thawcast.readers.common import open_netcdf
-from thawcast.stages.evaluate import band_labels
 from thawcast.stages.scenarios import scenario_file
 from thawcast.thaw import LAYER_MID_CM, dominant_period_months
 from thawcast.tracking import load_registered, registered_name, use_store
@@ -159,7 +158,7 @@ def run(cfg: Config, windows_dir: Path = Path("data/windows"), out_dir: Path = P
                  d["n_series"], "" if d["all_series_12_months"] else f"; not 12: {d['not_12_months']}")
     with staged_output(out_dir) as tmp:
         ds.to_netcdf(tmp / PROJECTIONS_FILE)
-        figures(ds, band_labels(edges)[:n_bands], tmp / "figures")
+        figures(ds, cfg.study_area.band_labels[:n_bands], tmp / "figures")
     metrics_dir.mkdir(parents=True, exist_ok=True)
     (metrics_dir / PERIOD_METRICS_FILE).write_text(json.dumps(diag, indent=2) + "\n")
     with mlflow.start_run(run_name="project", tags={"thawcast.stage": "project", "git_commit": git_commit(),

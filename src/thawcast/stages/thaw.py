@@ -27,7 +27,6 @@ from thawcast.plots import yearly_panels
 from thawcast.provenance import is_synthetic, provenance, staged_output
 from thawcast.readers.common import open_netcdf, select_years
 from thawcast.stages.bands import ERA5_FILE
-from thawcast.stages.evaluate import band_labels
 from thawcast.stages.project import PROJECTIONS_FILE
 from thawcast.stages.scenarios import open_band_table
 from thawcast.thaw import trend_per_decade, yearly_metrics
@@ -126,7 +125,7 @@ def run(cfg: Config, bands_dir: Path = Path("data/bands"), projections_dir: Path
     ens = xr.Dataset({f"{k}_{stat}": getattr(proj[k], stat)("model")
                       for k in ("alt_cm", "months_above_zero", "thawing_degree_months", "zero_curtain_months")
                       for stat in ("mean", "min", "max", "std")})
-    names = band_labels(cfg.study_area.band_edges)[: obs.sizes["band"]]
+    names = cfg.study_area.band_labels[: obs.sizes["band"]]
     summary = summarise(obs, ens, names)
     table = pd.concat([long_table(obs, source="observed", scenario="historical", model="era5land"),
                        *[long_table(proj.sel(scenario=s), source="projected", scenario=str(s))

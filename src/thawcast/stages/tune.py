@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from thawcast.config import Config
-from thawcast.errors import ConfigError, ModelInputError
+from thawcast.errors import ModelInputError
 from thawcast.models.registry import build_model
 from thawcast.provenance import git_commit, staged_output
 from thawcast.settings import BEST_PARAMS_FILE, ModelSettings, settings_from, write_best_params
@@ -52,8 +52,7 @@ def run(cfg: Config, arch: str, windows_dir: Path = Path("data/windows"), out_di
     from thawcast import tuning
     from thawcast.training import MONITOR, TrainingError, WindowTensors, fit, score_degc
 
-    if arch not in cfg.training.architectures:
-        raise ConfigError(f"architecture {arch!r} is not in training.architectures {list(cfg.training.architectures)}")
+    cfg.training.require(arch)
     history = windows_dir / HISTORY_FILE
     train, val = (open_windows(history, s) for s in ("train", "validation"))
     targets = load_scalers(windows_dir / SCALER_FILE)["targets"]
