@@ -98,10 +98,6 @@ class Registration:
     run_id: str
     model_uri: str
 
-    @property
-    def version_uri(self) -> str:
-        return f"models:/{self.registered_model}/{self.version}"
-
     def to_dict(self) -> dict:
         return asdict(self)
 

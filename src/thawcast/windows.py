@@ -58,10 +58,6 @@ class Scaler:
     def inverse(self, values: np.ndarray) -> np.ndarray:
         return np.asarray(values, dtype=float) * self.std + self.mean
 
-    def subset(self, names: tuple[str, ...]) -> Scaler:
-        idx = [self.names.index(n) for n in names]
-        return Scaler(tuple(names), self.mean[idx], self.std[idx], self.constant[idx])
-
     def to_dict(self) -> dict:
         return {n: {"mean": float(m), "std": float(s), "constant": bool(c)}
                 for n, m, s, c in zip(self.names, self.mean, self.std, self.constant, strict=True)}
