@@ -29,6 +29,7 @@ TINY = {
     "training": {"max_epochs": 3, "batch_size": 32, "patience": 2, "accelerator": "cpu"},
     "tuning": {"budget": {"n_trials": 2, "timeout_s": 120, "max_epochs": 2, "patience": 2},
                "sampler_startup_trials": 1, "pruner_startup_trials": 1, "pruner_warmup_epochs": 1},
+    "robustness": {"seeds": [1]},
 }
 
 

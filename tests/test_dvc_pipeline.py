@@ -38,7 +38,7 @@ def test_dvc_repro_twice_is_a_noop(tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     archs = params["training"]["architectures"]
     for stage in ("raw", "static", "bands", "scenarios", "windows", *[f"tune@{a}" for a in archs],
-                  "compare-studies", *[f"train@{a}" for a in archs], "evaluate", "project", "thaw", *[f"explain@{a}" for a in archs],
+                  "compare-studies", "seed-spread", *[f"train@{a}" for a in archs], "evaluate", "project", "thaw", *[f"explain@{a}" for a in archs],
                   "compare-explanations", "report"):
         assert f"Running stage '{stage}'" in first.stdout
     assert (work / "data" / "bands" / "era5land_bands.nc").exists()
@@ -60,6 +60,9 @@ def test_dvc_repro_twice_is_a_noop(tmp_path):
     assert set(studies) == set(archs)
     assert all(s["trials_complete"] + s["trials_pruned"] == params["tuning"]["budget"]["n_trials"]
                for s in studies.values())
+    spread = next(v["data"]["metrics/seed_spread.json"]["data"] for v in shown.values())
+    assert set(spread["architectures"]) == set(archs)
+    assert all("tuning_effect" in row for row in spread["architectures"].values())
     for a in archs:  # each model was trained with its study's best params
         best = json.loads((work / "data" / "tuning" / a / "best_params.json").read_text())
         used = json.loads((work / "data" / "models" / a / "settings.json").read_text())

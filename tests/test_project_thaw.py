@@ -20,7 +20,7 @@ from thawcast.windows import open_windows
 def projected(trained):
     cfg, root, world = trained
     project.run(cfg, world / "windows", root / "projections", root / "metrics")
-    thaw.run(cfg, world / "bands", root / "projections", root / "thaw", root / "metrics")
+    thaw.run(cfg, world / "bands", root / "projections", root / "thaw", root / "metrics", world / "scenarios")
     return cfg, root, world
 
 
@@ -100,6 +100,14 @@ def test_thaw_metrics_for_observations_and_projections(projected):
     assert obs_years.min() == cfg.period.start_year and obs_years.max() == cfg.period.end_year
     m = json.loads((root / "metrics" / thaw.METRICS_FILE).read_text())
     assert set(m) == {"observed", *cfg.rcp_experiments}
+    # the summary's layer-1 means are the CSV's, averaged over models (projections) and years
+    layer1 = table[(table["metric"] == "thawing_degree_months") & (table["layer"] == "t_soil1")]
+    band0 = cfg.study_area.band_labels[0]
+    for source, sel in (("observed", layer1["source"] == "observed"),
+                        (cfg.rcp_experiments[0], layer1["scenario"] == cfg.rcp_experiments[0])):
+        expected = layer1[sel & (layer1["band"] == 0)]["value"].mean()
+        assert m[source][band0]["thawing_degree_months_layer1"] == pytest.approx(expected, abs=1e-3)
+        assert np.isfinite(m[source][band0]["t_air_trend_degC_per_decade"])
     assert "| band | observed ALT |" in (root / "metrics" / thaw.TABLE_FILE).read_text()
     assert (root / "thaw" / "figures" / "alt_by_band.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -113,7 +121,8 @@ def test_warmer_projections_never_give_a_thinner_active_layer(projected, tmp_pat
         ds = ds.load()
     ds["soil_temperature"] = ds["soil_temperature"] + 2.0
     ds.to_netcdf(path)
-    thaw.run(cfg, world / "bands", tmp_path / "projections", tmp_path / "thaw", tmp_path / "metrics")
+    thaw.run(cfg, world / "bands", tmp_path / "projections", tmp_path / "thaw", tmp_path / "metrics",
+             world / "scenarios")
     a = pd.read_csv(root / "thaw" / thaw.CSV_FILE)
     b = pd.read_csv(tmp_path / "thaw" / thaw.CSV_FILE)
     keys = ["source", "scenario", "model", "band", "year", "metric", "layer"]

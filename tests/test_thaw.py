@@ -69,6 +69,8 @@ def test_trend_per_decade():
     years = np.arange(2001, 2031)
     assert trend_per_decade(years, 0.03 * years + 5) == pytest.approx(0.3)
     assert np.isnan(trend_per_decade(np.array([2001.0]), np.array([1.0])))
+    # a constant series (an ALT pinned at the deepest mid-depth) has exactly no trend
+    assert trend_per_decade(years, np.full(years.shape, 194.5)) == 0.0
 
 
 def test_dominant_period_finds_the_annual_cycle_not_harmonics_or_noise():

@@ -27,6 +27,7 @@ STAGES = {
     "windows": "scaled features, splits and sliding-window indices into data/windows/",
     "tune": "Optuna study for one architecture (resumable), tracked in MLflow; data/tuning/<arch>/",
     "compare-studies": "cross-architecture comparison of the tuning studies: metrics/tuning.{json,md}",
+    "seed-spread": "every architecture retrained with several seeds, defaults and tuned: metrics/seed_spread.*",
     "train": "train one architecture, log it to MLflow and register it (data/models/<arch>/)",
     "evaluate": "score every model and baseline on the test years: metrics, table, figures",
     "project": "every RCP x every registered model (@champion): projected soil temperature, ensemble, period check",

@@ -385,6 +385,23 @@ class ExplainConfig(_Section):
     top: int = Field(15, ge=1, description="features shown in the bar chart and beeswarm")
 
 
+class RobustnessConfig(_Section):
+    """Seed spread: how much of a difference between two single training runs is seed noise."""
+
+    seeds: list[int] = Field([1, 2, 3], description="seeds trained besides `seed` (each model, defaults and tuned)")
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v) or any(s < 0 for s in v):
+            raise ValueError(f"seeds must be distinct non-negative integers, got {v}")
+        return v
+
+    def all_seeds(self, seed: int) -> tuple[int, ...]:
+        """``seed`` (the pipeline's, whose run is registered) first, then the others."""
+        return (seed, *(s for s in self.seeds if s != seed))
+
+
 class Config(_Section):
     """The whole of ``params.yaml``."""
 
@@ -403,6 +420,7 @@ class Config(_Section):
     training: TrainingConfig = TrainingConfig()
     tuning: TuningConfig = TuningConfig()
     explain: ExplainConfig = ExplainConfig()
+    robustness: RobustnessConfig = RobustnessConfig()
     mlflow: MlflowConfig = MlflowConfig()
 
     @field_validator("features")

@@ -45,6 +45,12 @@ class ModelSettings:
                 "training": self.training.model_dump(mode="json", exclude={"architectures"})}
 
 
+def default_settings(cfg: Config, arch: str) -> ModelSettings:
+    """The ``params.yaml`` settings of ``arch`` (``models.<arch>``, ``training``), ignoring any tuning."""
+    cfg.training.require(arch)
+    return ModelSettings(arch, cfg.models.hparams(arch), cfg.training, cfg.models.band_embedding_dim, "params.yaml")
+
+
 def resolve_settings(cfg: Config, arch: str, tuning_dir: Path = Path("data/tuning")) -> ModelSettings:
     """The tuned settings of ``arch`` if ``<tuning_dir>/<arch>/best_params.json`` exists, else the defaults.
 
@@ -60,8 +66,7 @@ def resolve_settings(cfg: Config, arch: str, tuning_dir: Path = Path("data/tunin
     cfg.training.require(arch)
     path = Path(tuning_dir) / arch / BEST_PARAMS_FILE
     if not path.exists():
-        return ModelSettings(arch, cfg.models.hparams(arch), cfg.training, cfg.models.band_embedding_dim,
-                             "params.yaml")
+        return default_settings(cfg, arch)
     try:
         best = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:

@@ -82,12 +82,16 @@ def zero_curtain_months(monthly: np.ndarray, band_c: float = 0.5, max_change_c: 
 
 
 def trend_per_decade(years: np.ndarray, values: np.ndarray) -> float:
-    """Least-squares slope of ``values`` against ``years``, times 10 (NaN-tolerant; NaN if < 2 points)."""
+    """Least-squares slope of ``values`` against ``years``, times 10 (NaN-tolerant; NaN if < 2 points).
+
+    Computed from centred sums, so a constant series gives exactly 0 (not rounding noise).
+    """
     x, y = np.asarray(years, dtype=float), np.asarray(values, dtype=float)
     ok = np.isfinite(x) & np.isfinite(y)
     if ok.sum() < 2 or np.ptp(x[ok]) == 0:
         return float("nan")
-    return float(np.polyfit(x[ok], y[ok], 1)[0] * 10.0)
+    dx, dy = x[ok] - x[ok].mean(), y[ok] - y[ok].mean()
+    return float((dx * dy).sum() / (dx * dx).sum() * 10.0)
 
 
 def dominant_period_months(series: np.ndarray) -> float:

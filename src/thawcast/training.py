@@ -31,6 +31,9 @@ from thawcast.config import TrainingConfig
 from thawcast.errors import ThawcastError
 from thawcast.metrics import scores
 from thawcast.models.base import BandSequenceModel
+from thawcast.models.registry import build_model
+from thawcast.settings import ModelSettings
+from thawcast.variables import TARGETS
 from thawcast.windows import Scaler, WindowSet
 
 log = logging.getLogger(__name__)
@@ -224,6 +227,35 @@ def fit(net: BandSequenceModel, train: WindowTensors, val: WindowTensors, cfg: T
     log.info("%s: best val_loss %.4f at epoch %d of %d (%.1f s on %s)", label, best_loss, best_epoch + 1,
              len(epochs.history), seconds, device)
     return FitResult(best_epoch, best_loss, len(epochs.history), epochs.history, seconds, device)
+
+
+@dataclass
+class TrainingData:
+    """The scaled training and validation splits one training run reads, and the target scaler."""
+
+    train: WindowSet
+    validation: WindowSet
+    targets: Scaler
+
+    def __post_init__(self) -> None:
+        self.tensors = {"train": WindowTensors.from_windows(self.train),
+                        "validation": WindowTensors.from_windows(self.validation)}
+
+    @property
+    def n_bands(self) -> int:
+        return self.train.x.shape[0]
+
+
+def train_model(settings: ModelSettings, data: TrainingData, seed: int, callbacks: Sequence = (),
+                on_epoch: Callable[[int, dict], None] | None = None, label: str | None = None,
+                ) -> tuple[BandSequenceModel, FitResult]:
+    """Build ``settings.architecture`` with ``seed`` and :func:`fit` it: the same seed gives the same model."""
+    L.seed_everything(seed, workers=True, verbose=False)
+    net = build_model(settings.architecture, data.train.n_features, data.n_bands, settings.hparams,
+                      settings.band_embedding_dim, len(TARGETS))
+    result = fit(net, data.tensors["train"], data.tensors["validation"], settings.training, seed,
+                 callbacks=callbacks, on_epoch=on_epoch, label=label or settings.architecture)
+    return net, result
 
 
 @torch.no_grad()

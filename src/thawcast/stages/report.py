@@ -133,6 +133,7 @@ survives the correction; the paper's quantile mapping erased it, QDM keeps it.
         if arch != best:
             parts.append(_img(figs / f"observed_vs_predicted_{arch}.png", f"Observed vs predicted: {arch}"))
     parts.append(_md("## Hyper-parameter tuning\n\n" + _strip_title(_read(metrics_dir / "tuning.md"))))
+    parts.append(_md("## Seed noise\n\n" + _strip_title(_read(metrics_dir / "seed_spread.md"))))
     parts.append(_md("## Which drivers matter (SHAP)\n\n" + _strip_title(_read(metrics_dir / "shap.md"))))
     for arch in archs:
         parts.append(_img(data_dir / "explain" / arch / "figures" / "shap_bar.png", f"Mean |SHAP|: {arch}"))

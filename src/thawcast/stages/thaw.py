@@ -5,7 +5,8 @@ layers bound its precision, see :mod:`thawcast.thaw`), and per layer the months 
 0 degC, thawing degree-months and zero-curtain months. Observed: ERA5-Land over the
 observed period. Projected: every scenario x architecture, with the ensemble spread of
 each metric across architectures (mean, min, max, std of the members' metric, not the
-metric of the mean series). Trends per decade per scenario and band.
+metric of the mean series). Trends per decade per scenario and band, beside the trend of the
+air temperature that drove them (short projection periods follow their years' weather).
 
 Outputs: ``data/thaw/thaw_metrics.csv`` (long table), ``thaw_metrics.nc``,
 ``figures/alt_by_band.png``; ``metrics/thaw.json`` (``dvc metrics show``) and
@@ -28,7 +29,7 @@ from thawcast.provenance import is_synthetic, provenance, staged_output
 from thawcast.readers.common import open_netcdf, select_years
 from thawcast.stages.bands import ERA5_FILE
 from thawcast.stages.project import PROJECTIONS_FILE
-from thawcast.stages.scenarios import open_band_table
+from thawcast.stages.scenarios import open_band_table, scenario_file
 from thawcast.thaw import trend_per_decade, yearly_metrics
 from thawcast.variables import TARGETS
 
@@ -63,29 +64,64 @@ def long_table(ds: xr.Dataset, **labels) -> pd.DataFrame:
     return out
 
 
-def trends(alt: xr.DataArray) -> xr.DataArray:
-    """ALT trend per decade along ``year`` for every other index of ``alt``."""
-    return xr.apply_ufunc(lambda v: trend_per_decade(alt["year"].values, v), alt, input_core_dims=[["year"]],
-                          vectorize=True)
+def trends(values: xr.DataArray) -> xr.DataArray:
+    """Trend per decade along ``year`` for every other index of ``values``."""
+    return xr.apply_ufunc(lambda v: trend_per_decade(values["year"].values, v), values,
+                          input_core_dims=[["year"]], vectorize=True)
 
 
-def summarise(obs: xr.Dataset, ens: xr.Dataset, names: list[str]) -> dict:
-    """ALT summary per scenario and band: mean, spread across models, trend per decade; and observed."""
-    out = {"observed": {names[b]: {"alt_mean_cm": float(obs["alt_cm"].isel(band=b).mean()),
-                                   "alt_trend_cm_per_decade": float(trends(obs["alt_cm"]).isel(band=b))}
+def air_temperature_trends(cfg: Config, bands_dir: Path, scenarios_dir: Path) -> dict[str, xr.DataArray]:
+    """Trend per decade of annual-mean air temperature per band: the driver behind each ALT trend.
+
+    ``observed``: ERA5-Land over the observed period; each RCP: its bias-corrected input over
+    the projection period. Over a few years these follow the weather of the years, not only
+    the forced warming, and the ALT trends follow them.
+    """
+    series = {"observed": select_years(open_band_table(bands_dir / ERA5_FILE, ("t_air",)), cfg.period.start_year,
+                                       cfg.period.end_year, "ERA5-Land bands")["t_air"]}
+    for rcp in cfg.rcp_experiments:
+        ds = open_band_table(scenarios_dir / scenario_file(rcp), ("t_air",))
+        series[rcp] = select_years(ds, cfg.projection.start_year, cfg.projection.end_year,
+                                   f"corrected {rcp} scenario")["t_air"]
+    return {k: trends(v.groupby("time.year").mean()) for k, v in series.items()}
+
+
+def _r(x) -> float:
+    return round(float(x), 3)
+
+
+def _layer1(da: xr.DataArray) -> xr.DataArray:
+    return da.sel(layer=TARGETS[0])
+
+
+def summarise(obs: xr.Dataset, ens: xr.Dataset, names: list[str], t_air_trend: dict[str, xr.DataArray]) -> dict:
+    """Per source (observed, each scenario) and band: the means over the years and the trends per decade.
+
+    ALT (cm) with, for projections, the members' range; months above 0 degC and thawing
+    degree-months of layer 1; trends per decade of ALT, layer-1 thawing degree-months and the
+    air temperature that drove them. Projected values are the ensemble mean over architectures.
+    """
+    def block(alt, months, tdm, driver, b, spread=None):
+        row = {"alt_mean_cm": _r(alt.isel(band=b).mean())}
+        if spread is not None:
+            row.update({"alt_model_min_cm": _r(spread[0].isel(band=b).mean()),
+                        "alt_model_max_cm": _r(spread[1].isel(band=b).mean())})
+        row.update({"alt_trend_cm_per_decade": _r(trends(alt).isel(band=b)),
+                    "months_above_zero_layer1": _r(_layer1(months).isel(band=b).mean()),
+                    "thawing_degree_months_layer1": _r(_layer1(tdm).isel(band=b).mean()),
+                    "thawing_degree_months_layer1_trend_per_decade": _r(trends(_layer1(tdm)).isel(band=b)),
+                    "t_air_trend_degC_per_decade": _r(driver.isel(band=b))})
+        return row
+
+    out = {"observed": {names[b]: block(obs["alt_cm"], obs["months_above_zero"], obs["thawing_degree_months"],
+                                        t_air_trend["observed"], b)
                         for b in range(obs.sizes["band"])}}
-    mean_trend = trends(ens["alt_cm_mean"])
     for s in ens["scenario"].values:
-        out[str(s)] = {names[b]: {
-            "alt_mean_cm": float(ens["alt_cm_mean"].sel(scenario=s).isel(band=b).mean()),
-            "alt_model_min_cm": float(ens["alt_cm_min"].sel(scenario=s).isel(band=b).mean()),
-            "alt_model_max_cm": float(ens["alt_cm_max"].sel(scenario=s).isel(band=b).mean()),
-            "alt_trend_cm_per_decade": float(mean_trend.sel(scenario=s).isel(band=b)),
-            "months_above_zero_layer1": float(ens["months_above_zero_mean"].sel(scenario=s, layer=TARGETS[0])
-                                              .isel(band=b).mean()),
-            "thawing_degree_months_layer1": float(ens["thawing_degree_months_mean"].sel(
-                scenario=s, layer=TARGETS[0]).isel(band=b).mean()),
-        } for b in range(ens.sizes["band"])}
+        e = ens.sel(scenario=s)
+        out[str(s)] = {names[b]: block(e["alt_cm_mean"], e["months_above_zero_mean"],
+                                       e["thawing_degree_months_mean"], t_air_trend[str(s)], b,
+                                       spread=(e["alt_cm_min"], e["alt_cm_max"]))
+                       for b in range(ens.sizes["band"])}
     return out
 
 
@@ -104,18 +140,30 @@ def markdown(summary: dict, obs_years: str, proj_years: str) -> str:
                  for s in scenarios]
         lines.append(f"| {band} | {o['alt_mean_cm']:.1f} ({o['alt_trend_cm_per_decade']:+.1f}) | "
                      + " | ".join(cells) + " |")
-    lines += ["", "Months above 0 degC and thawing degree-months (degC month) in layer 1, ensemble mean:", "",
-              "| band | " + " | ".join(f"{s} months > 0 | {s} TDM" for s in scenarios) + " |",
-              "|" + "---|" * (2 * len(scenarios) + 1)]
+    sources = ["observed", *scenarios]
+    lines += ["", ("Layer 1: months above 0 degC and thawing degree-months (TDM, degC month) per year; observed"
+              " and ensemble mean:"), "",
+              "| band | " + " | ".join(f"{s} months > 0 | {s} TDM" for s in sources) + " |",
+              "|" + "---|" * (2 * len(sources) + 1)]
     for band in summary["observed"]:
         lines.append(f"| {band} | " + " | ".join(
             f"{summary[s][band]['months_above_zero_layer1']:.1f} | {summary[s][band]['thawing_degree_months_layer1']:.1f}"
-            for s in scenarios) + " |")
+            for s in sources) + " |")
+    lines += ["", ("Trends per decade over each period: ALT (cm) / layer-1 TDM (degC month) / air temperature"
+              " driving them (degC). Over the few projection years they follow the weather of those years as"
+              " much as the forced warming:"), "",
+              "| band | " + " | ".join(sources) + " |", "|" + "---|" * (len(sources) + 1)]
+    for band in summary["observed"]:
+        lines.append(f"| {band} | " + " | ".join(
+            f"{summary[s][band]['alt_trend_cm_per_decade']:+.1f} / "
+            f"{summary[s][band]['thawing_degree_months_layer1_trend_per_decade']:+.1f} / "
+            f"{summary[s][band]['t_air_trend_degC_per_decade']:+.2f}" for s in sources) + " |")
     return "\n".join(lines) + "\n"
 
 
 def run(cfg: Config, bands_dir: Path = Path("data/bands"), projections_dir: Path = Path("data/projections"),
-        out_dir: Path = Path("data/thaw"), metrics_dir: Path = Path("metrics")) -> Path:
+        out_dir: Path = Path("data/thaw"), metrics_dir: Path = Path("metrics"),
+        scenarios_dir: Path = Path("data/scenarios")) -> Path:
     obs_t = observed_temperatures(cfg, bands_dir)
     obs = yearly_metrics(obs_t)
     with open_netcdf(projections_dir / PROJECTIONS_FILE) as ds:
@@ -126,7 +174,7 @@ def run(cfg: Config, bands_dir: Path = Path("data/bands"), projections_dir: Path
                       for k in ("alt_cm", "months_above_zero", "thawing_degree_months", "zero_curtain_months")
                       for stat in ("mean", "min", "max", "std")})
     names = cfg.study_area.band_labels[: obs.sizes["band"]]
-    summary = summarise(obs, ens, names)
+    summary = summarise(obs, ens, names, air_temperature_trends(cfg, bands_dir, scenarios_dir))
     table = pd.concat([long_table(obs, source="observed", scenario="historical", model="era5land"),
                        *[long_table(proj.sel(scenario=s), source="projected", scenario=str(s))
                          for s in proj["scenario"].values]], ignore_index=True)

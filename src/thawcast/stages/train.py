@@ -29,12 +29,11 @@ from thawcast import __version__
 from thawcast.config import Config, config_to_dict
 from thawcast.errors import DataError
 from thawcast.models.packed import PackedModel
-from thawcast.models.registry import build_model
 from thawcast.provenance import git_commit, staged_output
 from thawcast.settings import resolve_settings
 from thawcast.stages.windows import HISTORY_FILE, SCALER_FILE
 from thawcast.tracking import Registration, data_version, register, registered_name, use_store
-from thawcast.training import WindowTensors, fit, score_degc
+from thawcast.training import TrainingData, score_degc, train_model
 from thawcast.variables import TARGETS
 from thawcast.windows import load_scalers, open_windows
 
@@ -45,25 +44,16 @@ REGISTRATION_FILE = "registration.json"
 
 def run(cfg: Config, arch: str, windows_dir: Path = Path("data/windows"), tuning_dir: Path = Path("data/tuning"),
         out_dir: Path = Path("data/models"), lock: Path = Path("dvc.lock")) -> Path:
-    import lightning as L
     import mlflow
     import mlflow.pytorch
     from mlflow.models import infer_signature
 
     settings = resolve_settings(cfg, arch, tuning_dir)
     log.info("%s: hyper-parameters from %s: %s", arch, settings.source, settings.hparams.model_dump())
-    history = windows_dir / HISTORY_FILE
-    train, val, test = (open_windows(history, s) for s in ("train", "validation", "test"))
-    scalers = load_scalers(windows_dir / SCALER_FILE)
-    if tuple(scalers["features"].names) + (("z",) if "signal" in scalers else ()) != train.feature_names:
-        raise DataError(windows_dir / SCALER_FILE, "scaler features differ from the window file's feature order")
-    tensors = {k: WindowTensors.from_windows(w) for k, w in (("train", train), ("validation", val))}
-    n_bands = train.x.shape[0]
-
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    net = build_model(arch, train.n_features, n_bands, settings.hparams, settings.band_embedding_dim, len(TARGETS))
-    targets = scalers["targets"]
-    packed = PackedModel(net, targets.mean, targets.std, train.feature_names, train.length, TARGETS, arch)
+    data = training_data(windows_dir)
+    train, val = data.train, data.validation
+    test = open_windows(windows_dir / HISTORY_FILE, "test")
+    targets = data.targets
     name = registered_name(cfg.mlflow, arch)
     use_store(cfg.mlflow)
     versions = data_version([str(windows_dir)], lock)
@@ -74,8 +64,9 @@ def run(cfg: Config, arch: str, windows_dir: Path = Path("data/windows"), tuning
         mlflow.log_params(settings.flat())
         mlflow.log_dict(config_to_dict(cfg), "config.json")
         mlflow.log_dict(settings.to_dict(), "settings.json")
-        result = fit(net, tensors["train"], tensors["validation"], settings.training, cfg.seed,
-                     on_epoch=lambda epoch, row: mlflow.log_metrics(row, step=epoch), label=arch)
+        net, result = train_model(settings, data, cfg.seed,
+                                  on_epoch=lambda epoch, row: mlflow.log_metrics(row, step=epoch))
+        packed = PackedModel(net, targets.mean, targets.std, train.feature_names, train.length, TARGETS, arch)
         metrics = {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                    "best_val_loss": result.best_val_loss, "train_seconds": result.seconds}
         for split, ws in (("val", val), ("test", test)):
@@ -102,6 +93,22 @@ def run(cfg: Config, arch: str, windows_dir: Path = Path("data/windows"), tuning
         (tmp / "settings.json").write_text(json.dumps(settings.to_dict(), indent=2) + "\n")
         pd.DataFrame(result.history).to_csv(tmp / "history.csv", index=False)
     return out_dir / arch
+
+
+def training_data(windows_dir: Path) -> TrainingData:
+    """The training and validation splits and the target scaler (never the test split).
+
+    Raises
+    ------
+    DataError
+        The scaler was written for another feature order than the window file's.
+    """
+    history = windows_dir / HISTORY_FILE
+    train, val = (open_windows(history, s) for s in ("train", "validation"))
+    scalers = load_scalers(windows_dir / SCALER_FILE)
+    if tuple(scalers["features"].names) + (("z",) if "signal" in scalers else ()) != train.feature_names:
+        raise DataError(windows_dir / SCALER_FILE, "scaler features differ from the window file's feature order")
+    return TrainingData(train, val, scalers["targets"])
 
 
 def read_registration(models_dir: Path, arch: str) -> Registration:

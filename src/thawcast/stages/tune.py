@@ -22,13 +22,10 @@ from pathlib import Path
 
 from thawcast.config import Config
 from thawcast.errors import ModelInputError
-from thawcast.models.registry import build_model
 from thawcast.provenance import git_commit, staged_output
 from thawcast.settings import BEST_PARAMS_FILE, ModelSettings, settings_from, write_best_params
-from thawcast.stages.windows import HISTORY_FILE, SCALER_FILE
+from thawcast.stages.train import training_data
 from thawcast.tracking import data_version, use_store
-from thawcast.variables import TARGETS
-from thawcast.windows import load_scalers, open_windows
 
 log = logging.getLogger(__name__)
 
@@ -44,20 +41,15 @@ def trial_settings(cfg: Config, arch: str, params: dict) -> ModelSettings:
 
 def run(cfg: Config, arch: str, windows_dir: Path = Path("data/windows"), out_dir: Path = Path("data/tuning"),
         lock: Path = Path("dvc.lock")) -> Path:
-    import lightning as L
     import mlflow
     import optuna
     from optuna_integration import PyTorchLightningPruningCallback
 
     from thawcast import tuning
-    from thawcast.training import MONITOR, TrainingError, WindowTensors, fit, score_degc
+    from thawcast.training import MONITOR, TrainingError, score_degc, train_model
 
     cfg.training.require(arch)
-    history = windows_dir / HISTORY_FILE
-    train, val = (open_windows(history, s) for s in ("train", "validation"))
-    targets = load_scalers(windows_dir / SCALER_FILE)["targets"]
-    tensors = {"train": WindowTensors.from_windows(train), "validation": WindowTensors.from_windows(val)}
-    n_bands = train.x.shape[0]
+    train_data = training_data(windows_dir)
     data = data_version([str(windows_dir)], lock)[str(windows_dir)]
     fp = tuning.fingerprint(cfg, arch, data)
     study = tuning.open_study(cfg, arch, fp)
@@ -83,14 +75,11 @@ def run(cfg: Config, arch: str, windows_dir: Path = Path("data/windows"), out_di
         mlflow.log_params(params)
         t0 = time.perf_counter()
         try:
-            L.seed_everything(cfg.seed, workers=True, verbose=False)
-            net = build_model(arch, train.n_features, n_bands, settings.hparams, settings.band_embedding_dim,
-                              len(TARGETS))
-            result = fit(net, tensors["train"], tensors["validation"], settings.training, cfg.seed,
-                         callbacks=[PyTorchLightningPruningCallback(trial, monitor=MONITOR)],
-                         on_epoch=lambda epoch, row: mlflow.log_metrics(row, step=epoch),
-                         label=f"{arch} trial {trial.number}")
-            value = score_degc(net, val, targets)["rmse"]
+            net, result = train_model(settings, train_data, cfg.seed,
+                                      callbacks=[PyTorchLightningPruningCallback(trial, monitor=MONITOR)],
+                                      on_epoch=lambda epoch, row: mlflow.log_metrics(row, step=epoch),
+                                      label=f"{arch} trial {trial.number}")
+            value = score_degc(net, train_data.validation, train_data.targets)["rmse"]
         except optuna.TrialPruned:
             mlflow.set_tag("optuna.state", "PRUNED")
             mlflow.log_metric("seconds", time.perf_counter() - t0)
