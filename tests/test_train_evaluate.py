@@ -83,7 +83,7 @@ def test_a_run_that_dies_half_way_registers_nothing_and_writes_nothing(trained, 
     def boom(*args, **kwargs):
         raise RuntimeError("killed half way")
 
-    monkeypatch.setattr(train, "fit", boom)
+    monkeypatch.setattr(train, "train_model", boom)
     with pytest.raises(RuntimeError, match="half way"):
         train.run(cfg, "tcn", world / "windows", root / "tuning", tmp_path / "models", tmp_path / "no.lock")
     assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())
