@@ -101,27 +101,23 @@ def summarise(obs: xr.Dataset, ens: xr.Dataset, names: list[str], t_air_trend: d
     degree-months of layer 1; trends per decade of ALT, layer-1 thawing degree-months and the
     air temperature that drove them. Projected values are the ensemble mean over architectures.
     """
-    def block(alt, months, tdm, driver, b, spread=None):
-        row = {"alt_mean_cm": _r(alt.isel(band=b).mean())}
+    def per_band(alt, months, tdm, driver, spread=None) -> dict:
+        cols = {"alt_mean_cm": alt.mean("year")}
         if spread is not None:
-            row.update({"alt_model_min_cm": _r(spread[0].isel(band=b).mean()),
-                        "alt_model_max_cm": _r(spread[1].isel(band=b).mean())})
-        row.update({"alt_trend_cm_per_decade": _r(trends(alt).isel(band=b)),
-                    "months_above_zero_layer1": _r(_layer1(months).isel(band=b).mean()),
-                    "thawing_degree_months_layer1": _r(_layer1(tdm).isel(band=b).mean()),
-                    "thawing_degree_months_layer1_trend_per_decade": _r(trends(_layer1(tdm)).isel(band=b)),
-                    "t_air_trend_degC_per_decade": _r(driver.isel(band=b))})
-        return row
+            cols.update(alt_model_min_cm=spread[0].mean("year"), alt_model_max_cm=spread[1].mean("year"))
+        cols.update({"alt_trend_cm_per_decade": trends(alt),
+                     "months_above_zero_layer1": _layer1(months).mean("year"),
+                     "thawing_degree_months_layer1": _layer1(tdm).mean("year"),
+                     "thawing_degree_months_layer1_trend_per_decade": trends(_layer1(tdm)),
+                     "t_air_trend_degC_per_decade": driver})
+        return {names[b]: {k: _r(v.isel(band=b)) for k, v in cols.items()} for b in range(alt.sizes["band"])}
 
-    out = {"observed": {names[b]: block(obs["alt_cm"], obs["months_above_zero"], obs["thawing_degree_months"],
-                                        t_air_trend["observed"], b)
-                        for b in range(obs.sizes["band"])}}
+    out = {"observed": per_band(obs["alt_cm"], obs["months_above_zero"], obs["thawing_degree_months"],
+                                t_air_trend["observed"])}
     for s in ens["scenario"].values:
         e = ens.sel(scenario=s)
-        out[str(s)] = {names[b]: block(e["alt_cm_mean"], e["months_above_zero_mean"],
-                                       e["thawing_degree_months_mean"], t_air_trend[str(s)], b,
-                                       spread=(e["alt_cm_min"], e["alt_cm_max"]))
-                       for b in range(ens.sizes["band"])}
+        out[str(s)] = per_band(e["alt_cm_mean"], e["months_above_zero_mean"], e["thawing_degree_months_mean"],
+                               t_air_trend[str(s)], spread=(e["alt_cm_min"], e["alt_cm_max"]))
     return out
 
 
