@@ -19,11 +19,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import optuna
+import sqlalchemy.exc
 from optuna.trial import TrialState
 
 from thawcast.config import Config, SearchDim
@@ -92,13 +94,26 @@ def study_name(arch: str, fp: str) -> str:
     return f"thawcast-{arch}-{fp}"
 
 
-def storage(cfg: Config) -> optuna.storages.RDBStorage:
-    """The RDB storage with a heartbeat (a relative SQLite path is made absolute, its folder created)."""
-    with warnings.catch_warnings():
-        # heartbeats are "experimental" in Optuna 5; they are what recovers killed trials
-        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(absolute_sqlite(cfg.tuning.storage), heartbeat_interval=cfg.tuning.heartbeat_s,
-                                          grace_period=cfg.tuning.grace_s)
+def storage(cfg: Config, attempts: int = 5) -> optuna.storages.RDBStorage:
+    """The RDB storage with a heartbeat (a relative SQLite path is made absolute, its folder created).
+
+    Tuning workers started together on a new database race to create its schema; the loser of that race gets an
+    IntegrityError (or a locked database) from Optuna's migration and simply retries on the schema the winner made.
+    """
+    url = absolute_sqlite(cfg.tuning.storage)
+    for attempt in range(1, attempts + 1):
+        try:
+            with warnings.catch_warnings():
+                # heartbeats are "experimental" in Optuna 5; they are what recovers killed trials
+                warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, heartbeat_interval=cfg.tuning.heartbeat_s,
+                                                  grace_period=cfg.tuning.grace_s)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as err:
+            if attempt == attempts:
+                raise
+            log.info("optuna storage busy (%s); retrying", type(err).__name__)
+            time.sleep(0.2 * attempt)
+    raise AssertionError("unreachable")
 
 
 def open_study(cfg: Config, arch: str, fp: str, store: optuna.storages.BaseStorage | None = None) -> optuna.Study:
