@@ -63,10 +63,18 @@ def test_dvc_repro_twice_is_a_noop(tmp_path):
     spread = next(v["data"]["metrics/seed_spread.json"]["data"] for v in shown.values())
     assert set(spread["architectures"]) == set(archs)
     assert all("tuning_effect" in row for row in spread["architectures"].values())
-    for a in archs:  # each model was trained with its study's best params
-        best = json.loads((work / "data" / "tuning" / a / "best_params.json").read_text())
+    for a in archs:  # each model was trained with the settings seed-spread chose on validation
+        row = spread["architectures"][a]
         used = json.loads((work / "data" / "models" / a / "settings.json").read_text())
-        assert used["hparams"] == best["hparams"] and used["source"].endswith(f"{a}/best_params.json")
+        chosen = row["choice"]["settings"]
+        assert chosen == ("tuned" if row["choice"]["tuned_val_rmse"] < row["choice"]["defaults_val_rmse"]
+                          else "defaults")
+        assert used["hparams"] == row[chosen]["settings"]["hparams"]
+        if chosen == "tuned":
+            best = json.loads((work / "data" / "tuning" / a / "best_params.json").read_text())
+            assert used["hparams"] == best["hparams"] and used["source"].endswith(f"{a}/best_params.json")
+        else:
+            assert used["source"].startswith("params.yaml (tuned settings rejected")
     # five registered models, each with the alias on the version its train stage recorded
     check = ("import json, mlflow; mlflow.set_tracking_uri('sqlite:///mlruns/mlflow.db'); c = mlflow.MlflowClient();"
              "print(json.dumps({m.name: str(c.get_model_version_by_alias(m.name, 'champion').version)"

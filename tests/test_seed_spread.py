@@ -1,13 +1,19 @@
 """The seed-spread stage: retraining with other seeds, and what it concludes."""
 
 import json
+from pathlib import Path
 
 import pytest
 
 from conftest import TRAINED_ARCHS
 from thawcast.config import parse_config
 from thawcast.errors import ConfigError
-from thawcast.settings import default_settings, write_best_params
+from thawcast.settings import (
+    choose_by_validation,
+    default_settings,
+    select_settings,
+    write_best_params,
+)
 from thawcast.stages import seed_spread
 
 
@@ -68,3 +74,89 @@ def test_seeds_must_be_distinct_and_the_pipeline_seed_comes_first():
         parse_config({"robustness": {"seeds": [1, 1]}})
     cfg = parse_config({"seed": 5, "robustness": {"seeds": [1, 5, 2]}})
     assert cfg.robustness.all_seeds(cfg.seed) == (5, 1, 2)
+
+
+def test_the_registered_settings_are_chosen_on_validation_over_seeds(spread):
+    """The choice follows the mean validation RMSE; the test scores cannot move it (no leakage)."""
+    cfg, _, tmp, table = spread
+    gru = table["architectures"]["gru"]
+    val_d, val_t = gru["defaults"]["val_rmse"]["values"], gru["tuned"]["val_rmse"]["values"]
+    expected = "tuned" if sum(val_t) < sum(val_d) else "defaults"
+    assert gru["choice"]["settings"] == expected
+    assert "choice" not in table["architectures"]["tcn"]  # no study, no choice: defaults
+    spread_file = tmp / "metrics" / seed_spread.METRICS_FILE
+    chosen = select_settings(cfg, "gru", tmp / "tuning", spread_file)
+    assert (chosen.hparams.hidden == 12) == (expected == "tuned")
+    assert select_settings(cfg, "tcn", tmp / "tuning", spread_file).source == "params.yaml"
+
+    def rewritten(change) -> Path:
+        edited = json.loads(json.dumps(table))
+        change(edited["architectures"]["gru"])
+        out = tmp / f"edited-{len(list(tmp.glob('edited-*')))}.json"
+        out.write_text(json.dumps(edited))
+        return out
+
+    def tuned_wins(row):  # what seed-spread would write had the tuned settings won on validation
+        row["choice"] = {**row["choice"], "settings": "tuned"}
+
+    def defaults_win(row):
+        row["choice"] = {**row["choice"], "settings": "defaults"}
+
+    assert select_settings(cfg, "gru", tmp / "tuning", rewritten(tuned_wins)).hparams.hidden == 12
+    rejected = select_settings(cfg, "gru", tmp / "tuning", rewritten(defaults_win))
+    assert rejected.hparams == default_settings(cfg, "gru").hparams and "rejected" in rejected.source
+    off = cfg.model_copy(update={"robustness": cfg.robustness.model_copy(update={"choose_by_validation": False})})
+    assert select_settings(off, "gru", tmp / "tuning", rewritten(defaults_win)).hparams.hidden == 12
+    # missing seed-spread output: the tuned settings, unchecked
+    assert select_settings(cfg, "gru", tmp / "tuning", tmp / "absent.json").hparams.hidden == 12
+
+
+def test_the_choice_is_blind_to_the_test_years(spread, trained, monkeypatch):
+    """Leakage: with every test score turned upside down (best becomes worst) the seed-spread stage makes the
+    same choice from the same validation scores, while the test scores it reports do change."""
+    cfg, _, tmp, table = spread
+    seen = []
+    real_open, real_score = seed_spread.open_windows, seed_spread.score_degc
+
+    def open_windows(path, split=None):
+        ws = real_open(path, split)
+        if split == "test":
+            seen.append(ws)
+        return ws
+
+    def inverted(net, ws, targets):
+        out = real_score(net, ws, targets)
+        return {**out, "rmse": 100.0 - out["rmse"]} if any(ws is t for t in seen) else out
+
+    monkeypatch.setattr(seed_spread, "open_windows", open_windows)
+    monkeypatch.setattr(seed_spread, "score_degc", inverted)
+    out = tmp / "inverted"
+    seed_spread.run(cfg, trained[2] / "windows", tmp / "tuning", out)
+    again = json.loads((out / seed_spread.METRICS_FILE).read_text())["architectures"]["gru"]
+    gru = table["architectures"]["gru"]
+    assert seen and again["choice"] == gru["choice"]
+    assert again["defaults"]["val_rmse"] == gru["defaults"]["val_rmse"]
+    assert again["defaults"]["test_rmse"]["mean"] == pytest.approx(100.0 - gru["defaults"]["test_rmse"]["mean"])
+
+
+def test_a_tie_keeps_the_defaults_and_one_lucky_seed_is_not_enough():
+    assert choose_by_validation([0.70, 0.72], [0.69, 0.71]) == "tuned"
+    assert choose_by_validation([0.5, 0.75], [0.625, 0.625]) == "defaults"  # tie: tuning must earn its place
+    assert choose_by_validation([0.70, 0.72], [0.60, 0.90]) == "defaults"  # one lucky seed is not enough
+    with pytest.raises(ConfigError, match="same seeds"):
+        choose_by_validation([0.7, 0.7], [0.6])
+
+
+def test_a_stale_seed_spread_is_refused(spread):
+    """Seed spread computed for other settings or seeds than the current ones: a clear error, not a silent pick."""
+    cfg, _, tmp, _ = spread
+    spread_file = tmp / "metrics" / seed_spread.METRICS_FILE
+    other_lr = cfg.model_copy(update={"training": cfg.training.model_copy(update={"learning_rate": 0.5})})
+    with pytest.raises(ConfigError, match="other settings"):
+        select_settings(other_lr, "gru", tmp / "tuning", spread_file)
+    other_seeds = cfg.model_copy(update={"robustness": cfg.robustness.model_copy(update={"seeds": [7]})})
+    with pytest.raises(ConfigError, match="other seeds"):
+        select_settings(other_seeds, "gru", tmp / "tuning", spread_file)
+    (tmp / "broken.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="rerun `thawcast seed-spread`"):
+        select_settings(cfg, "gru", tmp / "tuning", tmp / "broken.json")

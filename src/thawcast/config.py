@@ -389,6 +389,9 @@ class RobustnessConfig(_Section):
     """Seed spread: how much of a difference between two single training runs is seed noise."""
 
     seeds: list[int] = Field([1, 2, 3], description="seeds trained besides `seed` (each model, defaults and tuned)")
+    choose_by_validation: bool = Field(
+        True, description="train registers an architecture's tuned settings only if their mean validation RMSE over"
+                          " all seeds beats the defaults' (decided by the seed-spread stage; test years never used)")
 
     @field_validator("seeds")
     @classmethod

@@ -4,17 +4,23 @@ Defaults come from ``params.yaml`` (``models.<arch>``, ``models.band_embedding_d
 ``training``); a tuning study's ``best_params.json`` overrides them. This module is the one
 place that knows that file's format: the tune stage writes it with
 :func:`write_best_params`, the train stage reads it with :func:`resolve_settings`.
+The train stage then keeps the tuned settings only where the seed-spread stage found them
+better than the defaults on validation over several seeds (:func:`select_settings`).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, replace
 from pathlib import Path
+from statistics import fmean
 
 from thawcast.config import TUNABLE_COMMON, Config, TrainingConfig
 from thawcast.errors import ConfigError
 from thawcast.models.hparams import HPARAMS
+
+log = logging.getLogger(__name__)
 
 BEST_PARAMS_FILE = "best_params.json"
 #: Training settings a tuning study may override (the rest stay as in params).
@@ -83,6 +89,67 @@ def resolve_settings(cfg: Config, arch: str, tuning_dir: Path = Path("data/tunin
     if settings.band_embedding_dim < 1:
         raise ConfigError(f"{path}: band_embedding_dim must be >= 1, got {settings.band_embedding_dim}")
     return settings
+
+
+def choose_by_validation(defaults_val_rmse: list[float], tuned_val_rmse: list[float]) -> str:
+    """``"tuned"`` if the tuned settings' mean validation RMSE over seeds is lower than the defaults', else
+    ``"defaults"`` (a tie keeps the defaults: tuning has to earn its place). Test scores never enter."""
+    if not defaults_val_rmse or len(defaults_val_rmse) != len(tuned_val_rmse):
+        raise ConfigError(f"need the same seeds for both settings, got {len(defaults_val_rmse)} and "
+                          f"{len(tuned_val_rmse)} validation scores")
+    return "tuned" if fmean(tuned_val_rmse) < fmean(defaults_val_rmse) else "defaults"
+
+
+def select_settings(cfg: Config, arch: str, tuning_dir: Path = Path("data/tuning"),
+                    spread_file: Path = Path("metrics/seed_spread.json")) -> ModelSettings:
+    """The settings the train stage registers: :func:`resolve_settings`, unless the seed-spread stage found that
+    the tuned settings do not beat the defaults on validation (``robustness.choose_by_validation``).
+
+    Without a study there is nothing to choose; without ``spread_file`` (seed-spread not run) the tuned settings
+    are used, with a warning.
+
+    Raises
+    ------
+    ConfigError
+        ``spread_file`` is unreadable, or was computed for other settings or seeds than the current ones.
+    """
+    tuned = resolve_settings(cfg, arch, tuning_dir)
+    if tuned.source == "params.yaml" or not cfg.robustness.choose_by_validation:
+        return tuned
+    spread_file = Path(spread_file)
+    if not spread_file.exists():
+        log.warning("%s: %s not found (run `thawcast seed-spread`); using the tuned settings unchecked",
+                    arch, spread_file)
+        return tuned
+    try:
+        spread = json.loads(spread_file.read_text())
+        row, seeds = spread["architectures"][arch], spread["seeds"]
+        choice = row["choice"]
+        recorded = {name: row[name]["settings"] for name in ("defaults", "tuned")}
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{spread_file}: no seed-spread choice for {arch} ({exc!r}); rerun `thawcast "
+                          "seed-spread`") from None
+    defaults = default_settings(cfg, arch)
+    current = {"defaults": _comparable(defaults), "tuned": _comparable(tuned)}
+    stale = [n for n in current if _comparable_dict(recorded[n]) != current[n]]
+    if stale or list(seeds) != list(cfg.robustness.all_seeds(cfg.seed)):
+        what = f"settings {stale}" if stale else f"seeds {seeds}"
+        raise ConfigError(f"{spread_file}: the seed spread of {arch} was computed for other {what} than the"
+                          " current ones; rerun `thawcast seed-spread` (dvc repro does)")
+    if choice["settings"] == "tuned":
+        return tuned
+    return replace(defaults, source=(
+        f"params.yaml (tuned settings rejected: mean validation RMSE over seeds {choice['tuned_val_rmse']:.3f}"
+        f" vs defaults {choice['defaults_val_rmse']:.3f}, {spread_file})"))
+
+
+def _comparable(settings: ModelSettings) -> dict:
+    return _comparable_dict(settings.to_dict())
+
+
+def _comparable_dict(d: dict) -> dict:
+    """A settings record without its ``source``, through JSON (so tuples and lists compare equal)."""
+    return json.loads(json.dumps({k: v for k, v in d.items() if k != "source"}, sort_keys=True))
 
 
 def settings_from(cfg: Config, arch: str, params: dict, source: str,

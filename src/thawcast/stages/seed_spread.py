@@ -12,6 +12,11 @@ Per architecture and settings: mean, std (across seeds), min and max of the vali
 test RMSE; per architecture, the tuned-minus-defaults difference of the mean test RMSE with
 its standard error, and whether it exceeds twice that (a difference seed noise alone would
 rarely produce).
+
+It also decides which settings the train stage registers (``robustness.choose_by_validation``):
+the tuned ones only if their mean *validation* RMSE over the seeds beats the defaults'. A
+study picks its best trial on one seed, so part of its margin over the defaults is that
+seed's luck; averaging over seeds removes most of it. The test years play no part in it.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import numpy as np
 
 from thawcast.config import Config
 from thawcast.provenance import git_commit
-from thawcast.settings import default_settings, resolve_settings
+from thawcast.settings import choose_by_validation, default_settings, resolve_settings
 from thawcast.stages.train import training_data
 from thawcast.stages.windows import HISTORY_FILE
 from thawcast.tracking import use_store
@@ -59,9 +64,13 @@ def markdown(table: dict, seeds: tuple[int, ...]) -> str:
              (f"Each architecture trained with seeds {', '.join(map(str, seeds))} (the first is the registered"
               " run's), with the params.yaml defaults and with its tuned settings. RMSE in degC: mean +- std"
               " across seeds [min-max]. 'tuning effect' = tuned minus defaults mean test RMSE (negative: tuning"
-              " helps) +- its standard error; * marks a difference beyond two standard errors."), "",
-             "| architecture | settings | validation RMSE | test RMSE | tuning effect on test |",
-             "|---|---|---|---|---|"]
+              " helps) +- its standard error; * marks a difference beyond two standard errors. 'registered': the"
+              " settings the train stage registers"
+              + (", the tuned ones only where their mean validation RMSE over the seeds is lower than the"
+                 " defaults' (the test years play no part in this choice)."
+                 if table["choose_by_validation"] else ", the tuned ones wherever a study ran.")), "",
+             "| architecture | settings | validation RMSE | test RMSE | tuning effect on test | registered |",
+             "|---|---|---|---|---|---|"]
 
     def cell(d: dict) -> str:
         return f"{d['mean']:.3f} +- {d['std']:.3f} [{d['min']:.3f}-{d['max']:.3f}]"
@@ -73,8 +82,10 @@ def markdown(table: dict, seeds: tuple[int, ...]) -> str:
                 e = row["tuning_effect"]
                 effect = (f"{e['tuned_minus_defaults_test_rmse']:+.3f} +- {e['standard_error']:.3f}"
                           + (" *" if e["beyond_two_standard_errors"] else ""))
+            chosen = (row["choice"]["settings"] if table["choose_by_validation"]
+                      else "tuned" if "tuned" in row else "defaults") if "choice" in row else "defaults"
             lines.append(f"| {arch if i == 0 else ''} | {name} | {cell(row[name]['val_rmse'])} |"
-                         f" {cell(row[name]['test_rmse'])} | {effect} |")
+                         f" {cell(row[name]['test_rmse'])} | {effect} | {'yes' if name == chosen else ''} |")
     s = table["summary"]
     lines += ["", (f"Median seed std of the test RMSE: {s['median_test_std']:.3f} degC; the largest is"
                    f" {s['max_test_std']:.3f} degC. Differences between two single runs smaller than about twice"
@@ -97,7 +108,8 @@ def run(cfg: Config, windows_dir: Path = Path("data/windows"), tuning_dir: Path 
             variants[arch]["tuned"] = tuned
     total = sum(len(v) for v in variants.values()) * len(seeds)
     done = 0
-    table: dict = {"seeds": list(seeds), "architectures": {}}
+    table: dict = {"seeds": list(seeds), "choose_by_validation": cfg.robustness.choose_by_validation,
+                   "architectures": {}}
     for arch, settings_by_name in variants.items():
         row = {}
         for name, settings in settings_by_name.items():
@@ -109,9 +121,16 @@ def run(cfg: Config, windows_dir: Path = Path("data/windows"), tuning_dir: Path 
                 done += 1
                 log.info("seed-spread %d/%d: %s %s seed %d: validation RMSE %.3f, test RMSE %.3f degC",
                          done, total, arch, name, seed, val[-1], tst[-1])
-            row[name] = {"val_rmse": describe(val), "test_rmse": describe(tst)}
+            row[name] = {"val_rmse": describe(val), "test_rmse": describe(tst), "settings": settings.to_dict()}
         if "tuned" in row:
             row["tuning_effect"] = tuning_effect(row["defaults"]["test_rmse"], row["tuned"]["test_rmse"])
+            row["choice"] = {"settings": choose_by_validation(row["defaults"]["val_rmse"]["values"],
+                                                              row["tuned"]["val_rmse"]["values"]),
+                             "criterion": "mean validation RMSE over seeds",
+                             "defaults_val_rmse": row["defaults"]["val_rmse"]["mean"],
+                             "tuned_val_rmse": row["tuned"]["val_rmse"]["mean"]}
+            log.info("%s: registers the %s settings (mean validation RMSE defaults %.3f, tuned %.3f)", arch,
+                     row["choice"]["settings"], row["choice"]["defaults_val_rmse"], row["choice"]["tuned_val_rmse"])
         table["architectures"][arch] = row
     stds = [r[k]["test_rmse"]["std"] for r in table["architectures"].values() for k in ("defaults", "tuned") if k in r]
     table["summary"] = {"median_test_std": float(np.median(stds)), "max_test_std": float(np.max(stds))}

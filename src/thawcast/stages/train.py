@@ -1,8 +1,9 @@
 """Stage ``train@<arch>``: train one architecture, log it to MLflow, register it.
 
 Inputs: ``data/windows/history.nc`` and ``scaler.json``; hyper-parameters from
-``data/tuning/<arch>/best_params.json`` when the tune stage wrote one, otherwise from the
-``models`` and ``training`` sections of ``params.yaml``.
+``data/tuning/<arch>/best_params.json`` when the tune stage wrote one and the seed-spread
+stage (``metrics/seed_spread.json``) found them better than the defaults on validation over
+all seeds, otherwise from the ``models`` and ``training`` sections of ``params.yaml``.
 
 Outputs (``data/models/<arch>/``), written only after the model is registered:
 
@@ -30,7 +31,7 @@ from thawcast.config import Config, config_to_dict
 from thawcast.errors import DataError
 from thawcast.models.packed import PackedModel
 from thawcast.provenance import git_commit, staged_output
-from thawcast.settings import resolve_settings
+from thawcast.settings import select_settings
 from thawcast.stages.windows import HISTORY_FILE, SCALER_FILE
 from thawcast.tracking import Registration, data_version, register, registered_name, use_store
 from thawcast.training import TrainingData, score_degc, train_model
@@ -43,12 +44,13 @@ REGISTRATION_FILE = "registration.json"
 
 
 def run(cfg: Config, arch: str, windows_dir: Path = Path("data/windows"), tuning_dir: Path = Path("data/tuning"),
-        out_dir: Path = Path("data/models"), lock: Path = Path("dvc.lock")) -> Path:
+        out_dir: Path = Path("data/models"), lock: Path = Path("dvc.lock"),
+        spread_file: Path = Path("metrics/seed_spread.json")) -> Path:
     import mlflow
     import mlflow.pytorch
     from mlflow.models import infer_signature
 
-    settings = resolve_settings(cfg, arch, tuning_dir)
+    settings = select_settings(cfg, arch, tuning_dir, spread_file)
     log.info("%s: hyper-parameters from %s: %s", arch, settings.source, settings.hparams.model_dump())
     data = training_data(windows_dir)
     train, val = data.train, data.validation
