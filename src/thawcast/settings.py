@@ -130,8 +130,8 @@ def select_settings(cfg: Config, arch: str, tuning_dir: Path = Path("data/tuning
         raise ConfigError(f"{spread_file}: no seed-spread choice for {arch} ({exc!r}); rerun `thawcast "
                           "seed-spread`") from None
     defaults = default_settings(cfg, arch)
-    current = {"defaults": _comparable(defaults), "tuned": _comparable(tuned)}
-    stale = [n for n in current if _comparable_dict(recorded[n]) != current[n]]
+    current = {"defaults": defaults, "tuned": tuned}
+    stale = [n for n in current if _comparable(recorded[n]) != _comparable(current[n].to_dict())]
     if stale or list(seeds) != list(cfg.robustness.all_seeds(cfg.seed)):
         what = f"settings {stale}" if stale else f"seeds {seeds}"
         raise ConfigError(f"{spread_file}: the seed spread of {arch} was computed for other {what} than the"
@@ -143,11 +143,7 @@ def select_settings(cfg: Config, arch: str, tuning_dir: Path = Path("data/tuning
         f" vs defaults {choice['defaults_val_rmse']:.3f}, {spread_file})"))
 
 
-def _comparable(settings: ModelSettings) -> dict:
-    return _comparable_dict(settings.to_dict())
-
-
-def _comparable_dict(d: dict) -> dict:
+def _comparable(d: dict) -> dict:
     """A settings record without its ``source``, through JSON (so tuples and lists compare equal)."""
     return json.loads(json.dumps({k: v for k, v in d.items() if k != "source"}, sort_keys=True))
 

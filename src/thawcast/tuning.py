@@ -101,19 +101,21 @@ def storage(cfg: Config, attempts: int = 5) -> optuna.storages.RDBStorage:
     IntegrityError (or a locked database) from Optuna's migration and simply retries on the schema the winner made.
     """
     url = absolute_sqlite(cfg.tuning.storage)
-    for attempt in range(1, attempts + 1):
+
+    def connect() -> optuna.storages.RDBStorage:
+        with warnings.catch_warnings():
+            # heartbeats are "experimental" in Optuna 5; they are what recovers killed trials
+            warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, heartbeat_interval=cfg.tuning.heartbeat_s,
+                                              grace_period=cfg.tuning.grace_s)
+
+    for attempt in range(1, attempts):
         try:
-            with warnings.catch_warnings():
-                # heartbeats are "experimental" in Optuna 5; they are what recovers killed trials
-                warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(url, heartbeat_interval=cfg.tuning.heartbeat_s,
-                                                  grace_period=cfg.tuning.grace_s)
+            return connect()
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as err:
-            if attempt == attempts:
-                raise
             log.info("optuna storage busy (%s); retrying", type(err).__name__)
             time.sleep(0.2 * attempt)
-    raise AssertionError("unreachable")
+    return connect()  # the last attempt raises what it gets
 
 
 def open_study(cfg: Config, arch: str, fp: str, store: optuna.storages.BaseStorage | None = None) -> optuna.Study:

@@ -59,6 +59,14 @@ def tuning_effect(defaults: dict, tuned: dict) -> dict:
             "beyond_two_standard_errors": bool(abs(diff) > 2 * se) if se > 0 else diff != 0}
 
 
+def registered(row: dict, by_validation: bool) -> str:
+    """Which of an architecture's settings the train stage registers: no study, the defaults; else the seed
+    check's choice, or the tuned settings when the check is off."""
+    if "tuned" not in row:
+        return "defaults"
+    return row["choice"]["settings"] if by_validation else "tuned"
+
+
 def markdown(table: dict, seeds: tuple[int, ...]) -> str:
     lines = ["# Seed spread", "",
              (f"Each architecture trained with seeds {', '.join(map(str, seeds))} (the first is the registered"
@@ -82,8 +90,7 @@ def markdown(table: dict, seeds: tuple[int, ...]) -> str:
                 e = row["tuning_effect"]
                 effect = (f"{e['tuned_minus_defaults_test_rmse']:+.3f} +- {e['standard_error']:.3f}"
                           + (" *" if e["beyond_two_standard_errors"] else ""))
-            chosen = (row["choice"]["settings"] if table["choose_by_validation"]
-                      else "tuned" if "tuned" in row else "defaults") if "choice" in row else "defaults"
+            chosen = registered(row, table["choose_by_validation"])
             lines.append(f"| {arch if i == 0 else ''} | {name} | {cell(row[name]['val_rmse'])} |"
                          f" {cell(row[name]['test_rmse'])} | {effect} | {'yes' if name == chosen else ''} |")
     s = table["summary"]
