@@ -35,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def generate(folder: Path, years: int, seed: int = 0) -> None:
-    from thawcast.synthetic.world import write_era5land
+    from thawcast.ingest.synthetic.world import write_era5land
     from thawcast.variables import ERA5_FEATURES, TARGETS, VARIABLES
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -59,10 +59,10 @@ def generate(folder: Path, years: int, seed: int = 0) -> None:
 def run_mode(mode: str, folder: Path) -> dict:
     import psutil
 
-    from thawcast.aggregate import band_means, compute_streaming
     from thawcast.config import StudyAreaConfig
-    from thawcast.geometry import BandGeometry
-    from thawcast.readers.era5land import open_era5land
+    from thawcast.ingest.era5land import open_era5land
+    from thawcast.prep.aggregate import band_means, compute_streaming
+    from thawcast.prep.geometry import BandGeometry
 
     geom = BandGeometry.from_config(StudyAreaConfig())
     base_mib = psutil.Process().memory_info().rss / 2**20  # after imports, before any data

@@ -3,7 +3,7 @@
 Trains the same GRU (default hyper-parameters, same initial weights, same batches) for the
 same number of epochs two ways, each epoch followed by one validation pass:
 
-* ``lightning``: :func:`thawcast.training.fit` (the LightningModule, early stopping,
+* ``lightning``: :func:`thawcast.learn.training.fit` (the LightningModule, early stopping,
   best-weight tracking, per-epoch history: what the train stage runs);
 * ``bare``: a plain loop with the same optimiser, gradient clipping and batches.
 
@@ -31,9 +31,9 @@ from pathlib import Path
 import torch
 
 from thawcast.config import TrainingConfig
+from thawcast.learn.training import TensorBatches, WindowTensors, fit
 from thawcast.models.hparams import GRUParams
 from thawcast.models.registry import build_model
-from thawcast.training import TensorBatches, WindowTensors, fit
 
 BANDS, W, F = 6, 24, 37
 

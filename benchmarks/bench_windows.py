@@ -4,7 +4,7 @@ For growing record lengths (months) and feature counts, builds the windows of ev
 two ways and measures the bytes each holds (``tracemalloc`` peak while building and
 running one epoch of batches):
 
-* ``index``: :class:`thawcast.windows.WindowSet`: the monthly ``[band, time, F]`` array
+* ``index``: :class:`thawcast.prep.windows.WindowSet`: the monthly ``[band, time, F]`` array
   once, two integer index arrays, batches gathered from a strided view;
 * ``copy``: every window stacked into one ``[N, w, F]`` array up front (the usual
   "make sequences" loop).
@@ -29,7 +29,7 @@ import tracemalloc
 import numpy as np
 import pandas as pd
 
-from thawcast.windows import WindowSet, window_index
+from thawcast.prep.windows import WindowSet, window_index
 
 BANDS = 6
 WINDOW = 24

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from thawcast.config import Config, parse_config
+from thawcast.layout import STAGE_DIRS, Layout
 
 REPO = Path(__file__).resolve().parents[1]
 SUITES = REPO / "expectations"
@@ -33,6 +34,16 @@ TINY = {
 }
 
 
+def layout(root: Path, **folders: Path) -> Layout:
+    """The tests' flat tree: every stage folder at ``root/<stage>`` (not ``root/data/<stage>``), metrics at
+    ``root/metrics``, the lock at ``root/dvc.lock``, validation reports at ``root/reports``, and the committed
+    suites; ``folders`` point single folders elsewhere (e.g. ``windows=`` another root's)."""
+    root = Path(root)
+    flat = Layout.at(root).replace(**{name: root / name for name in STAGE_DIRS}, expectations=SUITES,
+                                   validation_reports=root / "reports")
+    return flat.replace(**folders)
+
+
 @pytest.fixture(scope="session")
 def tiny_cfg() -> Config:
     return parse_config(TINY)
@@ -44,10 +55,10 @@ def tiny_world(tmp_path_factory, tiny_cfg):
     from thawcast.stages import bands, raw, static
 
     root = tmp_path_factory.mktemp("world")
-    reports = root / "reports"
-    raw.run(tiny_cfg, root / "raw", SUITES, reports)
-    static.run(tiny_cfg, root / "raw", root / "static", SUITES, reports)
-    bands.run(tiny_cfg, root / "raw", root / "bands", SUITES, reports)
+    paths = layout(root)
+    raw.run(tiny_cfg, paths)
+    static.run(tiny_cfg, paths)
+    bands.run(tiny_cfg, paths)
     return root
 
 
@@ -57,9 +68,9 @@ def tiny_pipeline(tiny_world, tiny_cfg):
     from thawcast.stages import scenarios, windows
 
     root = tiny_world
-    scenarios.run(tiny_cfg, root / "bands", root / "scenarios", root / "metrics", SUITES, root / "reports")
-    windows.run(tiny_cfg, root / "bands", root / "static", root / "scenarios", root / "windows", SUITES,
-                root / "reports")
+    paths = layout(root)
+    scenarios.run(tiny_cfg, paths)
+    windows.run(tiny_cfg, paths)
     return root
 
 
@@ -81,12 +92,12 @@ def trained(tiny_pipeline, tmp_path_factory):
     store = MlflowConfig(tracking_uri=f"sqlite:///{root / 'mlflow.db'}", artifacts=root / "artifacts")
     cfg = parse_config({**TINY, "training": {**TINY["training"], "architectures": list(TRAINED_ARCHS)},
                         "mlflow": {"tracking_uri": store.tracking_uri, "artifacts": str(store.artifacts)}})
-    lock = root / "dvc.lock"
-    lock.write_text(f"schema: '2.0'\nstages:\n  windows:\n    outs:\n    - path: {tiny_pipeline / 'windows'}\n"
-                    "      md5: abc123.dir\n")
+    paths = layout(root, windows=tiny_pipeline / "windows")
+    paths.lock.write_text(f"schema: '2.0'\nstages:\n  windows:\n    outs:\n    - path: {paths.windows}\n"
+                          "      md5: abc123.dir\n")
     for arch in TRAINED_ARCHS:
-        train.run(cfg, arch, tiny_pipeline / "windows", root / "tuning", root / "models", lock)
-    evaluate.run(cfg, tiny_pipeline / "windows", root / "models", root / "evaluation", root / "metrics")
+        train.run(cfg, arch, paths)
+    evaluate.run(cfg, paths)
     return cfg, root, tiny_pipeline
 
 

@@ -30,7 +30,7 @@ def canonical_cube(years=(2001, 2002), lat=None, lon=None, seed=0) -> xr.Dataset
 
 
 def write_cds(ds: xr.Dataset, folder: Path) -> list[Path]:
-    from thawcast.synthetic.world import write_era5land
+    from thawcast.ingest.synthetic.world import write_era5land
 
     return write_era5land(ds, folder)
 

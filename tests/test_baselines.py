@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from thawcast.baselines import (
+from thawcast.analysis.baselines import (
     RidgeBaseline,
     climatology_table,
     predict_climatology,
@@ -12,7 +12,7 @@ from thawcast.baselines import (
     predict_seasonal_persistence,
 )
 from thawcast.errors import DataError
-from thawcast.windows import WindowSet, window_index
+from thawcast.prep.windows import WindowSet, window_index
 
 TIMES = pd.date_range("2001-01-01", "2006-12-01", freq="MS")
 N_BANDS = 3

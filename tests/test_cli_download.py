@@ -6,7 +6,7 @@ import pytest
 
 from thawcast.cli import STAGES, main
 from thawcast.config import parse_config
-from thawcast.download import CDS_VARIABLE_NAMES, ERA5LAND_DATASET, era5land_request
+from thawcast.ingest.download import CDS_VARIABLE_NAMES, ERA5LAND_DATASET, era5land_request
 
 
 def test_help_lists_every_stage():

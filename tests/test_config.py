@@ -23,6 +23,7 @@ def test_repo_params_parse_and_use_table1_edges():
         ({"cmip5": {"experiments": ["historical", "rcp99"]}}, "rcp99"),
         ({"source": {"kind": "ftp"}}, "source.kind"),
         ({"synthetic": {"resolution_deg": -1}}, "synthetic.resolution_deg"),
+        ({"bias_correction": {"method": "dqm"}}, "bias_correction.method: Value error, unknown bias-correction method"),
     ],
 )
 def test_bad_params_name_the_key(raw, where):

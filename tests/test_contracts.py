@@ -7,9 +7,9 @@ import pytest
 import xarray as xr
 
 from conftest import SUITES
-from thawcast.contracts import band_table_frame, build_suites
 from thawcast.errors import ValidationFailed
-from thawcast.validation import run_suite, validate_stage
+from thawcast.quality.suites import band_table_frame, build_suites
+from thawcast.quality.validation import run_suite, validate_stage
 
 
 def test_committed_suites_match_the_variable_table():

@@ -8,12 +8,13 @@ import pytest
 import torch
 import xarray as xr
 
+from conftest import layout
+from thawcast.analysis.explain import attributions, importance
 from thawcast.errors import DataError
-from thawcast.explain import attributions, importance
 from thawcast.models.base import BandSequenceModel
 from thawcast.models.packed import PackedModel
 from thawcast.stages import compare_explanations, explain
-from thawcast.tracking import use_store
+from thawcast.tracking.registry import WEIGHTS_TAG, read_registration, use_store
 
 
 class OneFeature(BandSequenceModel):
@@ -59,41 +60,57 @@ def explained(trained):
     small = cfg.model_copy(update={"explain": cfg.explain.model_copy(update={"background": 12, "samples": 12,
                                                                            "nsamples": 20})})
     for arch in ("gru", "tcn"):
-        explain.run(small, arch, world / "windows", root / "explain")
+        explain.run(small, arch, layout(root, windows=world / "windows"))
     return small, root, world
+
+
+def _registration(root, arch):
+    return read_registration(layout(root).registration(arch), arch)
 
 
 def test_explain_writes_values_importance_and_figures(explained):
     cfg, root, _ = explained
-    out = root / "explain" / "gru"
+    paths = layout(root)
+    out = paths.explanation("gru")
+    digest = _registration(root, "gru").weights_sha256
     with xr.open_dataset(out / "shap_values.nc") as ds:
         assert ds["shap"].dims == ("window", "feature", "layer") and ds.sizes["window"] >= 12
-        assert ds.attrs["registered_model"] == "thawcast-gru"
+        assert ds.attrs["registered_model"] == "thawcast-gru" and ds.attrs["weights_sha256"] == digest
         assert np.isfinite(ds["shap"]).all()
-    top = json.loads((out / explain.TOP_FILE).read_text())
+    top = json.loads(paths.top_features("gru").read_text())
     assert len(top["top"]) == cfg.explain.top and top["additivity_gap_degc"] >= 0
+    # The explained model is named by the weights train recorded, not by a version or run id.
+    assert top["registered_model"] == "thawcast-gru" and top["weights_sha256"] == digest
+    assert "version" not in top and "run_id" not in top
     for name in ("shap_bar.png", "shap_beeswarm.png"):
         assert (out / "figures" / name).read_bytes()[:4] == b"\x89PNG"
 
 
 def test_explain_is_logged_to_the_model_run_and_an_explain_run(explained):
-    cfg, _, _ = explained
+    cfg, root, _ = explained
+    digest = _registration(root, "gru").weights_sha256
     use_store(cfg.mlflow)
     client = mlflow.MlflowClient()
-    mv = client.get_model_version_by_alias("thawcast-gru", "champion")
-    arts = {a.path for a in client.list_artifacts(mv.run_id, "shap")}
-    assert "shap/top_features.json" in arts
     exp = client.get_experiment_by_name(cfg.mlflow.experiment).experiment_id
     runs = client.search_runs([exp], "tags.`thawcast.stage` = 'explain' and tags.`thawcast.architecture` = 'gru'")
-    assert runs and runs[0].data.tags["model_version"] == str(mv.version)
+    assert runs
+    # The version explained holds the recorded weights, as does the one @champion points at.
+    mv = client.get_model_version("thawcast-gru", runs[0].data.tags["model_version"])
+    assert mv.tags[WEIGHTS_TAG] == digest and runs[0].data.tags["model_run_id"] == mv.run_id
+    assert client.get_model_version_by_alias("thawcast-gru", "champion").tags[WEIGHTS_TAG] == digest
+    arts = {a.path for a in client.list_artifacts(mv.run_id, "shap")}
+    assert "shap/top_features.json" in arts
 
 
 def test_compare_explanations(explained, tmp_path):
     cfg, root, _ = explained
-    compare_explanations.run(cfg, root / "explain", tmp_path)
-    m = json.loads((tmp_path / compare_explanations.METRICS_FILE).read_text())
+    paths = layout(root).replace(metrics=tmp_path)
+    compare_explanations.run(cfg, paths)
+    m = json.loads(paths.metric("shap.json").read_text())
     assert set(m) == {"gru", "tcn"} and len(m["gru"]["top"]) == compare_explanations.RANKS
-    assert "| gru |" in (tmp_path / compare_explanations.TABLE_FILE).read_text()
+    for arch in ("gru", "tcn"):  # "<registered model>#<12 hex of the weights digest>"
+        assert m[arch]["model"] == _registration(root, arch).label
+    assert "| gru |" in paths.metric("shap.md").read_text()
     more = cfg.model_copy(update={"training": cfg.training.model_copy(update={"architectures": ("gru", "bilstm")})})
     with pytest.raises(DataError, match="run the explain@bilstm stage"):
-        compare_explanations.run(more, root / "explain", tmp_path)
+        compare_explanations.run(more, paths)

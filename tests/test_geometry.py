@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from thawcast.aggregate import band_means
 from thawcast.config import StudyAreaConfig
 from thawcast.errors import DataError
-from thawcast.geometry import BandGeometry, band_weights, wrap_lon
-from thawcast.synthetic.world import IPSL_LAT, IPSL_LON
+from thawcast.ingest.synthetic.world import IPSL_LAT, IPSL_LON
+from thawcast.prep.aggregate import band_means
+from thawcast.prep.geometry import BandGeometry, band_weights, wrap_lon
 
 GEOM = BandGeometry.from_config(StudyAreaConfig())
 PAPER_AREA_KM2 = np.array([2.43360e5, 2.64663e5, 2.38854e5, 2.2582e5, 2.12574e5, 6.7668e4])

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from thawcast.analysis.metrics import fractional_reduction, mae, r2, rmse, scores, skill_table
 from thawcast.errors import DataError
-from thawcast.metrics import fractional_reduction, mae, r2, rmse, scores, skill_table
 
 
 def test_known_answers():

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from conftest import TINY
+from thawcast import catalogue
 from thawcast.config import parse_config
 from thawcast.errors import ConfigError, ModelInputError
 from thawcast.models.hparams import HPARAMS
@@ -27,6 +28,7 @@ def _batch(n=16, seed=1):
 
 def test_registry_and_hparams_agree():
     assert set(ARCHITECTURES) == set(HPARAMS) == {"tcn", "transformer", "conv_lstm", "gru", "bilstm"}
+    assert set(catalogue.ARCHITECTURES) == set(ARCHITECTURES)  # the names config validates against
 
 
 @pytest.mark.parametrize("name", NAMES)

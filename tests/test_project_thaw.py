@@ -9,24 +9,38 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from conftest import TRAINED_ARCHS
+from conftest import TRAINED_ARCHS, layout
+from thawcast.analysis.projection import grid, period_diagnostic, projection_months
 from thawcast.errors import DataError
+from thawcast.prep.windows import open_windows
 from thawcast.stages import project, thaw
-from thawcast.tracking import RegistryError, use_store
-from thawcast.windows import open_windows
+from thawcast.tracking.registry import (
+    WEIGHTS_TAG,
+    RegistryError,
+    load_registration,
+    read_registration,
+    use_store,
+)
+
+
+def _paths(root, world):
+    """Projections, thaw and metrics under ``root``; windows, bands and scenarios from the tiny world."""
+    return layout(root, windows=world / "windows", bands=world / "bands", scenarios=world / "scenarios")
 
 
 @pytest.fixture(scope="module")
 def projected(trained):
     cfg, root, world = trained
-    project.run(cfg, world / "windows", root / "projections", root / "metrics")
-    thaw.run(cfg, world / "bands", root / "projections", root / "thaw", root / "metrics", world / "scenarios")
+    paths = _paths(root, world)
+    project.run(cfg, paths)
+    thaw.run(cfg, paths)
     return cfg, root, world
 
 
 def test_projections_cover_every_scenario_model_band_layer_and_month(projected):
     cfg, root, _ = projected
-    with xr.open_dataset(root / "projections" / project.PROJECTIONS_FILE) as ds:
+    paths = layout(root)
+    with xr.open_dataset(paths.projections_file) as ds:
         t = ds["soil_temperature"]
         assert t.dims == ("scenario", "model", "band", "layer", "time")
         assert list(ds["scenario"].values) == list(cfg.rcp_experiments)
@@ -40,18 +54,25 @@ def test_projections_cover_every_scenario_model_band_layer_and_month(projected):
         assert ds.attrs["thawcast_synthetic"] == "true"
     use_store(cfg.mlflow)
     client = mlflow.MlflowClient()
-    for arch in TRAINED_ARCHS:  # the alias version, loaded from the registry
-        mv = client.get_model_version_by_alias(f"thawcast-{arch}", "champion")
-        assert used[arch]["version"] == str(mv.version) and used[arch]["uri"] == f"models:/thawcast-{arch}@champion"
+    versions = {}
+    for arch in TRAINED_ARCHS:  # the model train recorded, loaded from the registry by its weights' digest
+        reg = read_registration(paths.registration(arch), arch)
+        assert used[arch] == {"registered_model": f"thawcast-{arch}", "weights_sha256": reg.weights_sha256}
+        model, mv = load_registration(reg)
+        assert model.weights_sha256() == reg.weights_sha256
+        versions[arch] = mv.version
+        # @champion still points at a version holding those weights
+        champion = client.get_model_version_by_alias(f"thawcast-{arch}", "champion")
+        assert champion.tags[WEIGHTS_TAG] == reg.weights_sha256
     runs = client.search_runs([client.get_experiment_by_name(cfg.mlflow.experiment).experiment_id],
                               "tags.`thawcast.stage` = 'project'")
-    assert runs and runs[0].data.params["model.gru"] == f"thawcast-gru/{used['gru']['version']}"
+    assert runs and runs[0].data.params["model.gru"] == f"thawcast-gru/{versions['gru']}"
     assert (root / "projections" / "figures" / "ensemble.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_period_metric_is_written(projected):
     _, root, _ = projected
-    m = json.loads((root / "metrics" / project.PERIOD_METRICS_FILE).read_text())
+    m = json.loads(layout(root).metric("projection_period.json").read_text())
     assert m["members"]["n_series"] == 4 * len(TRAINED_ARCHS) * 6 * 4
     assert m["ensemble_mean"]["n_series"] == 4 * 6 * 4
     assert 0.0 <= m["members"]["fraction_12_months"] <= 1.0
@@ -62,20 +83,24 @@ def test_period_diagnostic_names_the_series_that_is_not_annual():
     t = np.arange(48)
     data = np.stack([np.sin(2 * np.pi * t / 12), np.sin(2 * np.pi * t / 6)])
     da = xr.DataArray(data, dims=("model", "time"), coords={"model": ["good", "bad"]})
-    d = project.period_diagnostic(da)
+    d = period_diagnostic(da)
     assert not d["all_series_12_months"] and d["fraction_12_months"] == 0.5
     assert d["not_12_months"] == [{"model": "bad", "period_months": 6.0}]
 
 
 def test_missing_registered_model_is_named(trained, tmp_path):
-    cfg, _, world = trained
+    cfg, root, world = trained
     other = cfg.model_copy(update={"training": cfg.training.model_copy(update={"architectures": ("gru", "bilstm")})})
-    with pytest.raises(RegistryError, match="'thawcast-bilstm' does not exist"):
-        project.run(other, world / "windows", tmp_path / "p", tmp_path / "m")
-    alias = cfg.model_copy(update={"mlflow": cfg.mlflow.model_copy(update={"alias": "retired"})})
-    with pytest.raises(RegistryError, match="no alias 'retired'"):
-        project.run(alias, world / "windows", tmp_path / "p", tmp_path / "m")
-    assert not (tmp_path / "p").exists()
+    with pytest.raises(DataError, match="no registration record for 'bilstm'.*run the train@bilstm stage"):
+        project.run(other, _paths(tmp_path, world).replace(models=root / "models"))
+    # A hand-off naming weights that no registered version holds (e.g. another MLflow store).
+    models = tmp_path / "models"
+    shutil.copytree(root / "models", models)
+    record = layout(tmp_path).registration("gru")
+    record.write_text(json.dumps({**json.loads(record.read_text()), "weights_sha256": "0" * 64}))
+    with pytest.raises(RegistryError, match="no version of 'thawcast-gru' holds the weights 000000000000"):
+        project.run(cfg, _paths(tmp_path, world))
+    assert not (tmp_path / "projections").exists() and not (tmp_path / "metrics").exists()
 
 
 def test_scenario_windows_that_miss_months_are_an_error(trained):
@@ -84,7 +109,7 @@ def test_scenario_windows_that_miss_months_are_an_error(trained):
     keep = ws.target_times() < pd.Timestamp("2030-07-01")
     ws.band, ws.last = ws.band[keep], ws.last[keep]
     with pytest.raises(DataError, match=r"do not cover the projection period.*6 month\(s\).*2030-07"):
-        project.grid(ws, np.zeros((len(ws), 4)), project.projection_months(cfg), "rcp45.nc")
+        grid(ws, np.zeros((len(ws), 4)), projection_months(cfg.projection), "rcp45.nc")
 
 
 def test_thaw_metrics_for_observations_and_projections(projected):
@@ -98,7 +123,7 @@ def test_thaw_metrics_for_observations_and_projections(projected):
     assert months.between(0, 12).all()
     obs_years = table.loc[table["source"] == "observed", "year"]
     assert obs_years.min() == cfg.period.start_year and obs_years.max() == cfg.period.end_year
-    m = json.loads((root / "metrics" / thaw.METRICS_FILE).read_text())
+    m = json.loads(layout(root).metric("thaw.json").read_text())
     assert set(m) == {"observed", *cfg.rcp_experiments}
     # the summary's layer-1 means are the CSV's, averaged over models (projections) and years
     layer1 = table[(table["metric"] == "thawing_degree_months") & (table["layer"] == "t_soil1")]
@@ -108,7 +133,7 @@ def test_thaw_metrics_for_observations_and_projections(projected):
         expected = layer1[sel & (layer1["band"] == 0)]["value"].mean()
         assert m[source][band0]["thawing_degree_months_layer1"] == pytest.approx(expected, abs=1e-3)
         assert np.isfinite(m[source][band0]["t_air_trend_degC_per_decade"])
-    assert "| band | observed ALT |" in (root / "metrics" / thaw.TABLE_FILE).read_text()
+    assert "| band | observed ALT |" in layout(root).metric("thaw.md").read_text()
     assert (root / "thaw" / "figures" / "alt_by_band.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -116,13 +141,12 @@ def test_warmer_projections_never_give_a_thinner_active_layer(projected, tmp_pat
     """Physical oracle: +2 degC everywhere deepens (or keeps) ALT and adds thawed months."""
     cfg, root, world = projected
     shutil.copytree(root / "projections", tmp_path / "projections")
-    path = tmp_path / "projections" / project.PROJECTIONS_FILE
+    path = layout(tmp_path).projections_file
     with xr.open_dataset(path) as ds:
         ds = ds.load()
     ds["soil_temperature"] = ds["soil_temperature"] + 2.0
     ds.to_netcdf(path)
-    thaw.run(cfg, world / "bands", tmp_path / "projections", tmp_path / "thaw", tmp_path / "metrics",
-             world / "scenarios")
+    thaw.run(cfg, _paths(tmp_path, world))
     a = pd.read_csv(root / "thaw" / thaw.CSV_FILE)
     b = pd.read_csv(tmp_path / "thaw" / thaw.CSV_FILE)
     keys = ["source", "scenario", "model", "band", "year", "metric", "layer"]
@@ -142,7 +166,7 @@ def test_report_names_a_missing_input(projected, tmp_path):
 
     cfg, root, _ = projected
     with pytest.raises(DataError, match="scenario_spread.json: input missing"):
-        report.run(cfg, tmp_path / "metrics", root, tmp_path / "report")
+        report.run(cfg, layout(root).replace(metrics=tmp_path / "metrics", report=tmp_path / "report"))
     assert not (tmp_path / "report").exists()
 
 

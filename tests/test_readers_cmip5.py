@@ -5,8 +5,8 @@ import xarray as xr
 
 from helpers import rewrite
 from thawcast.errors import DataError
-from thawcast.readers.cmip5 import find_cmip5_files, open_cmip5
-from thawcast.synthetic.world import write_cmip5
+from thawcast.ingest.cmip5 import find_cmip5_files, open_cmip5
+from thawcast.ingest.synthetic.world import write_cmip5
 
 
 @pytest.fixture(scope="module")

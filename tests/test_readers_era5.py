@@ -5,7 +5,7 @@ import pytest
 from conftest import REAL_ERA5
 from helpers import canonical_cube, rewrite, write_cds
 from thawcast.errors import DataError
-from thawcast.readers.era5land import open_era5land
+from thawcast.ingest.era5land import open_era5land
 
 
 def test_real_cds_file_with_integer_date(tmp_path):

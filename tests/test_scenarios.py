@@ -8,9 +8,10 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from conftest import TINY
+from conftest import TINY, layout
 from thawcast.config import parse_config
 from thawcast.errors import ConfigError, DataError
+from thawcast.prep.scenarios import correct_scenarios
 from thawcast.stages import scenarios as stage
 from thawcast.variables import ERA5_FEATURES, VARIABLES
 
@@ -42,7 +43,7 @@ def test_outputs_provenance_and_ranges(tiny_pipeline, tiny_cfg):
 def test_corrected_calibration_matches_era5(tiny_world, tiny_cfg):
     """Over the calibration years the corrected rcp45 (= the calibration model) matches ERA5-Land's monthly means."""
     era, cmip = _bands(tiny_world, tiny_cfg)
-    corrected, _, _ = stage.correct_scenarios(tiny_cfg, era, cmip)
+    corrected = correct_scenarios(tiny_cfg, era, cmip).corrected
     cal = slice("2001", "2002")
     for v in ("t_air", "r_thermal", "p_total"):
         raw_bias = float(abs(cmip["historical"][v].sel(time=cal) - era[v].sel(time=cal)).mean())
@@ -63,20 +64,21 @@ def test_spread_metrics(tiny_pipeline):
 
 def test_bias_correction_never_sees_test_years(tiny_world, tiny_cfg):
     era, cmip = _bands(tiny_world, tiny_cfg)
-    clean, ratios, _ = stage.correct_scenarios(tiny_cfg, era, cmip)
+    clean = correct_scenarios(tiny_cfg, era, cmip)
+    ratios = clean.ratios
     poisoned = era.copy(deep=True)
     test_years = poisoned["time"].dt.year >= tiny_cfg.windows.test.start_year
     for v in poisoned.data_vars:
         poisoned[v] = poisoned[v].where(~test_years, poisoned[v] * 3 + 50)
-    dirty, dirty_ratios, _ = stage.correct_scenarios(tiny_cfg, poisoned, cmip)
-    for m in clean:
-        xr.testing.assert_allclose(clean[m], dirty[m])
-    xr.testing.assert_allclose(ratios, dirty_ratios)
+    dirty = correct_scenarios(tiny_cfg, poisoned, cmip)
+    for m in clean.corrected:
+        xr.testing.assert_allclose(clean.corrected[m], dirty.corrected[m])
+    xr.testing.assert_allclose(ratios, dirty.ratios)
     # and the check has teeth: a changed calibration month changes the correction
     early = era.copy(deep=True)
     early["t_air"] = era["t_air"].where(era["time"] != era["time"][2], era["t_air"] + 5.0)
-    moved, _, _ = stage.correct_scenarios(tiny_cfg, early, cmip)
-    assert not np.allclose(moved["qdm"]["t_air"], clean["qdm"]["t_air"])
+    moved = correct_scenarios(tiny_cfg, early, cmip).corrected
+    assert not np.allclose(moved["qdm"]["t_air"], clean.corrected["qdm"]["t_air"])
 
 
 def test_calibration_overlapping_test_years_is_refused():
@@ -104,7 +106,7 @@ def _run_fails(cfg, bands, tmp_path, match):
     out.mkdir()
     (out / "keep.txt").write_text("previous output")
     with pytest.raises(DataError, match=match):
-        stage.run(cfg, bands, out, tmp_path / "metrics", report_dir=tmp_path / "reports")
+        stage.run(cfg, layout(tmp_path, bands=bands))
     assert (out / "keep.txt").read_text() == "previous output"
     assert not (tmp_path / "metrics").exists()
 

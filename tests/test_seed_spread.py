@@ -5,15 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TRAINED_ARCHS
+from conftest import TRAINED_ARCHS, layout
 from thawcast.config import parse_config
 from thawcast.errors import ConfigError
-from thawcast.settings import (
-    choose_by_validation,
-    default_settings,
-    select_settings,
-    write_best_params,
-)
+from thawcast.learn.seeds import choose_by_validation, describe, tuning_effect
+from thawcast.learn.settings import default_settings, select_settings, write_best_params
 from thawcast.stages import seed_spread
 
 
@@ -22,21 +18,30 @@ def spread(trained, tmp_path_factory):
     """gru with a 'tuned' setting (wider), tcn with defaults only; seeds = cfg.seed and 1."""
     cfg, root, world = trained
     tmp = tmp_path_factory.mktemp("spread")
-    (tmp / "tuning" / "gru").mkdir(parents=True)
+    paths = layout(tmp, windows=world / "windows")
+    paths.study("gru").mkdir(parents=True)
     wider = default_settings(cfg, "gru")
     wider = type(wider)(wider.architecture, wider.hparams.model_copy(update={"hidden": 12}), wider.training,
                         wider.band_embedding_dim, "test")
-    write_best_params(tmp / "tuning" / "gru" / "best_params.json", wider)
-    seed_spread.run(cfg, world / "windows", tmp / "tuning", tmp / "metrics")
-    table = json.loads((tmp / "metrics" / seed_spread.METRICS_FILE).read_text())
+    write_best_params(paths.best_params("gru"), wider)
+    seed_spread.run(cfg, paths)
+    table = json.loads(paths.metric("seed_spread.json").read_text())
     return cfg, root, tmp, table
+
+
+def _best(tmp, arch):
+    return layout(tmp).best_params(arch)
+
+
+def _spread_file(tmp):
+    return layout(tmp).metric("seed_spread.json")
 
 
 def test_the_pipeline_seed_reproduces_the_registered_model(spread):
     """Known answer: the first seed is the pipeline's, so its defaults run is the registered one."""
     cfg, root, _, table = spread
     assert table["seeds"] == [cfg.seed, 1]
-    evaluation = json.loads((root / "metrics" / "evaluation.json").read_text())
+    evaluation = json.loads(layout(root).metric("evaluation.json").read_text())
     for arch in TRAINED_ARCHS:  # trained from defaults (the fixture has no tuning folder)
         registered = evaluation["models"][arch]["overall"]["rmse"]
         assert table["architectures"][arch]["defaults"]["test_rmse"]["values"][0] == pytest.approx(registered,
@@ -52,21 +57,21 @@ def test_other_seeds_train_other_models_and_tuned_settings_are_compared(spread):
     assert "tuned" not in tcn and "tuning_effect" not in tcn  # no study: nothing to compare
     effect = gru["tuning_effect"]["tuned_minus_defaults_test_rmse"]
     assert effect == pytest.approx(gru["tuned"]["test_rmse"]["mean"] - gru["defaults"]["test_rmse"]["mean"])
-    md = (tmp / "metrics" / seed_spread.TABLE_FILE).read_text()
+    md = layout(tmp).metric("seed_spread.md").read_text()
     assert "| gru | defaults |" in md and "|  | tuned |" in md and "Median seed std" in md
 
 
 def test_tuning_effect_counts_only_differences_beyond_seed_noise():
     def d(values):
-        return seed_spread.describe(values)
+        return describe(values)
 
-    noisy = seed_spread.tuning_effect(d([0.7, 0.8, 0.6]), d([0.6, 0.7, 0.5]))  # diff -0.1, SE 0.0816
+    noisy = tuning_effect(d([0.7, 0.8, 0.6]), d([0.6, 0.7, 0.5]))  # diff -0.1, SE 0.0816
     assert noisy["tuned_minus_defaults_test_rmse"] == pytest.approx(-0.1)
     assert noisy["standard_error"] == pytest.approx((0.01 / 3 + 0.01 / 3) ** 0.5)
     assert not noisy["beyond_two_standard_errors"]
-    clear = seed_spread.tuning_effect(d([0.70, 0.71, 0.69]), d([0.60, 0.61, 0.59]))
+    clear = tuning_effect(d([0.70, 0.71, 0.69]), d([0.60, 0.61, 0.59]))
     assert clear["beyond_two_standard_errors"]
-    assert seed_spread.describe([0.5])["std"] == 0.0
+    assert describe([0.5])["std"] == 0.0
 
 
 def test_seeds_must_be_distinct_and_the_pipeline_seed_comes_first():
@@ -84,10 +89,10 @@ def test_the_registered_settings_are_chosen_on_validation_over_seeds(spread):
     expected = "tuned" if sum(val_t) < sum(val_d) else "defaults"
     assert gru["choice"]["settings"] == expected
     assert "choice" not in table["architectures"]["tcn"]  # no study, no choice: defaults
-    spread_file = tmp / "metrics" / seed_spread.METRICS_FILE
-    chosen = select_settings(cfg, "gru", tmp / "tuning", spread_file)
+    spread_file = _spread_file(tmp)
+    chosen = select_settings(cfg, "gru", _best(tmp, "gru"), spread_file)
     assert (chosen.hparams.hidden == 12) == (expected == "tuned")
-    assert select_settings(cfg, "tcn", tmp / "tuning", spread_file).source == "params.yaml"
+    assert select_settings(cfg, "tcn", _best(tmp, "tcn"), spread_file).source == "params.yaml"
 
     def rewritten(change) -> Path:
         edited = json.loads(json.dumps(table))
@@ -102,13 +107,13 @@ def test_the_registered_settings_are_chosen_on_validation_over_seeds(spread):
     def defaults_win(row):
         row["choice"] = {**row["choice"], "settings": "defaults"}
 
-    assert select_settings(cfg, "gru", tmp / "tuning", rewritten(tuned_wins)).hparams.hidden == 12
-    rejected = select_settings(cfg, "gru", tmp / "tuning", rewritten(defaults_win))
+    assert select_settings(cfg, "gru", _best(tmp, "gru"), rewritten(tuned_wins)).hparams.hidden == 12
+    rejected = select_settings(cfg, "gru", _best(tmp, "gru"), rewritten(defaults_win))
     assert rejected.hparams == default_settings(cfg, "gru").hparams and "rejected" in rejected.source
     off = cfg.model_copy(update={"robustness": cfg.robustness.model_copy(update={"choose_by_validation": False})})
-    assert select_settings(off, "gru", tmp / "tuning", rewritten(defaults_win)).hparams.hidden == 12
+    assert select_settings(off, "gru", _best(tmp, "gru"), rewritten(defaults_win)).hparams.hidden == 12
     # missing seed-spread output: the tuned settings, unchecked
-    assert select_settings(cfg, "gru", tmp / "tuning", tmp / "absent.json").hparams.hidden == 12
+    assert select_settings(cfg, "gru", _best(tmp, "gru"), tmp / "absent.json").hparams.hidden == 12
 
 
 def test_the_choice_is_blind_to_the_test_years(spread, trained, monkeypatch):
@@ -130,9 +135,9 @@ def test_the_choice_is_blind_to_the_test_years(spread, trained, monkeypatch):
 
     monkeypatch.setattr(seed_spread, "open_windows", open_windows)
     monkeypatch.setattr(seed_spread, "score_degc", inverted)
-    out = tmp / "inverted"
-    seed_spread.run(cfg, trained[2] / "windows", tmp / "tuning", out)
-    again = json.loads((out / seed_spread.METRICS_FILE).read_text())["architectures"]["gru"]
+    paths = layout(tmp, windows=trained[2] / "windows", metrics=tmp / "inverted")
+    seed_spread.run(cfg, paths)
+    again = json.loads(paths.metric("seed_spread.json").read_text())["architectures"]["gru"]
     gru = table["architectures"]["gru"]
     assert seen and again["choice"] == gru["choice"]
     assert again["defaults"]["val_rmse"] == gru["defaults"]["val_rmse"]
@@ -150,13 +155,13 @@ def test_a_tie_keeps_the_defaults_and_one_lucky_seed_is_not_enough():
 def test_a_stale_seed_spread_is_refused(spread):
     """Seed spread computed for other settings or seeds than the current ones: a clear error, not a silent pick."""
     cfg, _, tmp, _ = spread
-    spread_file = tmp / "metrics" / seed_spread.METRICS_FILE
+    spread_file = _spread_file(tmp)
     other_lr = cfg.model_copy(update={"training": cfg.training.model_copy(update={"learning_rate": 0.5})})
     with pytest.raises(ConfigError, match="other settings"):
-        select_settings(other_lr, "gru", tmp / "tuning", spread_file)
+        select_settings(other_lr, "gru", _best(tmp, "gru"), spread_file)
     other_seeds = cfg.model_copy(update={"robustness": cfg.robustness.model_copy(update={"seeds": [7]})})
     with pytest.raises(ConfigError, match="other seeds"):
-        select_settings(other_seeds, "gru", tmp / "tuning", spread_file)
+        select_settings(other_seeds, "gru", _best(tmp, "gru"), spread_file)
     (tmp / "broken.json").write_text("{not json")
     with pytest.raises(ConfigError, match="rerun `thawcast seed-spread`"):
-        select_settings(cfg, "gru", tmp / "tuning", tmp / "broken.json")
+        select_settings(cfg, "gru", _best(tmp, "gru"), tmp / "broken.json")

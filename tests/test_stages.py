@@ -6,18 +6,22 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from conftest import SUITES, TINY
+from conftest import SUITES, TINY, layout
+from thawcast import __version__
 from thawcast.config import parse_config
 from thawcast.errors import DataError, ValidationFailed
+from thawcast.quality.validation import validate_stage
 from thawcast.stages import bands, raw
-from thawcast.validation import validate_stage
 
 
 def test_outputs_and_provenance(tiny_world, tiny_cfg):
     era = xr.open_dataset(tiny_world / "bands" / "era5land_bands.nc")
     assert era.sizes == {"band": 6, "time": 36}
     assert era["t_soil4"].attrs["units"] == "degC"
-    assert {"thawcast_version", "git_commit", "method", "source"} <= set(era.attrs)
+    assert {"thawcast_version", "thawcast_stage", "method", "source", "history"} <= set(era.attrs)
+    # Provenance is reproducible: no git commit and no clock time (those are in MLflow and dvc.lock).
+    assert "git_commit" not in era.attrs
+    assert era.attrs["history"] == f"thawcast {__version__} stage 'bands'"
     for exp in tiny_cfg.cmip5.experiments:
         c = xr.open_dataset(tiny_world / "bands" / f"cmip5_{exp}.nc")
         assert c.attrs["experiment_id"] == exp and c.attrs["thawcast_synthetic"] == "true"
@@ -64,7 +68,7 @@ def test_bad_raw_data_keeps_previous_outputs(tiny_world, tiny_cfg, tmp_path):
     path.unlink()
     ds.to_netcdf(path)
     with pytest.raises(ValidationFailed, match="t_air"):
-        bands.run(tiny_cfg, root / "raw", root / "bands", SUITES, root / "reports")
+        bands.run(tiny_cfg, layout(root))
     assert {p.name: p.read_bytes() for p in (root / "bands").iterdir()} == before
     assert (root / "reports" / "bands.json").exists()
     # The raw stage's own contract catches it too, naming the file.
@@ -90,7 +94,7 @@ def test_nan_on_land_fails_raw_validation(tiny_world, tiny_cfg, tmp_path):
 def test_years_outside_the_data(tiny_world, tmp_path):
     cfg = parse_config({**TINY, "period": {"start_year": 2001, "end_year": 2005}})
     with pytest.raises(DataError, match=r"years 2001-2005 are outside the data, which cover 2001-01 to 2003-12"):
-        bands.run(cfg, tiny_world / "raw", tmp_path / "bands", SUITES, tmp_path / "reports")
+        bands.run(cfg, layout(tmp_path, raw=tiny_world / "raw"))
     assert not (tmp_path / "bands").exists()
 
 
@@ -101,12 +105,12 @@ def test_ingest_of_user_files(tiny_world, tiny_cfg, tmp_path):
     shutil.copytree(tiny_world / "raw" / "cmip5", ext / "cmip5")
     cfg = tiny_cfg.model_copy(update={"source": tiny_cfg.source.model_copy(update={
         "kind": "files", "era5land_dir": ext / "era5land", "cmip5_dir": ext / "cmip5"})})
-    raw.run(cfg, tmp_path / "raw", SUITES, tmp_path / "reports")
+    raw.run(cfg, layout(tmp_path))
     assert len(list((tmp_path / "raw" / "era5land").glob("*.nc"))) == 3
     assert not (tmp_path / "raw" / "static").exists()
     empty = tmp_path / "empty"
     empty.mkdir()
     cfg_bad = cfg.model_copy(update={"source": cfg.source.model_copy(update={"cmip5_dir": empty})})
     with pytest.raises(DataError, match="no IPSL-CM5A-MR r1i1p1 CMIP5 files"):
-        raw.run(cfg_bad, tmp_path / "raw", SUITES, tmp_path / "reports")
+        raw.run(cfg_bad, layout(tmp_path))
     assert len(list((tmp_path / "raw" / "era5land").glob("*.nc"))) == 3  # previous output kept

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from thawcast.synthetic.climate import monthly_insolation, toa_insolation
-from thawcast.synthetic.soil import SoilParams, node_grid, simulate
+from thawcast.ingest.synthetic.climate import monthly_insolation, toa_insolation
+from thawcast.ingest.synthetic.soil import SoilParams, node_grid, simulate
 
 UNIFORM = SoilParams(k_frozen=1.5, k_thawed=1.5, c_frozen=2.0e6, c_thawed=2.0e6, surface_resistance=1e-9)
 
@@ -104,10 +104,10 @@ def test_synthetic_bands_are_physical(tiny_world):
 @pytest.mark.slow
 def test_default_world_calibrated_to_the_paper(tmp_path):
     """Full default config: layer-1 band means about +3 C (band 0) to -2.3 C (band 5)."""
-    from thawcast.aggregate import band_means
     from thawcast.config import parse_config
-    from thawcast.geometry import BandGeometry
-    from thawcast.synthetic.world import simulate_era5land
+    from thawcast.ingest.synthetic.world import simulate_era5land
+    from thawcast.prep.aggregate import band_means
+    from thawcast.prep.geometry import BandGeometry
 
     cfg = parse_config({})
     ds = simulate_era5land(cfg, np.random.default_rng(np.random.SeedSequence(cfg.seed).spawn(3)[0]))

@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from thawcast.errors import DataError
-from thawcast.thaw import (
+from thawcast.analysis.thaw import (
     LAYER_MID_CM,
     active_layer_thickness,
     alt_is_lower_bound,
@@ -14,6 +13,7 @@ from thawcast.thaw import (
     trend_per_decade,
     zero_curtain_months,
 )
+from thawcast.errors import DataError
 
 
 def test_layer_mid_depths_are_the_era5_land_ones():
@@ -88,7 +88,7 @@ def test_yearly_metrics_on_a_known_profile():
     import pandas as pd
     import xarray as xr
 
-    from thawcast.thaw import yearly_metrics
+    from thawcast.analysis.thaw import yearly_metrics
 
     months = pd.date_range("2024-01-01", periods=24, freq="MS")
     season = -np.cos(2 * np.pi * (months.month.to_numpy() - 1) / 12)  # -1 in January, +1 in July

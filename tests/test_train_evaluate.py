@@ -8,28 +8,51 @@ import pytest
 import torch
 
 from conftest import TRAINED_ARCHS as ARCHS
+from conftest import layout
+from thawcast.catalogue import BASELINES
 from thawcast.errors import ConfigError, DataError, ModelInputError
+from thawcast.learn.settings import resolve_settings
 from thawcast.models.packed import PackedModel
-from thawcast.settings import BEST_PARAMS_FILE, resolve_settings
+from thawcast.prep.windows import open_windows
 from thawcast.stages import evaluate, train
-from thawcast.tracking import RegistryError, data_version, load_registered, use_store
-from thawcast.windows import open_windows
+from thawcast.tracking.dvclock import data_version
+from thawcast.tracking.registry import (
+    WEIGHTS_TAG,
+    Registration,
+    RegistryError,
+    load_registered,
+    load_registration,
+    read_registration,
+    resolve_registration,
+    use_store,
+)
+
+
+def _registration(root, arch):
+    return read_registration(layout(root).registration(arch), arch)
 
 
 def test_train_registers_a_version_with_the_champion_alias_and_writes_the_hand_off(trained):
     cfg, root, _ = trained
-    reg = train.read_registration(root / "models", "gru")
+    record = json.loads(layout(root).registration("gru").read_text())
+    # The hand-off names the model by its weights' digest: no version counter or run id.
+    assert set(record) == {"architecture", "registered_model", "weights_sha256", "alias"}
+    reg = _registration(root, "gru")
     assert reg.registered_model == "thawcast-gru" and reg.alias == "champion"
+    assert len(reg.weights_sha256) == 64 and reg.label == f"thawcast-gru#{reg.weights_sha256[:12]}"
     use_store(cfg.mlflow)
     client = mlflow.MlflowClient()
-    assert str(client.get_model_version_by_alias("thawcast-gru", "champion").version) == reg.version
-    run = client.get_run(reg.run_id)
+    champion = client.get_model_version_by_alias("thawcast-gru", "champion")
+    assert champion.tags[WEIGHTS_TAG] == reg.weights_sha256
+    assert str(resolve_registration(reg).version) == str(champion.version)
+    run = client.get_run(champion.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags["thawcast.architecture"] == "gru"
     assert any(v == "abc123.dir" for k, v in run.data.tags.items() if k.startswith("dvc.md5."))
     assert "git_commit" in run.data.tags
     assert run.data.params["model.hidden"] == "8" and run.data.params["hparams_source"] == "params.yaml"
-    epochs = client.get_metric_history(reg.run_id, "val_loss")
+    assert run.data.tags[WEIGHTS_TAG] == reg.weights_sha256
+    epochs = client.get_metric_history(champion.run_id, "val_loss")
     assert len(epochs) == int(run.data.metrics["epochs_run"]) >= 1
     assert {"test_rmse", "val_rmse", "eval_test_rmse"} <= set(run.data.metrics)
     history = (root / "models" / "gru" / "history.csv").read_text().splitlines()
@@ -38,10 +61,12 @@ def test_train_registers_a_version_with_the_champion_alias_and_writes_the_hand_o
 
 def test_registered_model_reproduces_the_logged_test_score(trained):
     cfg, root, world = trained
-    reg = train.read_registration(root / "models", "tcn")
+    reg = _registration(root, "tcn")
     use_store(cfg.mlflow)
-    model, mv = load_registered(reg.registered_model, alias="champion")
-    assert str(mv.version) == reg.version and isinstance(model, PackedModel)
+    model, mv = load_registration(reg)
+    assert isinstance(model, PackedModel) and model.weights_sha256() == reg.weights_sha256
+    champion, champion_mv = load_registered(reg.registered_model, alias="champion")
+    assert str(champion_mv.version) == str(mv.version) and champion.weights_sha256() == reg.weights_sha256
     test = open_windows(world / "windows" / "history.nc", "test")
     import xarray as xr
 
@@ -49,7 +74,7 @@ def test_registered_model_reproduces_the_logged_test_score(trained):
         obs = ds["y_degc"].values[test.band, test.last + 1]
     with torch.no_grad():
         pred = model(PackedModel.pack(test.inputs(), test.band)).numpy()
-    logged = mlflow.MlflowClient().get_run(reg.run_id).data.metrics["test_rmse"]
+    logged = mlflow.MlflowClient().get_run(mv.run_id).data.metrics["test_rmse"]
     assert np.sqrt(np.mean((pred - obs) ** 2)) == pytest.approx(logged, rel=1e-5)
 
 
@@ -62,16 +87,27 @@ def test_missing_registered_model_or_alias_is_a_clear_error(trained):
         load_registered("thawcast-gru", alias="retired")
     with pytest.raises(RegistryError, match="no version 99"):
         load_registered("thawcast-gru", version=99)
+    # A hand-off whose weights no registered version holds (another store, or a rebuilt one).
+    with pytest.raises(RegistryError, match="no version of 'thawcast-gru' holds the weights 000000000000"):
+        load_registration(Registration("gru", "thawcast-gru", "0" * 64, "champion"))
 
 
 def test_retraining_adds_a_version_and_moves_the_alias(trained, tmp_path):
     cfg, root, world = trained
-    before = train.read_registration(root / "models", "gru")
-    train.run(cfg, "gru", world / "windows", root / "tuning", tmp_path / "models", tmp_path / "no.lock")
-    after = train.read_registration(tmp_path / "models", "gru")
-    assert int(after.version) == int(before.version) + 1
     use_store(cfg.mlflow)
-    assert str(mlflow.MlflowClient().get_model_version_by_alias("thawcast-gru", "champion").version) == after.version
+    client = mlflow.MlflowClient()
+    before = client.get_model_version_by_alias("thawcast-gru", "champion")
+    latest = max(int(v.version) for v in client.search_model_versions("name='thawcast-gru'"))
+    train.run(cfg, "gru", layout(tmp_path, windows=world / "windows", tuning=root / "tuning"))
+    after = _registration(tmp_path, "gru")
+    versions = client.search_model_versions("name='thawcast-gru'")
+    assert max(int(v.version) for v in versions) == latest + 1
+    champion = client.get_model_version_by_alias("thawcast-gru", "champion")
+    assert int(champion.version) == latest + 1 and int(champion.version) > int(before.version)
+    assert champion.tags[WEIGHTS_TAG] == after.weights_sha256
+    # Same data, settings and seed: the same weights, so the DVC-tracked hand-off is byte-identical.
+    assert layout(tmp_path).registration("gru").read_bytes() == layout(root).registration("gru").read_bytes()
+    assert str(resolve_registration(after).version) == str(champion.version)
 
 
 def test_a_run_that_dies_half_way_registers_nothing_and_writes_nothing(trained, tmp_path, monkeypatch):
@@ -85,7 +121,7 @@ def test_a_run_that_dies_half_way_registers_nothing_and_writes_nothing(trained, 
 
     monkeypatch.setattr(train, "train_model", boom)
     with pytest.raises(RuntimeError, match="half way"):
-        train.run(cfg, "tcn", world / "windows", root / "tuning", tmp_path / "models", tmp_path / "no.lock")
+        train.run(cfg, "tcn", layout(tmp_path, windows=world / "windows", tuning=root / "tuning"))
     assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())
     assert len(client.search_model_versions("name='thawcast-tcn'")) == n_versions
     failed = client.search_runs([client.get_experiment_by_name(cfg.mlflow.experiment).experiment_id],
@@ -94,49 +130,54 @@ def test_a_run_that_dies_half_way_registers_nothing_and_writes_nothing(trained, 
 
 
 def test_tuned_best_params_override_the_defaults(tmp_path, tiny_cfg):
-    f = tmp_path / "gru" / BEST_PARAMS_FILE
-    f.parent.mkdir()
+    paths = layout(tmp_path)
+    f = paths.best_params("gru")
+    f.parent.mkdir(parents=True)
     f.write_text(json.dumps({"architecture": "gru", "hparams": {"hidden": 5, "layers": 2, "dropout": 0.0},
                              "training": {"learning_rate": 0.02, "batch_size": 8}, "band_embedding_dim": 3}))
-    s = resolve_settings(tiny_cfg, "gru", tmp_path)
+    s = resolve_settings(tiny_cfg, "gru", f)
     assert (s.hparams.hidden, s.training.learning_rate, s.training.batch_size, s.band_embedding_dim) == (5, 0.02, 8, 3)
     assert s.training.max_epochs == tiny_cfg.training.max_epochs and s.source == str(f)
-    assert resolve_settings(tiny_cfg, "tcn", tmp_path).source == "params.yaml"
+    assert resolve_settings(tiny_cfg, "tcn", paths.best_params("tcn")).source == "params.yaml"
     for bad, match in (({"architecture": "tcn"}, "written for architecture 'tcn'"),
                        ({"architecture": "gru", "training": {"max_epochs": 3}}, "cannot be tuned"),
                        ({"architecture": "gru", "hparams": {"hiden": 3}}, "unknown parameter"),
                        ({"architecture": "gru", "hparams": {"hidden": -1}}, "invalid settings for gru")):
         f.write_text(json.dumps(bad))
         with pytest.raises(ConfigError, match=match):
-            resolve_settings(tiny_cfg, "gru", tmp_path)
+            resolve_settings(tiny_cfg, "gru", f)
     with pytest.raises(ConfigError, match="not in training.architectures"):
-        resolve_settings(tiny_cfg, "lstm", tmp_path)
+        resolve_settings(tiny_cfg, "lstm", paths.best_params("lstm"))
 
 
 def test_evaluate_scores_networks_and_baselines_on_the_same_windows(trained):
     cfg, root, world = trained
-    m = json.loads((root / "metrics" / evaluate.METRICS_FILE).read_text())
-    assert set(m["models"]) == {*ARCHS, *evaluate.BASELINES}
+    paths = layout(root)
+    m = json.loads(paths.metric("evaluation.json").read_text())
+    assert set(m["models"]) == {*ARCHS, *BASELINES}
     n_test = len(open_windows(world / "windows" / "history.nc", "test"))
     assert m["n_test_windows"] == n_test
     for net in ARCHS:
-        for base in evaluate.BASELINES:
+        for base in BASELINES:
             expect = 1 - m["models"][net]["overall"]["rmse"] / m["models"][base]["overall"]["rmse"]
             assert m["rmse_reduction"][net][base] == pytest.approx(expect)
         assert set(m["models"][net]["per_band_layer"]) == set(cfg.study_area.band_labels)
     assert m["best_network"] in ARCHS
     assert m["best_network_beats_climatology"] == (
         m["models"][m["best_network"]]["overall"]["rmse"] < m["models"]["climatology"]["overall"]["rmse"])
-    table = (root / "metrics" / evaluate.TABLE_FILE).read_text()
+    # The scores name the registered models by their weights' digest, as train recorded them.
+    assert m["registered"] == {a: _registration(root, a).label for a in ARCHS}
+    table = paths.metric("evaluation.md").read_text()
     assert all(f"| {n} |" in table for n in m["models"])
     figs = root / "evaluation" / "figures"
     for name in [f"observed_vs_predicted_{a}.png" for a in ARCHS] + ["rmse_by_model.png"]:
         assert (figs / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     import xarray as xr
 
-    with xr.open_dataset(root / "evaluation" / evaluate.PREDICTIONS_FILE) as ds:
+    with xr.open_dataset(paths.test_predictions) as ds:
         assert ds.sizes["window"] == n_test and set(ds["model"].values) == set(m["models"])
         assert ds.attrs["thawcast_synthetic"] == "true"
+        assert json.loads(ds.attrs["registered_models"]) == m["registered"]
         gru = ds["predicted"].sel(model="gru").values
         assert np.sqrt(np.mean((gru - ds["observed"].values) ** 2)) == pytest.approx(
             m["models"]["gru"]["overall"]["rmse"])
@@ -146,12 +187,17 @@ def test_evaluate_logs_to_the_training_runs_and_its_own_run(trained):
     cfg, root, _ = trained
     use_store(cfg.mlflow)
     client = mlflow.MlflowClient()
-    reg = train.read_registration(root / "models", "gru")
-    arts = [a.path for a in client.list_artifacts(reg.run_id, "figures")]
-    assert "figures/observed_vs_predicted_gru.png" in arts
+    reg = _registration(root, "gru")
     exp = client.get_experiment_by_name(cfg.mlflow.experiment).experiment_id
     runs = client.search_runs([exp], "tags.`thawcast.stage` = 'evaluate'")
     assert runs and "climatology_test_rmse" in runs[0].data.metrics
+    assert runs[0].data.params["model.gru"] == reg.label
+    # The version evaluate scored (a retrained identical model may since have registered a newer one
+    # with the same digest) holds the recorded weights, and its training run got the figures.
+    mv = client.get_model_version("thawcast-gru", runs[0].data.params["version.gru"])
+    assert mv.tags[WEIGHTS_TAG] == reg.weights_sha256
+    arts = [a.path for a in client.list_artifacts(mv.run_id, "figures")]
+    assert "figures/observed_vs_predicted_gru.png" in arts
 
 
 def test_evaluate_refuses_models_trained_on_other_features(trained):
@@ -170,8 +216,8 @@ def test_evaluate_refuses_models_trained_on_other_features(trained):
 def test_evaluate_without_a_trained_model_names_the_missing_stage(trained, tmp_path):
     cfg, _, world = trained
     with pytest.raises(DataError, match=r"run the train@gru stage"):
-        evaluate.run(cfg, world / "windows", tmp_path / "models", tmp_path / "ev", tmp_path / "m")
-    assert not (tmp_path / "ev").exists()
+        evaluate.run(cfg, layout(tmp_path, windows=world / "windows"))
+    assert not (tmp_path / "evaluation").exists() and not (tmp_path / "metrics").exists()
 
 
 def test_data_version_reads_dvc_lock(tmp_path):

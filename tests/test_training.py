@@ -7,9 +7,9 @@ import torch
 
 from thawcast.config import TrainingConfig
 from thawcast.errors import ModelInputError
+from thawcast.learn.training import TensorBatches, TrainingError, WindowTensors, fit, predict
 from thawcast.models.registry import build_model
-from thawcast.training import TensorBatches, TrainingError, WindowTensors, fit, predict
-from thawcast.windows import WindowSet
+from thawcast.prep.windows import WindowSet
 
 W, F, BANDS, MONTHS = 6, 3, 2, 90
 

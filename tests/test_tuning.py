@@ -19,13 +19,17 @@ import xarray as xr
 import yaml
 from optuna.trial import TrialState
 
-from conftest import TINY
-from thawcast import tuning
+from conftest import TINY, layout
 from thawcast.config import parse_config
 from thawcast.errors import ConfigError, DataError
-from thawcast.settings import BEST_PARAMS_FILE, resolve_settings
+from thawcast.layout import Layout
+from thawcast.learn import tuning
+from thawcast.learn.settings import resolve_settings
 from thawcast.stages import compare_studies, tune
-from thawcast.tracking import use_store
+from thawcast.tracking.registry import use_store
+
+#: Clock times and resume counts: logged to MLflow only, never to the DVC-tracked outputs.
+CLOCK_FIELDS = {"wall_s", "session_s", "resumed_trials"}
 
 TINY_TUNING = {"budget": {"n_trials": 3, "timeout_s": 120, "max_epochs": 3, "patience": 3},
                "sampler_startup_trials": 2, "pruner_startup_trials": 1, "pruner_warmup_epochs": 1,
@@ -126,18 +130,26 @@ def test_budget_counts_complete_and_pruned_not_failed_and_resume_runs_only_the_r
 def tuned(tiny_pipeline, tmp_path_factory):
     root = tmp_path_factory.mktemp("tune")
     cfg = cfg_with(root=root)
-    lock = root / "none.lock"
-    tune.run(cfg, "gru", tiny_pipeline / "windows", root / "tuning", lock)
+    tune.run(cfg, "gru", layout(root, windows=tiny_pipeline / "windows"))  # no dvc.lock under root
     return cfg, root, tiny_pipeline
+
+
+def _summary(root) -> dict:
+    return json.loads(layout(root).study_summary("gru").read_text())
 
 
 def test_tune_writes_best_params_that_train_reads(tuned):
     cfg, root, _ = tuned
-    best = json.loads((root / "tuning" / "gru" / BEST_PARAMS_FILE).read_text())
-    summary = json.loads((root / "tuning" / "gru" / tune.SUMMARY_FILE).read_text())
+    paths = layout(root)
+    best = json.loads(paths.best_params("gru").read_text())
+    summary = _summary(root)
     assert summary["trials_complete"] + summary["trials_pruned"] == 3
     assert best["value"] == pytest.approx(summary["best_value"])
-    s = resolve_settings(cfg, "gru", root / "tuning")
+    assert not CLOCK_FIELDS & set(summary)
+    trials = (paths.study("gru") / "trials.csv").read_text().splitlines()
+    assert len(trials) == 1 + 3 and "params_hidden" in trials[0]
+    assert not any(c.startswith(("datetime", "duration", "user_attrs_mlflow")) for c in trials[0].split(","))
+    s = resolve_settings(cfg, "gru", paths.best_params("gru"))
     assert s.hparams.hidden == summary["best_params"]["hidden"]
     assert s.training.learning_rate == pytest.approx(summary["best_params"]["learning_rate"])
     assert s.training.max_epochs == cfg.training.max_epochs  # trial epochs do not leak into training
@@ -162,15 +174,25 @@ def test_study_is_a_parent_run_with_one_nested_run_per_trial(tuned):
     assert len(client.get_metric_history(done[0].info.run_id, "val_loss")) >= 1
     arts = {a.path for a in client.list_artifacts(pid, "figures")}
     assert "figures/optimization_history.png" in arts
-    assert parents[0].data.metrics["best_value"] == pytest.approx(
-        json.loads((root / "tuning" / "gru" / tune.SUMMARY_FILE).read_text())["best_value"])
+    assert parents[0].data.metrics["best_value"] == pytest.approx(_summary(root)["best_value"])
+    assert CLOCK_FIELDS <= set(parents[0].data.metrics)  # the clock times are in MLflow
 
 
 def test_rerun_with_unchanged_settings_reuses_every_trial(tuned):
     cfg, root, world = tuned
-    tune.run(cfg, "gru", world / "windows", root / "tuning", root / "none.lock")
-    summary = json.loads((root / "tuning" / "gru" / tune.SUMMARY_FILE).read_text())
-    assert summary["resumed_trials"] == 3 and summary["trials_complete"] + summary["trials_pruned"] == 3
+    study = layout(root).study("gru")
+    before = {f.name: f.read_bytes() for f in (study / n for n in ("best_params.json", "summary.json", "trials.csv"))}
+    tune.run(cfg, "gru", layout(root, windows=world / "windows"))
+    summary = _summary(root)
+    assert summary["trials_complete"] + summary["trials_pruned"] == 3
+    # The rebuilt study's DVC-tracked outputs are byte-identical ...
+    assert {n: (study / n).read_bytes() for n in before} == before
+    # ... and the resume count went to the study's MLflow parent run, which was resumed, not duplicated.
+    use_store(cfg.mlflow, cfg.tuning.experiment)
+    client = mlflow.MlflowClient()
+    parents = client.search_runs([client.get_experiment_by_name(cfg.tuning.experiment).experiment_id],
+                                 "tags.`thawcast.stage` = 'tune'")
+    assert len(parents) == 1 and parents[0].data.metrics["resumed_trials"] == 3
 
 
 def test_tuning_never_sees_the_test_years(tuned, tmp_path):
@@ -186,9 +208,8 @@ def test_tuning_never_sees_the_test_years(tuned, tmp_path):
         ds[var].values[:, test_months] = ds[var].values[:, test_months] * 3 + 1000
     ds.to_netcdf(windows / "history.nc")
     other = cfg_with(root=tmp_path)
-    tune.run(other, "gru", windows, tmp_path / "tuning", tmp_path / "none.lock")
-    a = json.loads((root / "tuning" / "gru" / tune.SUMMARY_FILE).read_text())
-    b = json.loads((tmp_path / "tuning" / "gru" / tune.SUMMARY_FILE).read_text())
+    tune.run(other, "gru", layout(tmp_path, windows=windows))
+    a, b = _summary(root), _summary(tmp_path)
     assert b["best_value"] == pytest.approx(a["best_value"], rel=1e-9)
     assert b["best_params"] == a["best_params"]
 
@@ -196,14 +217,16 @@ def test_tuning_never_sees_the_test_years(tuned, tmp_path):
 def test_compare_studies_table(tuned, tmp_path):
     cfg, root, _ = tuned
     only_gru = cfg.model_copy(update={"training": cfg.training.model_copy(update={"architectures": ("gru",)})})
-    compare_studies.run(only_gru, root / "tuning", tmp_path)
-    table = json.loads((tmp_path / compare_studies.METRICS_FILE).read_text())
+    paths = layout(root).replace(metrics=tmp_path)
+    compare_studies.run(only_gru, paths)
+    table = json.loads(paths.metric("tuning.json").read_text())
     assert set(table) == {"gru"} and table["gru"]["trials_complete"] >= 1
-    md = (tmp_path / compare_studies.TABLE_FILE).read_text()
+    assert not CLOCK_FIELDS & set(table["gru"])
+    md = paths.metric("tuning.md").read_text()
     assert "| gru |" in md and f"{table['gru']['best_value']:.4f}" in md
     with pytest.raises(DataError, match="run the tune@tcn stage"):
         compare_studies.run(cfg.model_copy(update={"training": cfg.training.model_copy(
-            update={"architectures": ("gru", "tcn")})}), root / "tuning", tmp_path)
+            update={"architectures": ("gru", "tcn")})}), paths)
 
 
 # ---------------------------------------------------------------- SIGKILL and resume
@@ -268,9 +291,13 @@ def test_killed_tuning_resumes_reusing_completed_trials(tiny_pipeline, tmp_path)
     for n in running_before:  # the trial killed mid-way was failed through the heartbeat
         assert states[n] == "FAIL"
     assert "RUNNING" not in states.values()
-    summary = json.loads((tmp_path / "data" / "tuning" / "gru" / tune.SUMMARY_FILE).read_text())
-    assert summary["resumed_trials"] == len(complete_before)
-    assert np.isfinite(summary["best_value"])
+    summary = json.loads(Layout.at(tmp_path).study_summary("gru").read_text())
+    assert np.isfinite(summary["best_value"]) and not CLOCK_FIELDS & set(summary)
+    # The resumed study's parent run (params.yaml's default store under tmp_path) records what was reused.
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(parse_config(params).tuning.experiment).experiment_id
+    parents = client.search_runs([exp], "tags.`thawcast.stage` = 'tune'")
+    assert len(parents) == 1 and parents[0].data.metrics["resumed_trials"] == len(complete_before)
 
 
 def _open_storage(cfg, barrier, results):
@@ -296,3 +323,17 @@ def test_workers_started_together_on_a_new_database_all_open_it(tmp_path):
         for w in workers:
             w.join()
         assert outcomes == ["ok"] * 4
+
+
+def test_a_trial_killed_before_its_first_heartbeat_is_failed_on_resume(tmp_path):
+    """Optuna starts the heartbeat after study.ask(); a worker killed in between left the trial RUNNING for ever."""
+    store = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'o.db'}", heartbeat_interval=1, grace_period=2)
+    study = optuna.create_study(study_name="s", storage=store)
+    orphan = study.ask()  # RUNNING, never a heartbeat: its worker "died" here
+    alive = study.ask()
+    store.record_heartbeat(alive._trial_id)  # a live worker's trial beats within milliseconds
+    assert tuning.fail_orphaned_trials(study, grace_s=60) == []  # too young to judge
+    time.sleep(0.05)
+    assert tuning.fail_orphaned_trials(study, grace_s=0.01) == [orphan.number]
+    states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+    assert states == {orphan.number: TrialState.FAIL, alive.number: TrialState.RUNNING}

@@ -7,12 +7,22 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from conftest import TINY
+from conftest import TINY, layout
+from thawcast.catalogue import FEATURES
 from thawcast.config import parse_config
 from thawcast.errors import ConfigError, DataError
-from thawcast.features import FEATURES, calendar_features, monthly_matrix, scenario_signal
+from thawcast.prep.features import calendar_features, monthly_matrix, scenario_signal
+from thawcast.prep.windows import (
+    SPLITS,
+    Scaler,
+    WindowSet,
+    build_history,
+    build_scenario,
+    fit_months,
+    open_windows,
+    window_index,
+)
 from thawcast.stages import windows as stage
-from thawcast.windows import SPLITS, Scaler, WindowSet, fit_months, open_windows, window_index
 
 
 # ---------------------------------------------------------------- scenario signal (eqs. 2.1-2.2)
@@ -111,7 +121,7 @@ def tiny_inputs(tiny_world):
 
 
 def test_splits_are_chronological_and_disjoint(tiny_inputs, tiny_cfg):
-    hist = stage.build_history(tiny_cfg, *tiny_inputs)
+    hist = build_history(tiny_cfg, *tiny_inputs)
     ws = hist.windows
     targets = {s: set(ws.target_times(hist.split == i)) for i, s in enumerate(SPLITS)}
     assert not (targets["train"] & targets["validation"] or targets["train"] & targets["test"]
@@ -127,12 +137,12 @@ def test_splits_are_chronological_and_disjoint(tiny_inputs, tiny_cfg):
 
 def test_scaler_never_sees_validation_or_test_values(tiny_inputs, tiny_cfg):
     era, static = tiny_inputs
-    clean = stage.build_history(tiny_cfg, era, static)
+    clean = build_history(tiny_cfg, era, static)
     poisoned = era.copy(deep=True)
     late = poisoned["time"].dt.year >= tiny_cfg.windows.validation.start_year
     for v in poisoned.data_vars:
         poisoned[v] = poisoned[v].where(~late, poisoned[v] + 1000.0)
-    dirty = stage.build_history(tiny_cfg, poisoned, static)
+    dirty = build_history(tiny_cfg, poisoned, static)
     for key in clean.scalers:
         np.testing.assert_allclose(dirty.scalers[key].mean, clean.scalers[key].mean)
         np.testing.assert_allclose(dirty.scalers[key].std, clean.scalers[key].std)
@@ -140,7 +150,7 @@ def test_scaler_never_sees_validation_or_test_values(tiny_inputs, tiny_cfg):
     # and the check has teeth: poisoning a training month does move the scaler
     early = poisoned.copy(deep=True)
     early["t_air"] = era["t_air"].where(era["time"] != era["time"][3], 1000.0)
-    moved = stage.build_history(tiny_cfg, early, static)
+    moved = build_history(tiny_cfg, early, static)
     assert not np.allclose(moved.scalers["features"].mean, clean.scalers["features"].mean)
 
 
@@ -186,10 +196,10 @@ def test_scenario_windows_must_cover_the_projection(tiny_pipeline, tiny_cfg):
     cfg = parse_config({**TINY, "projection": {"start_year": 2024, "end_year": 2030}})
     static = xr.load_dataset(tiny_pipeline / "static" / "static_bands.nc")
     era = xr.load_dataset(tiny_pipeline / "bands" / "era5land_bands.nc")
-    hist = stage.build_history(cfg, era, static)
+    hist = build_history(cfg, era, static)
     scen = xr.load_dataset(tiny_pipeline / "scenarios" / "rcp85.nc").sel(time=slice(None, "2029-12"))
     with pytest.raises(DataError, match="need months 2023-07..2030-12"):
-        stage.build_scenario(cfg, scen, static, hist, "rcp85")
+        build_scenario(cfg, scen, static, hist, "rcp85")
 
 
 def test_unknown_feature_and_bad_splits_are_config_errors():
@@ -215,8 +225,7 @@ def test_windows_validation_failure_keeps_previous_outputs(tiny_pipeline, tiny_c
     shutil.copytree(tiny_pipeline / "windows", out)
     before = (out / "history.nc").read_bytes()
     with pytest.raises(ValidationFailed, match="nan_inputs"):
-        stage.run(tiny_cfg, tiny_pipeline / "bands", tiny_pipeline / "static", scen, out,
-                  report_dir=tmp_path / "reports")
+        stage.run(tiny_cfg, layout(tmp_path, bands=tiny_pipeline / "bands", static=tiny_pipeline / "static"))
     assert (out / "history.nc").read_bytes() == before
     report = json.loads((tmp_path / "reports" / "windows.json").read_text())
     assert not report["success"] and any("rcp45" in f for f in report["failures"])

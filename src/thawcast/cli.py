@@ -15,6 +15,8 @@ import warnings
 from pathlib import Path
 
 from thawcast import __version__
+from thawcast.catalogue import ARCHITECTURES
+from thawcast.config import load_config
 from thawcast.errors import ThawcastError
 
 log = logging.getLogger("thawcast")
@@ -63,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text in STAGES.items():
         sp = sub.add_parser(name, help=f"stage: {help_text}", description=help_text)
         if name in PER_ARCHITECTURE:
-            sp.add_argument("architecture", help="registry name: tcn, transformer, conv_lstm, gru, bilstm")
+            sp.add_argument("architecture", help=f"one of: {', '.join(ARCHITECTURES)}")
     e = sub.add_parser("expectations", help="(re)write the Great Expectations suites in expectations/")
     e.add_argument("--out", type=Path, default=Path("expectations"))
     d = sub.add_parser("download", help="download real data with your own credentials (never run in tests)")
@@ -104,16 +106,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "expectations":
-        from thawcast.contracts import write_suites
+        from thawcast.quality.suites import write_suites
 
         for path in write_suites(args.out):
             print(path)
         return 0
-    from thawcast.config import load_config
-
     cfg = load_config(args.params)
     if args.command == "download":
-        from thawcast.download import download_era5land, era5land_requests
+        from thawcast.ingest.download import download_era5land, era5land_requests
 
         years = _years(args.years)
         if args.dry_run:

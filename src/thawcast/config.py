@@ -14,6 +14,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from thawcast.catalogue import ARCHITECTURES, BIAS_METHODS, CMIP5_EXPERIMENTS, FEATURES
 from thawcast.errors import ConfigError
 from thawcast.models.hparams import (
     HPARAMS,
@@ -34,8 +35,6 @@ PAPER_BAND_EDGES: tuple[float, ...] = (
     69.3246517,
     71.336926,
 )
-
-CMIP5_EXPERIMENTS: tuple[str, ...] = ("historical", "rcp26", "rcp45", "rcp60", "rcp85")
 
 
 class _Section(BaseModel):
@@ -139,7 +138,7 @@ class Cmip5Config(_Section):
 
 
 class SyntheticConfig(_Section):
-    """The embedded synthetic Alaska (see ``thawcast.synthetic``)."""
+    """The embedded synthetic Alaska (see ``thawcast.ingest.synthetic``)."""
 
     resolution_deg: float = Field(0.25, gt=0.0, le=2.0)
     hist_start_year: int = 1996
@@ -172,11 +171,18 @@ class BiasCorrectionConfig(_Section):
     corrected inputs must not have seen the data the models are scored on.
     """
 
-    method: Literal["qdm", "eqm"] = "qdm"
+    method: str = "qdm"
     calibration: YearRange = YearRange(start_year=2001, end_year=2018)
     splice_experiment: str = "rcp45"
     nquantiles: int = Field(50, ge=2, le=1000)
     period_years: int = Field(10, ge=0, le=100)
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, v: str) -> str:
+        if v not in BIAS_METHODS:
+            raise ValueError(f"unknown bias-correction method {v!r}; valid: {list(BIAS_METHODS)}")
+        return v
 
 
 class WindowsConfig(_Section):
@@ -209,20 +215,20 @@ class ModelsConfig(_Section):
     bilstm: BiLSTMParams = BiLSTMParams()
 
     def hparams(self, name: str):
-        if name not in HPARAMS:
-            raise ConfigError(f"unknown architecture {name!r}; valid: {list(HPARAMS)}")
+        if name not in ARCHITECTURES:
+            raise ConfigError(f"unknown architecture {name!r}; valid: {list(ARCHITECTURES)}")
         return getattr(self, name)
 
 
 class TrainingConfig(_Section):
-    """How every architecture is trained (one generic LightningModule, see ``thawcast.training``).
+    """How every architecture is trained (one generic LightningModule, see ``thawcast.learn.training``).
 
     Loss: MSE on the scaled targets; early stopping on the validation split's loss; the
     weights of the best validation epoch are kept. ``accelerator: auto`` uses a GPU when
     one is present and the CPU otherwise (same command, no code change).
     """
 
-    architectures: tuple[str, ...] = tuple(HPARAMS)
+    architectures: tuple[str, ...] = ARCHITECTURES
     max_epochs: int = Field(80, ge=1, le=10000)
     batch_size: int = Field(64, ge=1, le=65536)
     learning_rate: float = Field(1e-3, gt=0.0, le=1.0)
@@ -240,16 +246,16 @@ class TrainingConfig(_Section):
     @field_validator("architectures")
     @classmethod
     def _known_architectures(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = [a for a in v if a not in HPARAMS]
+        unknown = [a for a in v if a not in ARCHITECTURES]
         if unknown:
-            raise ValueError(f"unknown architecture(s) {unknown}; valid: {list(HPARAMS)}")
+            raise ValueError(f"unknown architecture(s) {unknown}; valid: {list(ARCHITECTURES)}")
         if not v or len(set(v)) != len(v):
             raise ValueError("architectures must list at least one architecture, each once")
         return v
 
 
 class MlflowConfig(_Section):
-    """Where runs, artifacts and registered models go (``thawcast.tracking``).
+    """Where runs, artifacts and registered models go (``thawcast.tracking.registry``).
 
     ``tracking_uri`` and ``artifacts`` are relative to the folder the command runs in
     (the repository root under ``dvc repro``). Registered models are named
@@ -320,7 +326,7 @@ class TuningBudget(_Section):
 
 
 class TuningConfig(_Section):
-    """Optuna studies, one per architecture (``thawcast.tuning``).
+    """Optuna studies, one per architecture (``thawcast.learn.tuning``).
 
     ``space.common`` applies to every architecture; ``space.<arch>`` adds or overrides
     entries. Names are the architecture's hyper-parameters (``models.<arch>``) or one of
@@ -341,10 +347,10 @@ class TuningConfig(_Section):
     def _space(self) -> TuningConfig:
         if self.grace_s <= self.heartbeat_s:
             raise ValueError(f"grace_s {self.grace_s} must exceed heartbeat_s {self.heartbeat_s}")
-        unknown = [k for k in self.space if k != "common" and k not in HPARAMS]
+        unknown = [k for k in self.space if k != "common" and k not in ARCHITECTURES]
         if unknown:
-            raise ValueError(f"space: unknown architecture(s) {unknown}; valid: common, {', '.join(HPARAMS)}")
-        for arch in HPARAMS:
+            raise ValueError(f"space: unknown architecture(s) {unknown}; valid: common, {', '.join(ARCHITECTURES)}")
+        for arch in ARCHITECTURES:
             self.space_for(arch)  # raises on unknown names / bad bounds
         return self
 
@@ -429,8 +435,6 @@ class Config(_Section):
     @field_validator("features")
     @classmethod
     def _known_features(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        from thawcast.features import FEATURES
-
         unknown = [f for f in v if f not in FEATURES]
         if unknown:
             raise ValueError(f"unknown feature(s) {unknown}; valid: {list(FEATURES)}")
@@ -441,8 +445,6 @@ class Config(_Section):
     @property
     def feature_names(self) -> tuple[str, ...]:
         """The model inputs: ``features`` from params, or every known feature when empty."""
-        from thawcast.features import FEATURES
-
         return self.features or tuple(FEATURES)
 
     @property

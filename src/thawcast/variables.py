@@ -15,10 +15,12 @@ sign flips to match ECMWF).
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import xarray as xr
+from typing import TYPE_CHECKING
 
 from thawcast.errors import DataError
+
+if TYPE_CHECKING:  # the table is pure data: importing it (as the config does) loads no xarray
+    import xarray as xr
 
 SECONDS_PER_DAY = 86400.0
 KELVIN = 273.15

@@ -9,6 +9,7 @@ with the training-split target scaler, and keeps what a user needs to feed it co
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -55,6 +56,20 @@ class PackedModel(nn.Module):
     @property
     def n_bands(self) -> int:
         return self.net.n_bands
+
+    def weights_sha256(self) -> str:
+        """SHA-256 of every parameter and buffer (name, dtype, shape, bytes) in name order.
+
+        Names a trained model by what it is: the same data, settings and seed give the same
+        digest on CPU (deterministic training), so DVC-tracked hand-offs can carry it instead
+        of a registry version counter.
+        """
+        h = hashlib.sha256()
+        for name, tensor in sorted(self.state_dict().items()):
+            arr = tensor.detach().cpu().contiguous().numpy()
+            h.update(f"{name}:{arr.dtype}:{arr.shape};".encode())
+            h.update(arr.tobytes())
+        return h.hexdigest()
 
     @staticmethod
     def pack(x: torch.Tensor | np.ndarray, band: torch.Tensor | np.ndarray) -> torch.Tensor:

@@ -4,7 +4,7 @@
   the 4 soil temperatures (targets), canonical units.
 * ``cmip5_<experiment>.nc``: dims ``band, time`` over each experiment's full span.
 
-Band means are area-weighted over each band's land (see :mod:`thawcast.geometry`) and
+Band means are area-weighted over each band's land (see :mod:`thawcast.prep.geometry`) and
 computed chunk by chunk with dask, so the full 0.1 degree ERA5-Land cube streams in
 bounded memory.
 """
@@ -17,24 +17,20 @@ from pathlib import Path
 import pandas as pd
 import xarray as xr
 
-from thawcast.aggregate import band_means, compute_streaming
 from thawcast.config import Config
-from thawcast.contracts import band_table_frame
-from thawcast.geometry import BandGeometry
-from thawcast.provenance import is_synthetic, provenance, staged_output
-from thawcast.readers.cmip5 import open_cmip5
-from thawcast.readers.common import select_years
-from thawcast.readers.era5land import open_era5land
-from thawcast.validation import run_suite, validate_stage
+from thawcast.ingest.cmip5 import open_cmip5
+from thawcast.ingest.common import select_years
+from thawcast.ingest.era5land import open_era5land
+from thawcast.layout import Layout
+from thawcast.prep.aggregate import band_means, compute_streaming
+from thawcast.prep.geometry import BandGeometry
+from thawcast.quality.provenance import is_synthetic, provenance, staged_output
+from thawcast.quality.suites import band_table_frame
+from thawcast.quality.validation import run_suite, validate_stage
 
 log = logging.getLogger(__name__)
 
-ERA5_FILE = "era5land_bands.nc"
 METHOD = "area-weighted band mean: cell area (cos lat) x fraction of the cell on the band's land"
-
-
-def cmip5_file(experiment: str) -> str:
-    return f"cmip5_{experiment}.nc"
 
 
 def _compute(ds: xr.Dataset, label: str) -> xr.Dataset:
@@ -42,8 +38,9 @@ def _compute(ds: xr.Dataset, label: str) -> xr.Dataset:
     return compute_streaming(ds)
 
 
-def run(cfg: Config, raw_dir: Path = Path("data/raw"), out_dir: Path = Path("data/bands"),
-        suite_dir: Path = Path("expectations"), report_dir: Path = Path("reports/validation")) -> Path:
+def run(cfg: Config, paths: Layout | None = None) -> Path:
+    paths = paths or Layout.at()
+    raw_dir = paths.raw
     geom = BandGeometry.from_config(cfg.study_area)
     era_dir = raw_dir / "era5land"
     era = open_era5land(era_dir)
@@ -67,17 +64,17 @@ def run(cfg: Config, raw_dir: Path = Path("data/raw"), out_dir: Path = Path("dat
     )
     n_cmip_rows = sum(d.sizes["band"] * d.sizes["time"] for d in cmip.values())
     sections = [
-        run_suite(era_frame, "bands_era5land", suite_dir,
+        run_suite(era_frame, "bands_era5land", paths.expectations,
                   parameters={"n_rows": geom.n_bands * cfg.period.n_months, "max_band": geom.n_bands - 1},
                   index_columns=["band", "time"]),
-        run_suite(cmip_frame, "bands_cmip5", suite_dir,
+        run_suite(cmip_frame, "bands_cmip5", paths.expectations,
                   parameters={"n_rows": n_cmip_rows, "max_band": geom.n_bands - 1,
                               "experiments": list(cfg.cmip5.experiments)},
                   index_columns=["experiment", "band", "time"]),
     ]
-    with staged_output(out_dir) as tmp:
-        validate_stage("bands", sections, report_dir)
-        era_b.to_netcdf(tmp / ERA5_FILE)
+    with staged_output(paths.bands) as tmp:
+        validate_stage("bands", sections, paths.validation_reports)
+        era_b.to_netcdf(tmp / paths.era5_bands.name)
         for exp, ds in cmip.items():
-            ds.to_netcdf(tmp / cmip5_file(exp))
-    return out_dir
+            ds.to_netcdf(tmp / paths.cmip5_bands(exp).name)
+    return paths.bands

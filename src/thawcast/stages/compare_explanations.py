@@ -12,25 +12,25 @@ import logging
 from collections import Counter
 from pathlib import Path
 
+from thawcast.analysis.tables import markdown_table
 from thawcast.config import Config
 from thawcast.errors import DataError
-from thawcast.stages.explain import TOP_FILE
+from thawcast.layout import Layout
 
 log = logging.getLogger(__name__)
 
-METRICS_FILE = "shap.json"
-TABLE_FILE = "shap.md"
 RANKS = 5
 
 
-def run(cfg: Config, explain_dir: Path = Path("data/explain"), metrics_dir: Path = Path("metrics")) -> Path:
+def run(cfg: Config, paths: Layout | None = None) -> Path:
+    paths = paths or Layout.at()
     tops = {}
     for arch in cfg.training.architectures:
-        path = explain_dir / arch / TOP_FILE
+        path = paths.top_features(arch)
         if not path.exists():
             raise DataError(path, f"no SHAP summary for {arch!r} (run the explain@{arch} stage)")
         tops[arch] = json.loads(path.read_text())
-    metrics = {arch: {"model": f"{t['registered_model']}/{t['version']}",
+    metrics = {arch: {"model": f"{t['registered_model']}#{t['weights_sha256'][:12]}",
                       "additivity_gap_degc": t["additivity_gap_degc"],
                       "top": {r["feature"]: r["mean_abs_shap_degc"] for r in t["top"][:RANKS]}}
                for arch, t in tops.items()}
@@ -38,15 +38,14 @@ def run(cfg: Config, explain_dir: Path = Path("data/explain"), metrics_dir: Path
     lines = ["# SHAP: which drivers matter", "",
              (f"Mean |SHAP| (degC, summed over the window's months, averaged over test windows, bands and layers);"
              f" top {RANKS} per architecture."), "",
-             "| architecture | model | " + " | ".join(f"#{i + 1}" for i in range(RANKS)) + " | additivity gap |",
-             "|" + "---|" * (RANKS + 3)]
-    for arch, m in metrics.items():
-        cells = [f"{f} ({v:.2f})" for f, v in m["top"].items()]
-        lines.append(f"| {arch} | {m['model']} | " + " | ".join(cells) + f" | {m['additivity_gap_degc']:.3f} |")
+             *markdown_table(["architecture", "model", *(f"#{i + 1}" for i in range(RANKS)), "additivity gap"],
+                             ([arch, m["model"], *(f"{f} ({v:.2f})" for f, v in m["top"].items()),
+                               f"{m['additivity_gap_degc']:.3f}"] for arch, m in metrics.items()))]
     lines += ["", "In a top five of how many architectures: "
               + ", ".join(f"{f} {n}/{len(metrics)}" for f, n in votes.most_common()), ""]
-    metrics_dir.mkdir(parents=True, exist_ok=True)
-    (metrics_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
-    (metrics_dir / TABLE_FILE).write_text("\n".join(lines))
+    json_file = paths.metric("shap.json")
+    json_file.parent.mkdir(parents=True, exist_ok=True)
+    json_file.write_text(json.dumps(metrics, indent=2) + "\n")
+    paths.metric("shap.md").write_text("\n".join(lines))
     log.info("features in most top fives: %s", votes.most_common(5))
-    return metrics_dir / METRICS_FILE
+    return json_file

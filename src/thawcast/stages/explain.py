@@ -1,4 +1,4 @@
-"""Stage ``explain@<arch>``: SHAP attributions of the registered model ``thawcast-<arch>@champion``.
+"""Stage ``explain@<arch>``: SHAP attributions of the registered model the train stage recorded.
 
 Background: ``explain.background`` training windows (drawn with ``seed``, stratified by
 band); explained: ``explain.samples`` test windows. Attribution per feature is summed over
@@ -9,6 +9,7 @@ window-mean feature values, bands and target months), ``importance.csv`` (mean |
 feature, overall and per layer), ``top_features.json``, ``figures/shap_bar.png`` and
 ``figures/shap_beeswarm.png``. All are logged to the registered version's training run
 (under ``shap/``), and an ``explain-<arch>`` run records which version was explained.
+The model is the version holding the weights of ``data/models/<arch>/registration.json``.
 """
 
 from __future__ import annotations
@@ -18,55 +19,31 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import torch
 import xarray as xr
 
+from thawcast.analysis.explain import additivity_gap, attributions, importance, plots, stratified
 from thawcast.config import Config
-from thawcast.explain import BandFixed, attributions, importance, plots
-from thawcast.provenance import git_commit, is_synthetic, provenance, staged_output
-from thawcast.readers.common import open_netcdf
-from thawcast.stages.windows import HISTORY_FILE
-from thawcast.tracking import load_registered, registered_name, use_store
+from thawcast.ingest.common import open_netcdf
+from thawcast.layout import Layout
+from thawcast.prep.windows import open_windows
+from thawcast.quality.provenance import git_commit, is_synthetic, provenance, staged_output
+from thawcast.tracking.registry import load_registration, read_registration, use_store
 from thawcast.variables import TARGETS
-from thawcast.windows import WindowSet, open_windows
 
 log = logging.getLogger(__name__)
 
-TOP_FILE = "top_features.json"
 
-
-def stratified(ws: WindowSet, n: int, rng: np.random.Generator) -> np.ndarray:
-    """About ``n`` window indices spread evenly over the bands (sorted)."""
-    bands = np.unique(ws.band)
-    per = max(1, -(-n // len(bands)))
-    picks = [rng.choice(np.flatnonzero(ws.band == b), min(per, int((ws.band == b).sum())), replace=False)
-             for b in bands]
-    return np.sort(np.concatenate(picks))
-
-
-def additivity_gap(model, sv: np.ndarray, bg: np.ndarray, bg_band: np.ndarray, x: np.ndarray,
-                   band: np.ndarray) -> float:
-    """Mean |f(x) - E[f(background of its band)] - sum of attributions| (degC): how exact the SHAP sums are."""
-    gaps = []
-    with torch.no_grad():
-        for b in np.unique(band):
-            f = BandFixed(model, int(b))
-            base = f(torch.as_tensor(bg[bg_band == b], dtype=torch.float32)).numpy().mean(axis=0)
-            fx = f(torch.as_tensor(x[band == b], dtype=torch.float32)).numpy()
-            gaps.append(np.abs(fx - base - sv[band == b].sum(axis=1)))
-    return float(np.mean(np.concatenate(gaps)))
-
-
-def run(cfg: Config, arch: str, windows_dir: Path = Path("data/windows"), out_dir: Path = Path("data/explain"),
-        ) -> Path:
+def run(cfg: Config, arch: str, paths: Layout | None = None) -> Path:
     import mlflow
 
+    paths = paths or Layout.at()
     cfg.training.require(arch)
     e = cfg.explain
     use_store(cfg.mlflow)
-    name = registered_name(cfg.mlflow, arch)
-    model, mv = load_registered(name, alias=cfg.mlflow.alias)
-    history = windows_dir / HISTORY_FILE
+    reg = read_registration(paths.registration(arch), arch)
+    name = reg.registered_model
+    model, mv = load_registration(reg)
+    history = paths.history
     train, test = open_windows(history, "train"), open_windows(history, "test")
     model.check_windows(test, f"{name} v{mv.version}")
     with open_netcdf(history) as ds:
@@ -80,13 +57,13 @@ def run(cfg: Config, arch: str, windows_dir: Path = Path("data/windows"), out_di
     features = list(test.feature_names)
     imp = importance(sv, features, TARGETS)
     gap = additivity_gap(model, sv, bg, train.band[bi], x, test.band[si])
-    top = {"architecture": arch, "registered_model": name, "version": str(mv.version), "run_id": mv.run_id,
+    top = {"architecture": arch, "registered_model": name, "weights_sha256": reg.weights_sha256,
            "n_background": len(bi), "n_explained": len(si), "additivity_gap_degc": gap,
            "top": [{"feature": f, "mean_abs_shap_degc": float(v)} for f, v in imp["all"].head(e.top).items()],
            "top_per_layer": {lay: imp[lay].sort_values(ascending=False).head(5).index.tolist() for lay in TARGETS}}
     log.info("%s: top features %s (additivity gap %.3f degC)", arch,
              ", ".join(f"{t['feature']} {t['mean_abs_shap_degc']:.3f}" for t in top["top"][:5]), gap)
-    with staged_output(out_dir / arch) as tmp:
+    with staged_output(paths.explanation(arch)) as tmp:
         ds = xr.Dataset(
             {"shap": (("window", "feature", "layer"), sv,
                       {"units": "degC", "long_name": "SHAP attribution summed over the window's months"}),
@@ -94,15 +71,15 @@ def run(cfg: Config, arch: str, windows_dir: Path = Path("data/windows"), out_di
                                {"long_name": "window-mean scaled feature value"}),
              "band": (("window",), test.band[si]), "target_time": (("window",), test.target_times(si).values)},
             coords={"feature": features, "layer": list(TARGETS)},
-            attrs=provenance("explain", f"shap.GradientExplainer on {name} version {mv.version}", str(history),
-                             synthetic=synthetic, registered_model=name, model_version=str(mv.version),
-                             model_run_id=mv.run_id, nsamples=e.nsamples))
+            attrs=provenance("explain", f"shap.GradientExplainer on {reg.label}", str(history),
+                             synthetic=synthetic, registered_model=name, weights_sha256=reg.weights_sha256,
+                             nsamples=e.nsamples))
         ds.to_netcdf(tmp / "shap_values.nc")
         imp.to_csv(tmp / "importance.csv")
-        (tmp / TOP_FILE).write_text(json.dumps(top, indent=2) + "\n")
-        figs = plots(sv, x.mean(axis=1), features, imp, f"{arch} ({name} v{mv.version}): SHAP on test windows",
+        (tmp / paths.top_features(arch).name).write_text(json.dumps(top, indent=2) + "\n")
+        figs = plots(sv, x.mean(axis=1), features, imp, f"{arch} ({reg.label}): SHAP on test windows",
                      tmp / "figures", e.top)
-    final = out_dir / arch
+    final = paths.explanation(arch)
     with mlflow.start_run(run_id=mv.run_id):
         mlflow.log_artifacts(str(final), "shap")
         mlflow.log_metric("shap_additivity_gap_degc", gap)
@@ -114,5 +91,5 @@ def run(cfg: Config, arch: str, windows_dir: Path = Path("data/windows"), out_di
         mlflow.log_metrics({"additivity_gap_degc": gap})
         for path in figs.values():
             mlflow.log_artifact(str(final / "figures" / path.name), "figures")
-        mlflow.log_artifact(str(final / TOP_FILE))
+        mlflow.log_artifact(str(paths.top_features(arch)))
     return final

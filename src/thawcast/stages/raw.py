@@ -17,18 +17,19 @@ import numpy as np
 import pandas as pd
 
 from thawcast.config import Config
-from thawcast.contracts import finish_summary, grid_summary
 from thawcast.errors import DataError
-from thawcast.provenance import staged_output
-from thawcast.readers.cmip5 import find_cmip5_files, open_cmip5
-from thawcast.readers.era5land import list_netcdf, open_era5land_file
-from thawcast.validation import run_suite, validate_stage
+from thawcast.ingest.cmip5 import find_cmip5_files, open_cmip5
+from thawcast.ingest.era5land import list_netcdf, open_era5land_file
+from thawcast.layout import Layout
+from thawcast.quality.provenance import staged_output
+from thawcast.quality.suites import finish_summary, grid_summary
+from thawcast.quality.validation import run_suite, validate_stage
 
 log = logging.getLogger(__name__)
 
 
 def _generate(cfg: Config, tmp: Path) -> None:
-    from thawcast.synthetic.world import (
+    from thawcast.ingest.synthetic.world import (
         simulate_era5land,
         write_cmip5,
         write_era5land,
@@ -87,13 +88,13 @@ def validation_sections(cfg: Config, raw_dir: Path, suite_dir: Path) -> list[dic
     ]
 
 
-def run(cfg: Config, out_dir: Path = Path("data/raw"), suite_dir: Path = Path("expectations"),
-        report_dir: Path = Path("reports/validation")) -> Path:
-    """Produce and validate ``out_dir`` (replaced only if everything passes)."""
-    with staged_output(out_dir) as tmp:
+def run(cfg: Config, paths: Layout | None = None) -> Path:
+    """Produce and validate ``data/raw`` (replaced only if everything passes)."""
+    paths = paths or Layout.at()
+    with staged_output(paths.raw) as tmp:
         if cfg.source.kind == "synthetic":
             _generate(cfg, tmp)
         else:
             _ingest(cfg, tmp)
-        validate_stage("raw", validation_sections(cfg, tmp, suite_dir), report_dir)
-    return out_dir
+        validate_stage("raw", validation_sections(cfg, tmp, paths.expectations), paths.validation_reports)
+    return paths.raw

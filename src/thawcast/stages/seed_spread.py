@@ -23,94 +23,31 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from pathlib import Path
 
-import numpy as np
-
 from thawcast.config import Config
-from thawcast.provenance import git_commit
-from thawcast.settings import choose_by_validation, default_settings, resolve_settings
-from thawcast.stages.train import training_data
-from thawcast.stages.windows import HISTORY_FILE
-from thawcast.tracking import use_store
-from thawcast.training import score_degc, train_model
-from thawcast.windows import open_windows
+from thawcast.layout import Layout
+from thawcast.learn.seeds import markdown, spread_row, summary
+from thawcast.learn.settings import default_settings, resolve_settings
+from thawcast.learn.training import load_training_data, score_degc, train_model
+from thawcast.prep.windows import open_windows
+from thawcast.quality.provenance import git_commit
+from thawcast.tracking.registry import use_store
 
 log = logging.getLogger(__name__)
 
-METRICS_FILE = "seed_spread.json"
-TABLE_FILE = "seed_spread.md"
 
-
-def describe(values: list[float]) -> dict:
-    """Mean, sample std (0 for one value), min, max and the values themselves."""
-    v = np.asarray(values, dtype=float)
-    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
-            "min": float(v.min()), "max": float(v.max()), "values": [float(x) for x in v]}
-
-
-def tuning_effect(defaults: dict, tuned: dict) -> dict:
-    """Tuned minus defaults mean test RMSE, its standard error across seeds, and |diff| > 2 SE."""
-    n_d, n_t = len(defaults["values"]), len(tuned["values"])
-    diff = tuned["mean"] - defaults["mean"]
-    se = math.sqrt(defaults["std"] ** 2 / n_d + tuned["std"] ** 2 / n_t)
-    return {"tuned_minus_defaults_test_rmse": diff, "standard_error": se,
-            "beyond_two_standard_errors": bool(abs(diff) > 2 * se) if se > 0 else diff != 0}
-
-
-def registered(row: dict, by_validation: bool) -> str:
-    """Which of an architecture's settings the train stage registers: no study, the defaults; else the seed
-    check's choice, or the tuned settings when the check is off."""
-    if "tuned" not in row:
-        return "defaults"
-    return row["choice"]["settings"] if by_validation else "tuned"
-
-
-def markdown(table: dict, seeds: tuple[int, ...]) -> str:
-    lines = ["# Seed spread", "",
-             (f"Each architecture trained with seeds {', '.join(map(str, seeds))} (the first is the registered"
-              " run's), with the params.yaml defaults and with its tuned settings. RMSE in degC: mean +- std"
-              " across seeds [min-max]. 'tuning effect' = tuned minus defaults mean test RMSE (negative: tuning"
-              " helps) +- its standard error; * marks a difference beyond two standard errors. 'registered': the"
-              " settings the train stage registers"
-              + (", the tuned ones only where their mean validation RMSE over the seeds is lower than the"
-                 " defaults' (the test years play no part in this choice)."
-                 if table["choose_by_validation"] else ", the tuned ones wherever a study ran.")), "",
-             "| architecture | settings | validation RMSE | test RMSE | tuning effect on test | registered |",
-             "|---|---|---|---|---|---|"]
-
-    def cell(d: dict) -> str:
-        return f"{d['mean']:.3f} +- {d['std']:.3f} [{d['min']:.3f}-{d['max']:.3f}]"
-
-    for arch, row in table["architectures"].items():
-        for i, name in enumerate(k for k in ("defaults", "tuned") if k in row):
-            effect = ""
-            if i == 1 and "tuning_effect" in row:
-                e = row["tuning_effect"]
-                effect = (f"{e['tuned_minus_defaults_test_rmse']:+.3f} +- {e['standard_error']:.3f}"
-                          + (" *" if e["beyond_two_standard_errors"] else ""))
-            chosen = registered(row, table["choose_by_validation"])
-            lines.append(f"| {arch if i == 0 else ''} | {name} | {cell(row[name]['val_rmse'])} |"
-                         f" {cell(row[name]['test_rmse'])} | {effect} | {'yes' if name == chosen else ''} |")
-    s = table["summary"]
-    lines += ["", (f"Median seed std of the test RMSE: {s['median_test_std']:.3f} degC; the largest is"
-                   f" {s['max_test_std']:.3f} degC. Differences between two single runs smaller than about twice"
-                   " the seed std are not evidence that one configuration is better.")]
-    return "\n".join(lines) + "\n"
-
-
-def run(cfg: Config, windows_dir: Path = Path("data/windows"), tuning_dir: Path = Path("data/tuning"),
-        metrics_dir: Path = Path("metrics")) -> Path:
+def run(cfg: Config, paths: Layout | None = None) -> Path:
     import mlflow
 
-    data = training_data(windows_dir)
-    test = open_windows(windows_dir / HISTORY_FILE, "test")
+    paths = paths or Layout.at()
+    data = load_training_data(paths.history, paths.scaler)
+    test = open_windows(paths.history, "test")
     seeds = cfg.robustness.all_seeds(cfg.seed)
     variants = {}
     for arch in cfg.training.architectures:
         variants[arch] = {"defaults": default_settings(cfg, arch)}
-        tuned = resolve_settings(cfg, arch, tuning_dir)
+        tuned = resolve_settings(cfg, arch, paths.best_params(arch))
         if tuned.source != "params.yaml":
             variants[arch]["tuned"] = tuned
     total = sum(len(v) for v in variants.values()) * len(seeds)
@@ -118,33 +55,27 @@ def run(cfg: Config, windows_dir: Path = Path("data/windows"), tuning_dir: Path 
     table: dict = {"seeds": list(seeds), "choose_by_validation": cfg.robustness.choose_by_validation,
                    "architectures": {}}
     for arch, settings_by_name in variants.items():
-        row = {}
+        val, tst = {}, {}
         for name, settings in settings_by_name.items():
-            val, tst = [], []
+            val[name], tst[name] = [], []
             for seed in seeds:
                 net, _ = train_model(settings, data, seed, label=f"{arch} {name} seed {seed}")
-                val.append(score_degc(net, data.validation, data.targets)["rmse"])
-                tst.append(score_degc(net, test, data.targets)["rmse"])
+                val[name].append(score_degc(net, data.validation, data.targets)["rmse"])
+                tst[name].append(score_degc(net, test, data.targets)["rmse"])
                 done += 1
                 log.info("seed-spread %d/%d: %s %s seed %d: validation RMSE %.3f, test RMSE %.3f degC",
-                         done, total, arch, name, seed, val[-1], tst[-1])
-            row[name] = {"val_rmse": describe(val), "test_rmse": describe(tst), "settings": settings.to_dict()}
-        if "tuned" in row:
-            row["tuning_effect"] = tuning_effect(row["defaults"]["test_rmse"], row["tuned"]["test_rmse"])
-            row["choice"] = {"settings": choose_by_validation(row["defaults"]["val_rmse"]["values"],
-                                                              row["tuned"]["val_rmse"]["values"]),
-                             "criterion": "mean validation RMSE over seeds",
-                             "defaults_val_rmse": row["defaults"]["val_rmse"]["mean"],
-                             "tuned_val_rmse": row["tuned"]["val_rmse"]["mean"]}
+                         done, total, arch, name, seed, val[name][-1], tst[name][-1])
+        row = spread_row(val, tst, {name: s.to_dict() for name, s in settings_by_name.items()})
+        if "choice" in row:
             log.info("%s: registers the %s settings (mean validation RMSE defaults %.3f, tuned %.3f)", arch,
                      row["choice"]["settings"], row["choice"]["defaults_val_rmse"], row["choice"]["tuned_val_rmse"])
         table["architectures"][arch] = row
-    stds = [r[k]["test_rmse"]["std"] for r in table["architectures"].values() for k in ("defaults", "tuned") if k in r]
-    table["summary"] = {"median_test_std": float(np.median(stds)), "max_test_std": float(np.max(stds))}
+    table["summary"] = summary(table["architectures"])
 
-    metrics_dir.mkdir(parents=True, exist_ok=True)
-    (metrics_dir / METRICS_FILE).write_text(json.dumps(table, indent=2) + "\n")
-    (metrics_dir / TABLE_FILE).write_text(markdown(table, seeds))
+    json_file, md_file = paths.metric("seed_spread.json"), paths.metric("seed_spread.md")
+    json_file.parent.mkdir(parents=True, exist_ok=True)
+    json_file.write_text(json.dumps(table, indent=2) + "\n")
+    md_file.write_text(markdown(table, seeds))
     use_store(cfg.mlflow)
     with mlflow.start_run(run_name="seed-spread", tags={"thawcast.stage": "seed-spread", "git_commit": git_commit()}):
         mlflow.log_params({"seeds": ",".join(map(str, seeds)), "architectures": ",".join(variants)})
@@ -153,4 +84,4 @@ def run(cfg: Config, windows_dir: Path = Path("data/windows"), tuning_dir: Path 
                             if name in row for stat in ("mean", "std")})
         mlflow.log_dict(table, "seed_spread.json")
         mlflow.log_text(markdown(table, seeds), "seed_spread.md")
-    return metrics_dir / METRICS_FILE
+    return json_file

@@ -2,36 +2,36 @@
 
 Real HWSD topsoil texture and organic carbon (from the ``permamodel`` package) with
 per-layer organic carbon and bulk density derived as documented in
-:mod:`thawcast.static`, plus lithology shares from ``data/raw/static/lithology.nc``
+:mod:`thawcast.prep.soil`, plus lithology shares from ``data/raw/static/lithology.nc``
 (synthetic by default; all ``unknown`` when no lithology raster is given).
 """
 
 from __future__ import annotations
 
 import logging
+from importlib.metadata import version
 from pathlib import Path
 
 import xarray as xr
 
+from thawcast.catalogue import LITHOLOGY_CLASSES, STATIC_UNITS, TEXTURE
 from thawcast.config import Config
-from thawcast.geometry import BandGeometry
-from thawcast.provenance import is_synthetic, provenance, staged_output
-from thawcast.readers.common import open_netcdf
-from thawcast.readers.static import hwsd_dir, open_hwsd, open_lithology
-from thawcast.static import LITHOLOGY_CLASSES, STATIC_UNITS, static_band_table
-from thawcast.validation import run_suite, validate_stage
+from thawcast.ingest.common import open_netcdf
+from thawcast.ingest.hwsd import open_hwsd, open_lithology
+from thawcast.layout import Layout
+from thawcast.prep.geometry import BandGeometry
+from thawcast.prep.soil import static_band_table
+from thawcast.quality.provenance import is_synthetic, provenance, staged_output
+from thawcast.quality.validation import run_suite, validate_stage
 
 log = logging.getLogger(__name__)
 
-STATIC_FILE = "static_bands.nc"
-
-
-def run(cfg: Config, raw_dir: Path = Path("data/raw"), out_dir: Path = Path("data/static"),
-        suite_dir: Path = Path("expectations"), report_dir: Path = Path("reports/validation")) -> Path:
+def run(cfg: Config, paths: Layout | None = None) -> Path:
+    paths = paths or Layout.at()
     geom = BandGeometry.from_config(cfg.study_area)
     edges = cfg.study_area.band_edges
     hwsd = open_hwsd((edges[0], edges[-1]), (cfg.study_area.lon_min, cfg.study_area.lon_max))
-    lith_path = raw_dir / "static" / "lithology.nc"
+    lith_path = paths.raw / "static" / "lithology.nc"
     if lith_path.exists():
         codes = open_lithology(lith_path)
         synthetic_lith = is_synthetic(open_netcdf(lith_path).attrs)
@@ -43,11 +43,11 @@ def run(cfg: Config, raw_dir: Path = Path("data/raw"), out_dir: Path = Path("dat
         table = static_band_table(hwsd, _all_unknown(hwsd), geom, cfg.static, "HWSD (permamodel)")
     frame = table.reset_index()
     frame["lithology_total"] = frame[[f"lithology_{c}" for c in LITHOLOGY_CLASSES]].sum(axis=1)
-    frame["texture_total"] = frame[["clay_pct", "sand_pct", "silt_pct"]].sum(axis=1)
-    section = run_suite(frame, "static_bands", suite_dir,
+    frame["texture_total"] = frame[list(TEXTURE)].sum(axis=1)
+    section = run_suite(frame, "static_bands", paths.expectations,
                         parameters={"n_rows": geom.n_bands, "max_band": geom.n_bands - 1}, index_columns=["band"])
-    with staged_output(out_dir) as tmp:
-        validate_stage("static", [section], report_dir)
+    with staged_output(paths.static) as tmp:
+        validate_stage("static", [section], paths.validation_reports)
         ds = xr.Dataset.from_dataframe(table)
         for c in ds.data_vars:
             ds[c].attrs = {"units": STATIC_UNITS[c], "long_name": c.replace("_", " ")}
@@ -56,14 +56,14 @@ def run(cfg: Config, raw_dir: Path = Path("data/raw"), out_dir: Path = Path("dat
             "area-weighted band means (cos-lat x land overlap); OC per layer: exponential profile"
             f" (e-folding {cfg.static.oc_efold_depth_m} m) matched to HWSD topsoil; bulk density: Adams"
             f" (1973) with mineral BD {cfg.static.mineral_bulk_density_kg_m3} kg m-3",
-            [f"HWSD v1.2 topsoil grids ({hwsd_dir()})", str(lith_path) if codes is not None else "no lithology"],
+            [f"HWSD v1.2 topsoil grids (permamodel {version('permamodel')} package data)", str(lith_path) if codes is not None else "no lithology"],
             synthetic=synthetic_lith,
             lithology_synthetic=str(synthetic_lith).lower(),
             hwsd_note="texture and organic carbon are REAL HWSD data",
         )
-        ds.to_netcdf(tmp / STATIC_FILE)
+        ds.to_netcdf(tmp / paths.static_table.name)
         table.to_csv(tmp / "static_bands.csv", float_format="%.6g")
-    return out_dir
+    return paths.static
 
 
 def _all_unknown(hwsd: xr.Dataset) -> xr.DataArray:

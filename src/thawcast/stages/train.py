@@ -5,10 +5,12 @@ Inputs: ``data/windows/history.nc`` and ``scaler.json``; hyper-parameters from
 stage (``metrics/seed_spread.json``) found them better than the defaults on validation over
 all seeds, otherwise from the ``models`` and ``training`` sections of ``params.yaml``.
 
-Outputs (``data/models/<arch>/``), written only after the model is registered:
+Outputs (``data/models/<arch>/``), written after the model is registered; the alias moves to the
+new version only once they are in place:
 
-* ``registration.json``: registered model name, version, alias, run id and model URI,
-  the hand-off every downstream stage depends on;
+* ``registration.json``: registered model name, alias and the SHA-256 of the weights, the
+  hand-off every downstream stage depends on (the MLflow version is found by that digest's tag;
+  no version counter or run id, so a rebuild of the same model writes the same file);
 * ``history.csv``: train/validation loss per epoch;
 * ``settings.json``: the hyper-parameters and training settings actually used.
 
@@ -28,37 +30,35 @@ import torch
 
 from thawcast import __version__
 from thawcast.config import Config, config_to_dict
-from thawcast.errors import DataError
+from thawcast.layout import Layout
+from thawcast.learn.settings import select_settings
+from thawcast.learn.training import load_training_data, score_degc, train_model
 from thawcast.models.packed import PackedModel
-from thawcast.provenance import git_commit, staged_output
-from thawcast.settings import select_settings
-from thawcast.stages.windows import HISTORY_FILE, SCALER_FILE
-from thawcast.tracking import Registration, data_version, register, registered_name, use_store
-from thawcast.training import TrainingData, score_degc, train_model
+from thawcast.prep.windows import open_windows
+from thawcast.quality.provenance import git_commit, staged_output
+from thawcast.tracking.dvclock import data_version
+from thawcast.tracking.registry import Registration, register, registered_name, set_alias, use_store
 from thawcast.variables import TARGETS
-from thawcast.windows import load_scalers, open_windows
 
 log = logging.getLogger(__name__)
 
-REGISTRATION_FILE = "registration.json"
 
-
-def run(cfg: Config, arch: str, windows_dir: Path = Path("data/windows"), tuning_dir: Path = Path("data/tuning"),
-        out_dir: Path = Path("data/models"), lock: Path = Path("dvc.lock"),
-        spread_file: Path = Path("metrics/seed_spread.json")) -> Path:
+def run(cfg: Config, arch: str, paths: Layout | None = None) -> Path:
     import mlflow
     import mlflow.pytorch
     from mlflow.models import infer_signature
 
-    settings = select_settings(cfg, arch, tuning_dir, spread_file)
+    paths = paths or Layout.at()
+    cfg.training.require(arch)
+    settings = select_settings(cfg, arch, paths.best_params(arch), paths.metric("seed_spread.json"))
     log.info("%s: hyper-parameters from %s: %s", arch, settings.source, settings.hparams.model_dump())
-    data = training_data(windows_dir)
+    data = load_training_data(paths.history, paths.scaler)
     train, val = data.train, data.validation
-    test = open_windows(windows_dir / HISTORY_FILE, "test")
+    test = open_windows(paths.history, "test")
     targets = data.targets
     name = registered_name(cfg.mlflow, arch)
     use_store(cfg.mlflow)
-    versions = data_version([str(windows_dir)], lock)
+    versions = data_version([str(paths.windows)], paths.lock)
     tags = {"thawcast.stage": "train", "thawcast.architecture": arch, "git_commit": git_commit(),
             "thawcast_version": __version__, "synthetic_data": str(cfg.source.kind == "synthetic").lower(),
             **{f"dvc.md5.{p}": h for p, h in versions.items()}}
@@ -69,11 +69,13 @@ def run(cfg: Config, arch: str, windows_dir: Path = Path("data/windows"), tuning
         net, result = train_model(settings, data, cfg.seed,
                                   on_epoch=lambda epoch, row: mlflow.log_metrics(row, step=epoch))
         packed = PackedModel(net, targets.mean, targets.std, train.feature_names, train.length, TARGETS, arch)
+        digest = packed.weights_sha256()
         metrics = {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                    "best_val_loss": result.best_val_loss, "train_seconds": result.seconds}
         for split, ws in (("val", val), ("test", test)):
             metrics.update({f"{split}_{k}": v for k, v in score_degc(net, ws, targets).items()})
         mlflow.log_metrics(metrics)
+        mlflow.set_tag("thawcast.weights_sha256", digest)
         log.info("%s: validation RMSE %.3f degC, test RMSE %.3f degC", arch, metrics["val_rmse"], metrics["test_rmse"])
         example = PackedModel.pack(train.inputs(slice(0, 2)), train.band[:2])
         with torch.no_grad():
@@ -86,36 +88,15 @@ def run(cfg: Config, arch: str, windows_dir: Path = Path("data/windows"), tuning
             metadata={"architecture": arch, "feature_order": list(train.feature_names),
                       "band_channel": "last input channel: integer band index, same at every step",
                       "window_length_months": train.length, "targets": list(TARGETS), "units": "degC",
-                      "scaling": "inputs z-scored with the windows stage's scaler.json (logged with this run)"})
-        mlflow.log_artifact(str(windows_dir / SCALER_FILE))
-    reg = register(info.model_uri, name, cfg.mlflow.alias, run.info.run_id, arch,
-                   tags={"git_commit": tags["git_commit"], **{k: v for k, v in tags.items() if k.startswith("dvc.")}})
-    with staged_output(out_dir / arch) as tmp:
-        (tmp / REGISTRATION_FILE).write_text(json.dumps(reg.to_dict(), indent=2) + "\n")
+                      "scaling": "inputs z-scored with the windows stage's scaler.json (logged with this run)",
+                      "weights_sha256": digest})
+        mlflow.log_artifact(str(paths.scaler))
+    mv = register(info.model_uri, name, run.info.run_id, digest,
+                  tags={"git_commit": tags["git_commit"], **{k: v for k, v in tags.items() if k.startswith("dvc.")}})
+    reg = Registration(arch, name, digest, cfg.mlflow.alias)
+    with staged_output(paths.model(arch)) as tmp:
+        (tmp / paths.registration(arch).name).write_text(json.dumps(reg.to_dict(), indent=2) + "\n")
         (tmp / "settings.json").write_text(json.dumps(settings.to_dict(), indent=2) + "\n")
         pd.DataFrame(result.history).to_csv(tmp / "history.csv", index=False)
-    return out_dir / arch
-
-
-def training_data(windows_dir: Path) -> TrainingData:
-    """The training and validation splits and the target scaler (never the test split).
-
-    Raises
-    ------
-    DataError
-        The scaler was written for another feature order than the window file's.
-    """
-    history = windows_dir / HISTORY_FILE
-    train, val = (open_windows(history, s) for s in ("train", "validation"))
-    scalers = load_scalers(windows_dir / SCALER_FILE)
-    if tuple(scalers["features"].names) + (("z",) if "signal" in scalers else ()) != train.feature_names:
-        raise DataError(windows_dir / SCALER_FILE, "scaler features differ from the window file's feature order")
-    return TrainingData(train, val, scalers["targets"])
-
-
-def read_registration(models_dir: Path, arch: str) -> Registration:
-    """The registration record the train stage wrote for ``arch``."""
-    path = Path(models_dir) / arch / REGISTRATION_FILE
-    if not path.exists():
-        raise DataError(path, f"no registration record for {arch!r} (run the train@{arch} stage)")
-    return Registration.from_dict(json.loads(path.read_text()))
+    set_alias(name, cfg.mlflow.alias, mv.version)
+    return paths.model(arch)

@@ -22,15 +22,14 @@ from pathlib import Path
 
 from thawcast.config import Config
 from thawcast.errors import ModelInputError
-from thawcast.provenance import git_commit, staged_output
-from thawcast.settings import BEST_PARAMS_FILE, ModelSettings, settings_from, write_best_params
-from thawcast.stages.train import training_data
-from thawcast.tracking import data_version, use_store
+from thawcast.layout import Layout
+from thawcast.learn.settings import ModelSettings, settings_from, write_best_params
+from thawcast.learn.training import load_training_data
+from thawcast.quality.provenance import git_commit, staged_output
+from thawcast.tracking.dvclock import data_version
+from thawcast.tracking.registry import use_store
 
 log = logging.getLogger(__name__)
-
-SUMMARY_FILE = "summary.json"
-
 
 def trial_settings(cfg: Config, arch: str, params: dict) -> ModelSettings:
     """Settings of one trial: the drawn params over the defaults, with the tuning budget's epochs."""
@@ -39,18 +38,18 @@ def trial_settings(cfg: Config, arch: str, params: dict) -> ModelSettings:
     return settings_from(cfg, arch, params, "trial", training)
 
 
-def run(cfg: Config, arch: str, windows_dir: Path = Path("data/windows"), out_dir: Path = Path("data/tuning"),
-        lock: Path = Path("dvc.lock")) -> Path:
+def run(cfg: Config, arch: str, paths: Layout | None = None) -> Path:
     import mlflow
     import optuna
     from optuna_integration import PyTorchLightningPruningCallback
 
-    from thawcast import tuning
-    from thawcast.training import MONITOR, TrainingError, score_degc, train_model
+    from thawcast.learn import tuning
+    from thawcast.learn.training import MONITOR, TrainingError, score_degc, train_model
 
+    paths = paths or Layout.at()
     cfg.training.require(arch)
-    train_data = training_data(windows_dir)
-    data = data_version([str(windows_dir)], lock)[str(windows_dir)]
+    train_data = load_training_data(paths.history, paths.scaler)
+    data = data_version([str(paths.windows)], paths.lock)[str(paths.windows)]
     fp = tuning.fingerprint(cfg, arch, data)
     study = tuning.open_study(cfg, arch, fp)
     budget = cfg.tuning.budget
@@ -64,7 +63,7 @@ def run(cfg: Config, arch: str, windows_dir: Path = Path("data/windows"), out_di
         except mlflow.exceptions.MlflowException:
             parent_id = None
     tags = {"thawcast.stage": "tune", "thawcast.architecture": arch, "optuna.study": study.study_name,
-            "optuna.storage": cfg.tuning.storage, "git_commit": git_commit(), f"dvc.md5.{windows_dir}": data}
+            "optuna.storage": cfg.tuning.storage, "git_commit": git_commit(), f"dvc.md5.{paths.windows}": data}
 
     def objective(trial: optuna.Trial) -> float:
         params = tuning.suggest(trial, cfg, arch)
@@ -107,32 +106,35 @@ def run(cfg: Config, arch: str, windows_dir: Path = Path("data/windows"), out_di
                                "fingerprint": fp, "sampler": "TPE", "pruner": "median"})
             mlflow.log_dict({k: v.model_dump() for k, v in cfg.tuning.space_for(arch).items()}, "search_space.json")
         resumed = tuning.optimize(study, objective, budget.n_trials, budget.timeout_s,
-                                  catch=(TrainingError, ModelInputError))
+                                  catch=(TrainingError, ModelInputError), grace_s=cfg.tuning.grace_s)
         _mark_killed(client, study)
         summ = tuning.summary(study)
-        summ.update(architecture=arch, fingerprint=fp, n_trials_budget=budget.n_trials, resumed_trials=resumed,
-                    session_s=time.perf_counter() - t0)
+        summ.update(architecture=arch, fingerprint=fp, n_trials_budget=budget.n_trials)
+        # Clock times and resume counts go to MLflow only: the DVC-tracked summary stays byte-identical
+        # when the same study is rebuilt.
+        timing = {"wall_s": tuning.wall_seconds(study), "session_s": time.perf_counter() - t0,
+                  "resumed_trials": resumed}
         if summ["best_value"] is None:
             raise TrainingError(f"{study.study_name}: no trial completed ({summ}); nothing to write")
         if summ["trials_complete"] + summ["trials_pruned"] < budget.n_trials:
             log.warning("%s: only %d of %d trials within timeout_s %.0f", study.study_name,
                         summ["trials_complete"] + summ["trials_pruned"], budget.n_trials, budget.timeout_s)
         best = settings_from(cfg, arch, study.best_params, study.study_name)
-        with staged_output(out_dir / arch) as tmp:
-            write_best_params(tmp / BEST_PARAMS_FILE, best, value=summ["best_value"], trial=summ["best_trial"],
+        with staged_output(paths.study(arch)) as tmp:
+            write_best_params(tmp / paths.best_params(arch).name, best, value=summ["best_value"], trial=summ["best_trial"],
                               study=study.study_name, objective="validation RMSE (degC)")
-            (tmp / SUMMARY_FILE).write_text(json.dumps(summ, indent=2, default=str) + "\n")
-            study.trials_dataframe().to_csv(tmp / "trials.csv", index=False)
+            (tmp / paths.study_summary(arch).name).write_text(json.dumps(summ, indent=2, default=str) + "\n")
+            tuning.trials_table(study).to_csv(tmp / "trials.csv", index=False)
             figures = tuning.plots(study, tmp / "figures")
             mlflow.log_metrics({"best_value": summ["best_value"], "trials_complete": summ["trials_complete"],
                                 "trials_pruned": summ["trials_pruned"], "trials_failed": summ["trials_failed"],
-                                "wall_s": summ["wall_s"]})
-            mlflow.log_dict(summ, "summary.json")
+                                **timing})
+            mlflow.log_dict({**summ, **timing}, "summary.json")
             for path in figures.values():
                 mlflow.log_artifact(str(path), "figures")
     log.info("%s: best validation RMSE %.4f degC (trial %d) from %d complete / %d pruned trials", arch,
              summ["best_value"], summ["best_trial"], summ["trials_complete"], summ["trials_pruned"])
-    return out_dir / arch
+    return paths.study(arch)
 
 
 def _mark_killed(client, study) -> None:

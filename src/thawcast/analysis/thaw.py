@@ -1,0 +1,247 @@
+"""Permafrost thaw metrics from monthly soil temperature at the four ERA5-Land layers.
+
+All functions take temperatures in degC with the calendar months of one year on an axis
+and are pure (arrays in, arrays out). With only four layers (mid-depths 3.5, 17.5, 64 and
+194.5 cm) the active-layer thickness is bounded by the layer spacing: between two
+mid-depths it is a linear interpolation of the zero crossing, and it cannot be resolved
+below the deepest mid-depth (a profile above 0 degC at 194.5 cm reports 194.5 cm, a
+lower bound, flagged by :func:`alt_is_lower_bound`).
+
+The summaries at the end (:func:`summarise`, :func:`markdown`) turn yearly metrics of observed
+and projected series into the per-band table of ``metrics/thaw.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from thawcast.analysis.tables import markdown_table
+from thawcast.errors import DataError
+from thawcast.variables import ERA5_LAYER_MID_M, TARGETS
+
+#: Mid-depths of the ERA5-Land layers (cm): where the layer temperatures apply.
+LAYER_MID_CM: tuple[float, ...] = tuple(round(z * 100, 2) for z in ERA5_LAYER_MID_M)
+
+
+def active_layer_thickness(annual_max: np.ndarray, depths_cm=LAYER_MID_CM) -> np.ndarray:
+    """Deepest depth (cm) at which the annual maximum temperature is above 0 degC.
+
+    Parameters
+    ----------
+    annual_max
+        ``[..., layer]`` annual maximum temperature per layer (degC), layers shallow to deep.
+    depths_cm
+        Mid-depth of each layer.
+
+    Returns
+    -------
+    ndarray
+        ``[...]`` thickness in cm: 0 when even the top layer stays at or below 0 degC; the
+        linearly interpolated zero crossing below the deepest layer that thaws; the deepest
+        mid-depth when every layer thaws (a lower bound). NaN where the profile has NaN.
+    """
+    t = np.asarray(annual_max, dtype=float)
+    z = np.asarray(depths_cm, dtype=float)
+    if t.shape[-1] != len(z):
+        raise DataError(None, f"profile has {t.shape[-1]} layers, depths give {len(z)}")
+    if np.any(np.diff(z) <= 0):
+        raise DataError(None, "layer depths must increase")
+    above = t > 0
+    # index of the deepest layer above 0 degC (-1 when none)
+    deepest = np.where(above.any(axis=-1), len(z) - 1 - np.argmax(above[..., ::-1], axis=-1), -1)
+    nxt = np.clip(deepest + 1, 0, len(z) - 1)
+    t_k = np.take_along_axis(t, np.clip(deepest, 0, None)[..., None], axis=-1)[..., 0]
+    t_n = np.take_along_axis(t, nxt[..., None], axis=-1)[..., 0]
+    z_k, z_n = z[np.clip(deepest, 0, None)], z[nxt]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        crossing = z_k + (z_n - z_k) * t_k / (t_k - t_n)
+    alt = np.where(deepest < 0, 0.0, np.where(deepest == len(z) - 1, z[-1], crossing))
+    return np.where(np.isnan(t).any(axis=-1), np.nan, alt)
+
+
+def alt_is_lower_bound(annual_max: np.ndarray) -> np.ndarray:
+    """True where every layer thaws: the active layer reaches below the deepest mid-depth."""
+    return (np.asarray(annual_max) > 0).all(axis=-1)
+
+
+def months_above_zero(monthly: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Months with mean temperature above 0 degC (count along ``axis``)."""
+    return (np.asarray(monthly) > 0).sum(axis=axis)
+
+
+def thawing_degree_months(monthly: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Sum of the positive monthly means, degC month (the monthly analogue of thawing degree-days)."""
+    return np.clip(np.asarray(monthly, dtype=float), 0.0, None).sum(axis=axis)
+
+
+def zero_curtain_months(monthly: np.ndarray, band_c: float = 0.5, max_change_c: float = 0.5,
+                        axis: int = -1) -> np.ndarray:
+    """Months held near 0 degC by latent heat: ``|T| <= band_c`` and ``|T - T_previous| <= max_change_c``.
+
+    The first month along ``axis`` has no predecessor and is judged on ``|T|`` alone.
+    """
+    t = np.moveaxis(np.asarray(monthly, dtype=float), axis, -1)
+    change = np.abs(np.diff(t, axis=-1, prepend=t[..., :1]))
+    return ((np.abs(t) <= band_c) & (change <= max_change_c)).sum(axis=-1)
+
+
+def trend_per_decade(years: np.ndarray, values: np.ndarray) -> float:
+    """Least-squares slope of ``values`` against ``years``, times 10 (NaN-tolerant; NaN if < 2 points).
+
+    Computed from centred sums, so a constant series gives exactly 0 (not rounding noise).
+    """
+    x, y = np.asarray(years, dtype=float), np.asarray(values, dtype=float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    if ok.sum() < 2 or np.ptp(x[ok]) == 0:
+        return float("nan")
+    dx, dy = x[ok] - x[ok].mean(), y[ok] - y[ok].mean()
+    return float((dx * dy).sum() / (dx * dx).sum() * 10.0)
+
+
+def dominant_period_months(series: np.ndarray) -> float:
+    """Period (months) of the strongest non-zero frequency in the periodogram of a monthly series.
+
+    The mean is removed first and the series zero-padded to 8x its length, so periods that
+    do not divide the record length (a 24-month cycle in 84 months) are still located to
+    within a few percent. Needs at least 24 months so that a 12-month cycle is resolved by
+    two full periods.
+    """
+    y = np.asarray(series, dtype=float)
+    if y.ndim != 1 or len(y) < 24 or not np.isfinite(y).all():
+        raise DataError(None, f"need a finite 1-D monthly series of at least 24 months, got shape {y.shape}")
+    n = 8 * len(y)
+    power = np.abs(np.fft.rfft(y - y.mean(), n=n)) ** 2
+    freq = np.fft.rfftfreq(n, d=1.0)
+    k = 1 + int(np.argmax(power[1:]))
+    return float(1.0 / freq[k])
+
+
+def yearly_metrics(temps, zero_band_c: float = 0.5, zero_max_change_c: float = 0.5):
+    """Thaw metrics per calendar year of monthly soil temperature.
+
+    Parameters
+    ----------
+    temps
+        :class:`xarray.DataArray` of degC with dims ``(..., layer, time)``; ``time`` holds
+        whole calendar years of monthly values, ``layer`` the four ERA5-Land layers.
+
+    Returns
+    -------
+    xarray.Dataset
+        Dims ``(..., year)``: ``alt_cm``, ``alt_lower_bound``; and ``(..., layer, year)``:
+        ``months_above_zero``, ``thawing_degree_months``, ``zero_curtain_months``.
+    """
+    import pandas as pd
+    import xarray as xr
+
+    times = pd.DatetimeIndex(temps["time"].values)
+    if len(times) % 12 or (times.month[::12] != 1).any():
+        raise DataError(None, f"need whole calendar years of months, got {times[0]:%Y-%m}..{times[-1]:%Y-%m}")
+    years = times.year[::12].to_numpy()
+    t = temps.transpose(..., "layer", "time")
+    lead = t.dims[:-2]
+    v = t.values.reshape(*t.shape[:-1], len(years), 12)  # [..., layer, year, month]
+    ann_max = np.moveaxis(v.max(axis=-1), -2, -1)  # [..., year, layer]
+    coords = {d: t[d].values for d in lead}
+    layer_year = (*lead, "layer", "year")
+    return xr.Dataset(
+        {"alt_cm": ((*lead, "year"), active_layer_thickness(ann_max),
+                    {"units": "cm", "long_name": "active-layer thickness (annual max profile zero crossing)"}),
+         "alt_lower_bound": ((*lead, "year"), alt_is_lower_bound(ann_max),
+                             {"long_name": "every layer thaws: ALT is at least the deepest mid-depth"}),
+         "months_above_zero": (layer_year, months_above_zero(v), {"units": "months"}),
+         "thawing_degree_months": (layer_year, thawing_degree_months(v), {"units": "degC month"}),
+         "zero_curtain_months": (layer_year, zero_curtain_months(v, zero_band_c, zero_max_change_c),
+                                 {"units": "months"})},
+        coords={**coords, "layer": t["layer"].values, "year": years},
+    )
+
+
+# ---------------------------------------------------------------- summaries
+def long_table(ds: xr.Dataset, **labels) -> pd.DataFrame:
+    """One row per (.., year[, layer], metric) with the given label columns."""
+    rows = []
+    for name in ("alt_cm", "months_above_zero", "thawing_degree_months", "zero_curtain_months"):
+        df = ds[name].to_dataframe(name="value").reset_index()
+        df["metric"] = name
+        if "layer" not in df:
+            df["layer"] = ""
+        rows.append(df)
+    out = pd.concat(rows, ignore_index=True)
+    for k, v in labels.items():
+        out[k] = v
+    return out
+
+
+def trends(values: xr.DataArray) -> xr.DataArray:
+    """Trend per decade along ``year`` for every other index of ``values``."""
+    return xr.apply_ufunc(lambda v: trend_per_decade(values["year"].values, v), values,
+                          input_core_dims=[["year"]], vectorize=True)
+
+
+def _r(x) -> float:
+    return round(float(x), 3)
+
+
+def _layer1(da: xr.DataArray) -> xr.DataArray:
+    return da.sel(layer=TARGETS[0])
+
+
+def summarise(obs: xr.Dataset, ens: xr.Dataset, names: list[str], t_air_trend: dict[str, xr.DataArray]) -> dict:
+    """Per source (observed, each scenario) and band: the means over the years and the trends per decade.
+
+    ALT (cm) with, for projections, the members' range; months above 0 degC and thawing
+    degree-months of layer 1; trends per decade of ALT, layer-1 thawing degree-months and the
+    air temperature that drove them. Projected values are the ensemble mean over architectures.
+    """
+    def per_band(alt, months, tdm, driver, spread=None) -> dict:
+        cols = {"alt_mean_cm": alt.mean("year")}
+        if spread is not None:
+            cols.update(alt_model_min_cm=spread[0].mean("year"), alt_model_max_cm=spread[1].mean("year"))
+        cols.update({"alt_trend_cm_per_decade": trends(alt),
+                     "months_above_zero_layer1": _layer1(months).mean("year"),
+                     "thawing_degree_months_layer1": _layer1(tdm).mean("year"),
+                     "thawing_degree_months_layer1_trend_per_decade": trends(_layer1(tdm)),
+                     "t_air_trend_degC_per_decade": driver})
+        return {names[b]: {k: _r(v.isel(band=b)) for k, v in cols.items()} for b in range(alt.sizes["band"])}
+
+    out = {"observed": per_band(obs["alt_cm"], obs["months_above_zero"], obs["thawing_degree_months"],
+                                t_air_trend["observed"])}
+    for s in ens["scenario"].values:
+        e = ens.sel(scenario=s)
+        out[str(s)] = per_band(e["alt_cm_mean"], e["months_above_zero_mean"], e["thawing_degree_months_mean"],
+                               t_air_trend[str(s)], spread=(e["alt_cm_min"], e["alt_cm_max"]))
+    return out
+
+
+def markdown(summary: dict, obs_years: str, proj_years: str) -> str:
+    lines = ["# Active-layer thickness and thaw", "",
+             (f"ALT in cm (annual-maximum profile, interpolated between the layer mid-depths 3.5, 17.5, 64 and"
+             f" 194.5 cm; 194.5 means 'at least'). Observed: ERA5-Land {obs_years}. Projected: ensemble mean"
+             f" over the architectures {proj_years}, [min-max of the members], trend per decade of the ensemble"
+             " mean."), ""]
+    scenarios = [k for k in summary if k != "observed"]
+    lines += markdown_table(
+        ["band", "observed ALT", *(f"{s} ALT [spread] (trend/decade)" for s in scenarios)],
+        ([band, f"{o['alt_mean_cm']:.1f} ({o['alt_trend_cm_per_decade']:+.1f})",
+          *(f"{summary[s][band]['alt_mean_cm']:.1f} [{summary[s][band]['alt_model_min_cm']:.1f}-"
+            f"{summary[s][band]['alt_model_max_cm']:.1f}] ({summary[s][band]['alt_trend_cm_per_decade']:+.1f})"
+            for s in scenarios)] for band, o in summary["observed"].items()))
+    sources = ["observed", *scenarios]
+    lines += ["", ("Layer 1: months above 0 degC and thawing degree-months (TDM, degC month) per year; observed"
+              " and ensemble mean:"), "",
+              *markdown_table(["band", *(c for s in sources for c in (f"{s} months > 0", f"{s} TDM"))],
+                              ([band, *(f"{summary[s][band][k]:.1f}" for s in sources
+                                        for k in ("months_above_zero_layer1", "thawing_degree_months_layer1"))]
+                               for band in summary["observed"]))]
+    lines += ["", ("Trends per decade over each period: ALT (cm) / layer-1 TDM (degC month) / air temperature"
+              " driving them (degC). Over the few projection years they follow the weather of those years as"
+              " much as the forced warming:"), "",
+              *markdown_table(["band", *sources], ([band, *(
+                  f"{summary[s][band]['alt_trend_cm_per_decade']:+.1f} / "
+                  f"{summary[s][band]['thawing_degree_months_layer1_trend_per_decade']:+.1f} / "
+                  f"{summary[s][band]['t_air_trend_degC_per_decade']:+.2f}" for s in sources)]
+                  for band in summary["observed"]))]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,161 @@
+"""ERA5-Land monthly means as the Copernicus CDS delivers ``reanalysis-era5-land-monthly-means``.
+
+Handles the layouts seen in practice:
+
+* time coordinate ``valid_time`` (CDS NetCDF since 2024), ``time`` (older CDS/CDO output)
+  or an integer ``date`` in YYYYMMDD (GRIB converted by cfgrib/earthkit);
+* latitude descending (CDS) or ascending; longitude -180..180 or 0..360;
+* one file per year, per variable or per ``stepType`` (CDS splits instantaneous and
+  accumulated fields into separate files of one zip) - all are combined;
+* CDS units: K, metres of water per day, J m-2 per day with ECMWF sign conventions
+  (fluxes positive downward). Conversion to canonical units goes through
+  :mod:`thawcast.variables`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from thawcast.errors import DataError
+from thawcast.ingest.common import (
+    check_months,
+    check_shared_time,
+    month_starts,
+    normalise_grid,
+    open_netcdf,
+)
+from thawcast.variables import ERA5_NAMES, VARIABLES, to_canonical
+
+log = logging.getLogger(__name__)
+
+ERA5_SHORT_NAMES: tuple[str, ...] = tuple(v.era5 for v in VARIABLES.values() if v.era5)
+_SUFFIXES = (".nc", ".nc4", ".netcdf")
+_DROP = ("number", "expver", "step", "surface", "depthBelowLandLayer", "heightAboveGround")
+
+
+def list_netcdf(paths: str | Path | Sequence[str | Path]) -> list[Path]:
+    """Expand a folder (or a list of files/folders) into sorted NetCDF paths."""
+    items = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    files: list[Path] = []
+    for item in map(Path, items):
+        if item.is_dir():
+            files.extend(sorted(p for p in item.iterdir() if p.suffix in _SUFFIXES))
+        else:
+            files.append(item)
+    if not files:
+        raise DataError(items[0] if items else None, "no NetCDF files (*.nc, *.nc4) found")
+    return files
+
+
+def _normalise_time(ds: xr.Dataset, path: Path) -> xr.Dataset:
+    if "valid_time" in ds.dims or "valid_time" in ds.coords:
+        if "time" in ds.coords and "time" not in ds.dims:
+            ds = ds.drop_vars("time")
+        ds = ds.rename({"valid_time": "time"})
+    elif "date" in ds.dims or "date" in ds.coords:
+        raw = np.asarray(ds["date"].values)
+        if not np.issubdtype(raw.dtype, np.integer):
+            raise DataError(path, f"'date' coordinate has dtype {raw.dtype}; expected integer YYYYMMDD")
+        try:
+            parsed = pd.to_datetime(raw.astype(str), format="%Y%m%d")
+        except ValueError as exc:
+            raise DataError(path, f"'date' coordinate is not YYYYMMDD: {exc}") from None
+        ds = ds.assign_coords(date=("date", parsed.values)).rename({"date": "time"})
+    elif "time" not in ds.dims:
+        raise DataError(path, "no time coordinate (looked for 'valid_time', 'time', integer 'date')")
+    ds = ds.drop_vars([c for c in _DROP if c in ds.variables])
+    return ds.assign_coords(time=month_starts(ds["time"].values))
+
+
+def open_era5land_file(
+    path: Path, chunks: dict | None = None, variables: Sequence[str] = ERA5_SHORT_NAMES
+) -> xr.Dataset:
+    """One CDS file with normalised time and grid; the requested variables it holds,
+    converted to canonical names and units (others are dropped)."""
+    ds = open_netcdf(path, chunks=chunks)
+    ds = _normalise_time(ds, path)
+    ds = normalise_grid(ds, path)
+    check_months(pd.DatetimeIndex(ds["time"].values), path, "time axis")
+    converted = [to_canonical(ds[v], "era5", v, path) for v in variables if v in ds]
+    out = xr.Dataset({da.name: da for da in converted})
+    out.attrs = dict(ds.attrs)
+    return out
+
+
+def open_era5land(
+    paths: str | Path | Sequence[str | Path],
+    variables: Sequence[str] = ERA5_SHORT_NAMES,
+    chunks: dict | None = None,
+) -> xr.Dataset:
+    """Open ERA5-Land monthly means in canonical names and units (lazily, dask-backed).
+
+    Parameters
+    ----------
+    paths
+        A folder of NetCDF files, a file, or a list of either.
+    variables
+        ERA5 short names to read (default: the 12 features and 4 soil temperatures).
+    chunks
+        Dask chunks (default ``{"time": 12}``): aggregation then streams a year at a time.
+
+    Returns
+    -------
+    xarray.Dataset
+        Dimensions ``time`` (month starts), ``lat``, ``lon`` ascending; canonical names.
+
+    Raises
+    ------
+    DataError
+        Corrupt files, missing variables, wrong units, duplicated or missing months,
+        or files on different grids - naming the file(s).
+    """
+    chunks = {"time": 12} if chunks is None else chunks
+    files = list_netcdf(paths)
+    pieces: dict[str, list[tuple[Path, xr.DataArray]]] = {v: [] for v in variables}
+    grid: tuple[np.ndarray, np.ndarray, Path] | None = None
+    first_attrs: dict = {}
+    for f in files:
+        ds = open_era5land_file(f, chunks, variables)
+        if grid is None:
+            grid = (ds["lat"].values, ds["lon"].values, f)
+            first_attrs = dict(ds.attrs)
+        elif ds.sizes["lat"] != grid[0].size or ds.sizes["lon"] != grid[1].size or not (
+            np.allclose(ds["lat"].values, grid[0]) and np.allclose(ds["lon"].values, grid[1])
+        ):
+            raise DataError(f, f"grid differs from that of {grid[2].name}; regrid all files alike")
+        for v in variables:
+            name = ERA5_NAMES[v]
+            if name in ds:
+                pieces[v].append((f, ds[name]))
+    missing = [v for v, got in pieces.items() if not got]
+    if missing:
+        where = files[0].parent if len(files) > 1 else files[0]
+        raise DataError(where, f"variable(s) {missing} not found in {len(files)} ERA5-Land file(s)")
+    out = {}
+    for v, items in pieces.items():
+        items.sort(key=lambda item: item[1]["time"].values[0])
+        _check_overlaps(items, v)
+        da = xr.concat([da for _, da in items], dim="time") if len(items) > 1 else items[0][1]
+        check_months(pd.DatetimeIndex(da["time"].values), items[0][0].parent, f"ERA5-Land '{v}'")
+        out[da.name] = da
+    check_shared_time(out, files[0].parent)
+    ds = xr.Dataset(out)
+    ds.attrs = {**first_attrs, "source_format": "ERA5-Land monthly means (CDS NetCDF)",
+                "source_files": ", ".join(f.name for f in files)}
+    return ds
+
+
+def _check_overlaps(items: list[tuple[Path, xr.DataArray]], var: str) -> None:
+    for (f1, a), (f2, b) in itertools.pairwise(items):
+        if b["time"].values[0] <= a["time"].values[-1]:
+            raise DataError(
+                f2, f"duplicated months for '{var}': overlaps {f1.name} (both hold"
+                f" {pd.Timestamp(b['time'].values[0]):%Y-%m})",
+            )

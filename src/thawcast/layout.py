@@ -1,0 +1,157 @@
+"""Where every stage's inputs and outputs live: the one file layout of the pipeline.
+
+``dvc.yaml`` names the same folders and files (a test checks that its ``outs`` are exactly
+the ones listed here); stages receive a :class:`Layout` instead of writing paths themselves.
+``Layout.at(root)`` places the whole tree under ``root`` (the repository root under
+``dvc repro``, a temporary folder in tests); ``layout.replace(windows=...)`` points one
+stage's folder elsewhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Stage output folders under ``data/``, in pipeline order.
+STAGE_DIRS: tuple[str, ...] = ("raw", "static", "bands", "scenarios", "windows", "tuning", "models", "evaluation",
+                               "projections", "thaw", "explain", "report")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Folders of every stage (``data/<stage>``), metrics, suites, validation reports and the DVC lock."""
+
+    raw: Path
+    static: Path
+    bands: Path
+    scenarios: Path
+    windows: Path
+    tuning: Path
+    models: Path
+    evaluation: Path
+    projections: Path
+    thaw: Path
+    explain: Path
+    report: Path
+    metrics: Path
+    expectations: Path
+    validation_reports: Path
+    lock: Path
+
+    @classmethod
+    def at(cls, root: str | Path = ".") -> Layout:
+        root = Path(root)
+        return cls(**{name: root / "data" / name for name in STAGE_DIRS}, metrics=root / "metrics",
+                   expectations=root / "expectations", validation_reports=root / "reports" / "validation",
+                   lock=root / "dvc.lock")
+
+    def replace(self, **folders: str | Path) -> Layout:
+        return dataclasses.replace(self, **{k: Path(v) for k, v in folders.items()})
+
+    # -- files ---------------------------------------------------------------------------------
+    @property
+    def era5_bands(self) -> Path:
+        """ERA5-Land band means ``(band, time)`` (bands stage)."""
+        return self.bands / "era5land_bands.nc"
+
+    def cmip5_bands(self, experiment: str) -> Path:
+        """CMIP5 band means of one experiment (bands stage)."""
+        return self.bands / f"cmip5_{experiment}.nc"
+
+    @property
+    def static_table(self) -> Path:
+        """Static per-band features (static stage)."""
+        return self.static / "static_bands.nc"
+
+    def scenario(self, rcp: str) -> Path:
+        """Bias-corrected inputs of one RCP (scenarios stage)."""
+        return self.scenarios / f"{rcp}.nc"
+
+    @property
+    def moisture_split(self) -> Path:
+        return self.scenarios / "moisture_split.nc"
+
+    def adjustment(self, method: str, variable: str) -> Path:
+        """A fitted xsdba adjustment's dataset (scenarios stage)."""
+        return self.scenarios / "adjustments" / f"{method}_{variable}.nc"
+
+    @property
+    def history(self) -> Path:
+        """ERA5-Land windows of the train/validation/test splits (windows stage)."""
+        return self.windows / "history.nc"
+
+    def scenario_windows(self, rcp: str) -> Path:
+        return self.windows / f"{rcp}.nc"
+
+    @property
+    def scaler(self) -> Path:
+        return self.windows / "scaler.json"
+
+    def study(self, arch: str) -> Path:
+        """One architecture's tuning outputs (tune stage)."""
+        return self.tuning / arch
+
+    def best_params(self, arch: str) -> Path:
+        return self.study(arch) / "best_params.json"
+
+    def study_summary(self, arch: str) -> Path:
+        return self.study(arch) / "summary.json"
+
+    def model(self, arch: str) -> Path:
+        """One architecture's train outputs (train stage)."""
+        return self.models / arch
+
+    def registration(self, arch: str) -> Path:
+        return self.model(arch) / "registration.json"
+
+    @property
+    def test_predictions(self) -> Path:
+        return self.evaluation / "test_predictions.nc"
+
+    @property
+    def projections_file(self) -> Path:
+        return self.projections / "projections.nc"
+
+    def explanation(self, arch: str) -> Path:
+        return self.explain / arch
+
+    def top_features(self, arch: str) -> Path:
+        return self.explanation(arch) / "top_features.json"
+
+    @property
+    def report_page(self) -> Path:
+        return self.report / "index.html"
+
+    def metric(self, name: str) -> Path:
+        """``metrics/<name>`` (git-tracked JSON metrics and Markdown tables)."""
+        return self.metrics / name
+
+
+#: Git-tracked metrics and tables each stage writes (``dvc.yaml`` lists them as metrics or outs).
+METRIC_FILES: dict[str, tuple[str, ...]] = {
+    "scenarios": ("scenario_spread.json",),
+    "compare-studies": ("tuning.json", "tuning.md"),
+    "seed-spread": ("seed_spread.json", "seed_spread.md"),
+    "evaluate": ("evaluation.json", "evaluation.md"),
+    "project": ("projection_period.json",),
+    "thaw": ("thaw.json", "thaw.md"),
+    "compare-explanations": ("shap.json", "shap.md"),
+}
+
+#: The ``data/`` folder each stage writes (per-architecture stages: one sub-folder per architecture).
+STAGE_OUTPUT: dict[str, str | None] = {
+    "raw": "raw", "static": "static", "bands": "bands", "scenarios": "scenarios", "windows": "windows",
+    "tune": "tuning", "compare-studies": None, "seed-spread": None, "train": "models", "evaluate": "evaluation",
+    "project": "projections", "thaw": "thaw", "explain": "explain", "compare-explanations": None, "report": "report",
+}
+
+
+def absolute_sqlite(url: str) -> str:
+    """``sqlite:///relative/path.db`` made absolute (its folder created); other URLs unchanged."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url[len(prefix):].startswith("/"):
+        db = Path(url[len(prefix):]).resolve()
+        db.parent.mkdir(parents=True, exist_ok=True)
+        url = prefix + str(db)
+    return url

@@ -1,0 +1,1 @@
+"""Learning: model settings, the generic training loop, Optuna tuning, seed statistics."""

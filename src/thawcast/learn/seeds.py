@@ -1,0 +1,124 @@
+"""Seed statistics: how much of a difference between two training runs is seed luck, and the settings choice.
+
+The seed-spread stage trains every architecture with several seeds, with the ``params.yaml``
+defaults and with its tuned settings; this module turns the scores into the table written to
+``metrics/seed_spread.json`` (:func:`spread_row`, :func:`markdown`) and reads back the choice the
+train stage follows (:func:`read_choice`). Test scores never enter the choice.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from statistics import fmean
+
+import numpy as np
+
+from thawcast.analysis.tables import markdown_table
+from thawcast.errors import ConfigError
+
+
+def choose_by_validation(defaults_val_rmse: list[float], tuned_val_rmse: list[float]) -> str:
+    """``"tuned"`` if the tuned settings' mean validation RMSE over seeds is lower than the defaults', else
+    ``"defaults"`` (a tie keeps the defaults: tuning has to earn its place). Test scores never enter."""
+    if not defaults_val_rmse or len(defaults_val_rmse) != len(tuned_val_rmse):
+        raise ConfigError(f"need the same seeds for both settings, got {len(defaults_val_rmse)} and "
+                          f"{len(tuned_val_rmse)} validation scores")
+    return "tuned" if fmean(tuned_val_rmse) < fmean(defaults_val_rmse) else "defaults"
+
+
+def describe(values: list[float]) -> dict:
+    """Mean, sample std (0 for one value), min, max and the values themselves."""
+    v = np.asarray(values, dtype=float)
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+            "min": float(v.min()), "max": float(v.max()), "values": [float(x) for x in v]}
+
+
+def tuning_effect(defaults: dict, tuned: dict) -> dict:
+    """Tuned minus defaults mean test RMSE, its standard error across seeds, and |diff| > 2 SE."""
+    n_d, n_t = len(defaults["values"]), len(tuned["values"])
+    diff = tuned["mean"] - defaults["mean"]
+    se = math.sqrt(defaults["std"] ** 2 / n_d + tuned["std"] ** 2 / n_t)
+    return {"tuned_minus_defaults_test_rmse": diff, "standard_error": se,
+            "beyond_two_standard_errors": bool(abs(diff) > 2 * se) if se > 0 else diff != 0}
+
+
+def registered(row: dict, by_validation: bool) -> str:
+    """Which of an architecture's settings the train stage registers: no study, the defaults; else the seed
+    check's choice, or the tuned settings when the check is off."""
+    if "tuned" not in row:
+        return "defaults"
+    return row["choice"]["settings"] if by_validation else "tuned"
+
+
+def markdown(table: dict, seeds: tuple[int, ...]) -> str:
+    lines = ["# Seed spread", "",
+             (f"Each architecture trained with seeds {', '.join(map(str, seeds))} (the first is the registered"
+              " run's), with the params.yaml defaults and with its tuned settings. RMSE in degC: mean +- std"
+              " across seeds [min-max]. 'tuning effect' = tuned minus defaults mean test RMSE (negative: tuning"
+              " helps) +- its standard error; * marks a difference beyond two standard errors. 'registered': the"
+              " settings the train stage registers"
+              + (", the tuned ones only where their mean validation RMSE over the seeds is lower than the"
+                 " defaults' (the test years play no part in this choice)."
+                 if table["choose_by_validation"] else ", the tuned ones wherever a study ran.")), ""]
+
+    def cell(d: dict) -> str:
+        return f"{d['mean']:.3f} +- {d['std']:.3f} [{d['min']:.3f}-{d['max']:.3f}]"
+
+    rows = []
+    for arch, row in table["architectures"].items():
+        for i, name in enumerate(k for k in ("defaults", "tuned") if k in row):
+            effect = ""
+            if i == 1 and "tuning_effect" in row:
+                e = row["tuning_effect"]
+                effect = (f"{e['tuned_minus_defaults_test_rmse']:+.3f} +- {e['standard_error']:.3f}"
+                          + (" *" if e["beyond_two_standard_errors"] else ""))
+            chosen = registered(row, table["choose_by_validation"])
+            rows.append([arch if i == 0 else "", name, cell(row[name]["val_rmse"]), cell(row[name]["test_rmse"]),
+                         effect, "yes" if name == chosen else ""])
+    lines += markdown_table(["architecture", "settings", "validation RMSE", "test RMSE", "tuning effect on test",
+                             "registered"], rows)
+    s = table["summary"]
+    lines += ["", (f"Median seed std of the test RMSE: {s['median_test_std']:.3f} degC; the largest is"
+                   f" {s['max_test_std']:.3f} degC. Differences between two single runs smaller than about twice"
+                   " the seed std are not evidence that one configuration is better.")]
+    return "\n".join(lines) + "\n"
+
+
+def spread_row(val: dict[str, list[float]], test: dict[str, list[float]], settings: dict[str, dict]) -> dict:
+    """One architecture's row: per settings name (``defaults``[, ``tuned``]) the validation and test RMSE
+    statistics over seeds and the settings record; with tuned settings also the tuning effect on the test
+    years and the choice, made on validation alone."""
+    row = {name: {"val_rmse": describe(val[name]), "test_rmse": describe(test[name]), "settings": settings[name]}
+           for name in val}
+    if "tuned" in row:
+        row["tuning_effect"] = tuning_effect(row["defaults"]["test_rmse"], row["tuned"]["test_rmse"])
+        row["choice"] = {"settings": choose_by_validation(val["defaults"], val["tuned"]),
+                         "criterion": "mean validation RMSE over seeds",
+                         "defaults_val_rmse": row["defaults"]["val_rmse"]["mean"],
+                         "tuned_val_rmse": row["tuned"]["val_rmse"]["mean"]}
+    return row
+
+
+def summary(rows: dict[str, dict]) -> dict:
+    """Median and largest seed std of the test RMSE over every architecture and settings."""
+    stds = [r[k]["test_rmse"]["std"] for r in rows.values() for k in ("defaults", "tuned") if k in r]
+    return {"median_test_std": float(np.median(stds)), "max_test_std": float(np.max(stds))}
+
+
+def read_choice(path: Path, arch: str) -> tuple[dict, dict[str, dict], list[int]]:
+    """``(choice, {"defaults": settings, "tuned": settings}, seeds)`` of ``arch`` from a seed-spread file.
+
+    Raises
+    ------
+    ConfigError
+        The file is unreadable or holds no choice for ``arch``.
+    """
+    try:
+        spread = json.loads(Path(path).read_text())
+        row, seeds = spread["architectures"][arch], spread["seeds"]
+        return row["choice"], {name: row[name]["settings"] for name in ("defaults", "tuned")}, list(seeds)
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path}: no seed-spread choice for {arch} ({exc!r}); rerun `thawcast "
+                          "seed-spread`") from None

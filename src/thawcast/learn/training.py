@@ -1,0 +1,288 @@
+"""One generic Lightning training loop for every architecture, and batch prediction.
+
+The network is a plain :class:`~thawcast.models.base.BandSequenceModel`; :class:`SequenceRegressor`
+wraps any of them with the loss (MSE on scaled targets), the optimiser (AdamW) and the
+logging of ``train_loss`` / ``val_loss`` per epoch. :func:`fit` runs it with early stopping on
+:data:`MONITOR` and keeps the weights of the best validation epoch.
+
+Windows are materialised once per split as in-memory tensors (:class:`WindowTensors`) and
+served by :class:`TensorBatches`, a seeded shuffling iterator over tensor slices: no
+``DataLoader`` workers and no per-sample collation, which dominate small-RNN speed on CPU.
+
+This module knows nothing about MLflow or DVC; callers observe epochs through ``on_epoch``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import EarlyStopping
+from torch import nn
+
+from thawcast.analysis.metrics import scores
+from thawcast.config import TrainingConfig
+from thawcast.errors import DataError, ThawcastError
+from thawcast.learn.settings import ModelSettings
+from thawcast.models.base import BandSequenceModel
+from thawcast.models.registry import build_model
+from thawcast.prep.windows import Scaler, WindowSet, load_scalers, open_windows
+from thawcast.variables import TARGETS
+
+log = logging.getLogger(__name__)
+
+#: The metric early stopping, best-weight selection and Optuna pruning all watch.
+MONITOR = "val_loss"
+
+# "GPU available: False, used: False" and friends: not actionable in a pipeline log.
+# (mlflow imports the package under its old name too, hence both spellings.)
+for _name in ("lightning.pytorch.utilities.rank_zero", "pytorch_lightning.utilities.rank_zero",
+              "lightning.fabric.utilities.seed", "lightning.pytorch.accelerators.cuda"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
+
+class TrainingError(ThawcastError):
+    """Training cannot go on (a non-finite loss, an empty split)."""
+
+
+# ---------------------------------------------------------------- data
+@dataclass(frozen=True)
+class WindowTensors:
+    """One split as tensors: ``x [N, w, F]`` float32, ``band [N]`` int64, ``y [N, 4]`` float32 (or None)."""
+
+    x: torch.Tensor
+    band: torch.Tensor
+    y: torch.Tensor | None
+
+    @classmethod
+    def from_windows(cls, ws: WindowSet) -> WindowTensors:
+        """Gather every window of ``ws`` (scaled inputs, and scaled targets when it has them)."""
+        if len(ws) == 0:
+            raise TrainingError("the window set is empty")
+        y = torch.from_numpy(np.ascontiguousarray(ws.targets(), dtype=np.float32)) if ws.y is not None else None
+        return cls(torch.from_numpy(np.ascontiguousarray(ws.inputs(), dtype=np.float32)),
+                   torch.from_numpy(ws.band.astype(np.int64)), y)
+
+    def __len__(self) -> int:
+        return len(self.band)
+
+
+class TensorBatches:
+    """Mini-batches ``(x, band, y)`` sliced from :class:`WindowTensors`.
+
+    With ``shuffle`` the order is a fresh permutation each pass, drawn from a generator
+    seeded once: the sequence of batches is the same for the same seed.
+    """
+
+    def __init__(self, data: WindowTensors, batch_size: int, shuffle: bool = False, seed: int = 0) -> None:
+        if data.y is None:
+            raise TrainingError("batches for training or validation need targets")
+        self.data, self.batch_size, self.shuffle = data, int(batch_size), shuffle
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.data) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        n, d = len(self.data), self.data
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else None
+        for start in range(0, n, self.batch_size):
+            if order is None:
+                sl = slice(start, start + self.batch_size)
+                yield d.x[sl], d.band[sl], d.y[sl]
+            else:
+                idx = order[start:start + self.batch_size]
+                yield d.x[idx], d.band[idx], d.y[idx]
+
+
+# ---------------------------------------------------------------- the module
+class SequenceRegressor(L.LightningModule):
+    """Any band-sequence network trained with MSE on scaled targets and AdamW."""
+
+    def __init__(self, net: BandSequenceModel, learning_rate: float, weight_decay: float) -> None:
+        super().__init__()
+        self.net, self.learning_rate, self.weight_decay = net, learning_rate, weight_decay
+
+    def forward(self, x: torch.Tensor, band: torch.Tensor) -> torch.Tensor:
+        return self.net(x, band)
+
+    def _loss(self, batch, name: str) -> torch.Tensor:
+        x, band, y = batch
+        loss = nn.functional.mse_loss(self.net(x, band), y)
+        if not torch.isfinite(loss):
+            raise TrainingError(f"{name} is {loss.item()} at epoch {self.current_epoch}: training diverged"
+                                " (try a lower training.learning_rate); nothing was registered")
+        self.log(name, loss, on_step=False, on_epoch=True, batch_size=len(y))
+        return loss
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._loss(batch, "train_loss")
+
+    def validation_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._loss(batch, MONITOR)
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
+
+
+class EpochRecorder(L.Callback):
+    """Keeps the best validation epoch's weights, records the history, reports progress."""
+
+    def __init__(self, label: str, max_epochs: int, on_epoch: Callable[[int, dict], None] | None = None) -> None:
+        self.label, self.max_epochs, self.on_epoch = label, max_epochs, on_epoch
+        self.best: tuple[float, int, dict] | None = None
+        self.history: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        m = trainer.callback_metrics
+        if MONITOR not in m:  # validation has not run in this epoch
+            return
+        row = {"train_loss": float(m["train_loss"]), MONITOR: float(m[MONITOR])}
+        epoch = trainer.current_epoch
+        self.history.append({"epoch": epoch, **row})
+        if self.best is None or row[MONITOR] < self.best[0]:
+            state = {k: v.detach().to("cpu", copy=True) for k, v in module.net.state_dict().items()}
+            self.best = (row[MONITOR], epoch, state)
+        if self.on_epoch is not None:
+            self.on_epoch(epoch, row)
+        if epoch == 0 or (epoch + 1) % 10 == 0:
+            log.info("%s epoch %d/%d: train_loss %.4f val_loss %.4f (best %.4f at epoch %d)", self.label,
+                     epoch + 1, self.max_epochs, row["train_loss"], row[MONITOR], self.best[0], self.best[1] + 1)
+
+
+# ---------------------------------------------------------------- fitting
+@dataclass
+class FitResult:
+    """What :func:`fit` did: best epoch (0-based), its validation loss, the per-epoch history."""
+
+    best_epoch: int
+    best_val_loss: float
+    epochs_run: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    device: str = "cpu"
+
+    @property
+    def stopped_early(self) -> bool:
+        return self.epochs_run > 0 and self.best_epoch < self.epochs_run - 1
+
+
+def fit(net: BandSequenceModel, train: WindowTensors, val: WindowTensors, cfg: TrainingConfig, seed: int,
+        callbacks: Sequence = (), on_epoch: Callable[[int, dict], None] | None = None, label: str = "model",
+        ) -> FitResult:
+    """Train ``net`` in place; on return it holds the weights of the best validation epoch.
+
+    Parameters
+    ----------
+    net
+        Any registry architecture (built with the same seed for reproducibility).
+    train, val
+        Scaled windows of the training and validation splits.
+    cfg
+        Epochs, batch size, optimiser, patience, accelerator.
+    callbacks
+        Extra Lightning callbacks (e.g. an Optuna pruning callback watching :data:`MONITOR`).
+    on_epoch
+        Called as ``on_epoch(epoch, {"train_loss": ..., "val_loss": ...})`` after each epoch.
+
+    Raises
+    ------
+    TrainingError
+        A split is empty or the loss becomes NaN/inf (never a silently NaN-trained model).
+    """
+    if len(train) == 0 or len(val) == 0:
+        raise TrainingError("training and validation splits must both have windows")
+    L.seed_everything(seed, workers=True, verbose=False)
+    net.train()
+    module = SequenceRegressor(net, cfg.learning_rate, cfg.weight_decay)
+    epochs = EpochRecorder(label, cfg.max_epochs, on_epoch)
+    trainer = L.Trainer(
+        max_epochs=cfg.max_epochs, accelerator=cfg.accelerator, devices=1, deterministic=cfg.deterministic,
+        gradient_clip_val=cfg.gradient_clip or None, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+        callbacks=[EarlyStopping(MONITOR, patience=cfg.patience, mode="min", check_finite=True), epochs, *callbacks],
+    )
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        # Our batches are in-memory tensor slices: there is no worker pool to size.
+        warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+        # Lightning 2.6 calls a torch pytree API that torch 2.13 deprecates; not ours to fix.
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+        trainer.fit(module, TensorBatches(train, cfg.batch_size, shuffle=True, seed=seed),
+                    TensorBatches(val, max(cfg.batch_size, 256)))
+    seconds = time.perf_counter() - t0
+    if epochs.best is None:
+        raise TrainingError(f"{label}: no validation epoch completed")
+    best_loss, best_epoch, state = epochs.best
+    net.load_state_dict(state)
+    net.to("cpu").eval()
+    device = str(trainer.strategy.root_device)
+    log.info("%s: best val_loss %.4f at epoch %d of %d (%.1f s on %s)", label, best_loss, best_epoch + 1,
+             len(epochs.history), seconds, device)
+    return FitResult(best_epoch, best_loss, len(epochs.history), epochs.history, seconds, device)
+
+
+@dataclass
+class TrainingData:
+    """The scaled training and validation splits one training run reads, and the target scaler."""
+
+    train: WindowSet
+    validation: WindowSet
+    targets: Scaler
+
+    def __post_init__(self) -> None:
+        self.tensors = {"train": WindowTensors.from_windows(self.train),
+                        "validation": WindowTensors.from_windows(self.validation)}
+
+    @property
+    def n_bands(self) -> int:
+        return self.train.x.shape[0]
+
+
+def train_model(settings: ModelSettings, data: TrainingData, seed: int, callbacks: Sequence = (),
+                on_epoch: Callable[[int, dict], None] | None = None, label: str | None = None,
+                ) -> tuple[BandSequenceModel, FitResult]:
+    """Build ``settings.architecture`` with ``seed`` and :func:`fit` it: the same seed gives the same model."""
+    L.seed_everything(seed, workers=True, verbose=False)
+    net = build_model(settings.architecture, data.train.n_features, data.n_bands, settings.hparams,
+                      settings.band_embedding_dim, len(TARGETS))
+    result = fit(net, data.tensors["train"], data.tensors["validation"], settings.training, seed,
+                 callbacks=callbacks, on_epoch=on_epoch, label=label or settings.architecture)
+    return net, result
+
+
+@torch.no_grad()
+def predict(net: nn.Module, data: WindowTensors, batch_size: int = 1024) -> np.ndarray:
+    """Scaled predictions ``[N, n_targets]`` of ``net`` (eval mode, CPU) for every window."""
+    net = net.to("cpu").eval()
+    out = [net(data.x[i:i + batch_size], data.band[i:i + batch_size]) for i in range(0, len(data), batch_size)]
+    return torch.cat(out).numpy()
+
+
+def score_degc(net: nn.Module, ws: WindowSet, targets: Scaler) -> dict[str, float]:
+    """RMSE, MAE and R2 in degC of ``net`` on every window of ``ws`` (targets un-scaled)."""
+    pred = targets.inverse(predict(net, WindowTensors.from_windows(ws)))
+    return scores(targets.inverse(ws.targets()), pred)
+
+
+def load_training_data(history: Path, scaler: Path) -> TrainingData:
+    """The training and validation splits and the target scaler (never the test split).
+
+    Raises
+    ------
+    DataError
+        The scaler was written for another feature order than the window file's.
+    """
+    train, val = (open_windows(history, s) for s in ("train", "validation"))
+    scalers = load_scalers(scaler)
+    if tuple(scalers["features"].names) + (("z",) if "signal" in scalers else ()) != train.feature_names:
+        raise DataError(scaler, "scaler features differ from the window file's feature order")
+    return TrainingData(train, val, scalers["targets"])

@@ -1,0 +1,1 @@
+"""Preparing model inputs: band geometry and aggregation, static soil, soil-water layers, bias correction, scenarios, features, windows."""

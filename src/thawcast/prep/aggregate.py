@@ -1,0 +1,72 @@
+"""Area-weighted band means of gridded monthly fields, streamed chunk by chunk."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import xarray as xr
+
+from thawcast.prep.geometry import BandGeometry, band_weights
+
+log = logging.getLogger(__name__)
+
+
+def band_means(ds: xr.Dataset, geometry: BandGeometry, source: str | None = None) -> xr.Dataset:
+    """Weighted mean over each band's land cells, per month.
+
+    Weights are cell area x overlap fraction with the band's land (see
+    :func:`thawcast.prep.geometry.band_weights`); missing values (ocean in ERA5-Land, land-only
+    CMIP variables over sea) drop out of both numerator and denominator. The result stays
+    lazy when ``ds`` is dask-backed, so ``.compute()`` streams over its time chunks.
+
+    Parameters
+    ----------
+    ds
+        Fields with dims ``time, lat, lon`` (lat/lon ascending, -180..180).
+    geometry
+        Band geometry.
+    source
+        Name used in error messages (the file or folder).
+
+    Returns
+    -------
+    xarray.Dataset
+        Dims ``band, time``; attributes and units of each variable are kept.
+    """
+    weights = band_weights(ds["lat"].values, ds["lon"].values, geometry, source=source)
+    # Crop to the cells that carry weight, then one weighted sum per chunk for all bands:
+    # numerator sum(w x) over valid cells, denominator sum(w) over the same cells.
+    used_lat = np.flatnonzero(weights.sum(("band", "lon")).values > 0)
+    used_lon = np.flatnonzero(weights.sum(("band", "lat")).values > 0)
+    crop = {"lat": slice(used_lat[0], used_lat[-1] + 1), "lon": slice(used_lon[0], used_lon[-1] + 1)}
+    sub, w = ds.isel(crop), weights.isel(crop)
+    dims = ["lat", "lon"]
+    out = xr.Dataset({
+        name: xr.dot(da.fillna(0.0), w, dim=dims) / xr.dot(da.notnull().astype(w.dtype), w, dim=dims)
+        for name, da in sub.data_vars.items()
+    })
+    for name in ds.data_vars:
+        out[name].attrs = dict(ds[name].attrs)
+    out["band"].attrs = {"long_name": "latitude band index (Table 1 of Rahaman 2025)"}
+    out = out.assign_coords(
+        lat_min=("band", np.array(geometry.edges[:-1])),
+        lat_max=("band", np.array(geometry.edges[1:])),
+    )
+    out["lat_min"].attrs = {"units": "degrees_north", "long_name": "band lower latitude"}
+    out["lat_max"].attrs = {"units": "degrees_north", "long_name": "band upper latitude"}
+    return out.transpose("band", ...)
+
+
+def compute_streaming(ds: xr.Dataset, max_open_files: int = 4) -> xr.Dataset:
+    """Compute a lazy (dask-backed) result with at most ``max_open_files`` files held open.
+
+    Each open NetCDF file keeps HDF5 chunk caches of the data read from it, so with
+    xarray's default of 128 cached file handles a cube of yearly files ends up resident
+    in memory anyway. Bounding the handle cache keeps memory at a few chunks (measured in
+    ``benchmarks/bench_band_aggregation.py``).
+    """
+    from dask.diagnostics import ProgressBar
+
+    with xr.set_options(file_cache_maxsize=max_open_files), ProgressBar(minimum=5.0):
+        return ds.compute()

@@ -1,0 +1,93 @@
+"""The model inputs: every feature a window can hold, with its unit, and how to build them.
+
+Four kinds of feature, in the order of the paper (section 2.2.2):
+
+* ``dynamic``: the 12 monthly ERA5-Land drivers (canonical units, :mod:`thawcast.variables`);
+  for scenarios the bias-corrected CMIP5 equivalents;
+* ``calendar``: the year and the sine/cosine of the month;
+* ``static``: per-band soil and lithology values (:mod:`thawcast.prep.soil`), constant in time;
+* ``signal``: the scenario signal ``z`` of equations (2.1)-(2.2), one value per window
+  (see :func:`scenario_signal`).
+
+Monthly features form a ``[band, time, feature]`` array; ``z`` depends on the whole window,
+so it is kept as a ``[band, time]`` array indexed by the window's last input month and
+joined to every step of the window as the last column.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from thawcast.catalogue import FEATURES
+from thawcast.errors import DataError
+
+
+def monthly_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    """The features stored per month (all but the window-level signal)."""
+    return tuple(n for n in names if FEATURES[n].kind != "signal")
+
+
+def calendar_features(times: pd.DatetimeIndex) -> dict[str, np.ndarray]:
+    month = times.month.to_numpy()
+    angle = 2.0 * np.pi * (month - 1) / 12.0
+    return {"year": times.year.to_numpy().astype(float), "month_sin": np.sin(angle), "month_cos": np.cos(angle)}
+
+
+def monthly_matrix(dynamic: xr.Dataset, static: xr.Dataset, names: tuple[str, ...],
+                   source: str = "features") -> xr.DataArray:
+    """``[band, time, feature]`` float64 array of the monthly features ``names`` (unscaled).
+
+    Raises
+    ------
+    DataError
+        If a dynamic or static feature is missing from its dataset, or the band sets differ.
+    """
+    times = pd.DatetimeIndex(dynamic["time"].values)
+    bands = dynamic["band"].values
+    if not np.array_equal(static["band"].values, bands):
+        raise DataError(source, f"static bands {list(static['band'].values)} differ from dynamic bands"
+                        f" {list(bands)}")
+    cal = calendar_features(times)
+    cols = []
+    for n in monthly_names(names):
+        kind = FEATURES[n].kind
+        if kind == "dynamic":
+            if n not in dynamic:
+                raise DataError(source, f"dynamic feature '{n}' is missing (have {sorted(dynamic.data_vars)})")
+            col = dynamic[n].transpose("band", "time").values
+        elif kind == "static":
+            if n not in static:
+                raise DataError(source, f"static feature '{n}' is missing (have {sorted(static.data_vars)})")
+            col = np.broadcast_to(static[n].values[:, None], (len(bands), len(times)))
+        else:
+            col = np.broadcast_to(cal[n][None, :], (len(bands), len(times)))
+        cols.append(np.asarray(col, dtype=float))
+    data = np.stack(cols, axis=-1) if cols else np.zeros((len(bands), len(times), 0))
+    return xr.DataArray(data, dims=("band", "time", "feature"),
+                        coords={"band": bands, "time": dynamic["time"].values, "feature": list(monthly_names(names))})
+
+
+def scenario_signal(r_thermal: np.ndarray, length: int, mu: float, sigma: float) -> np.ndarray:
+    """The paper's scenario signal per window, indexed by the window's last input month.
+
+    For the window of ``length`` months ending at month ``t`` (inclusive),
+    ``z~ = (mean(R_thermal[t-length+1 .. t]) - mu) / sigma`` (eq. 2.1) and
+    ``z = |z~| z~`` (eq. 2.2). ``mu``/``sigma`` are the mean and std of monthly R_thermal
+    over the training months. Months without a full window before them are NaN.
+
+    Parameters
+    ----------
+    r_thermal
+        ``[..., time]`` monthly downwelling longwave radiation (W m-2).
+    """
+    if sigma <= 0 or not np.isfinite(sigma):
+        raise DataError(None, f"R_thermal has no spread over the training months (std {sigma}); z is undefined")
+    r = np.asarray(r_thermal, dtype=float)
+    out = np.full(r.shape, np.nan)
+    if r.shape[-1] >= length:
+        means = np.lib.stride_tricks.sliding_window_view(r, length, axis=-1).mean(axis=-1)
+        zt = (means - mu) / sigma
+        out[..., length - 1:] = np.abs(zt) * zt
+    return out

@@ -1,0 +1,1 @@
+"""Data quality and provenance: Great Expectations suites, stage validation, NetCDF provenance and all-or-nothing outputs."""

@@ -1,0 +1,178 @@
+"""MLflow plumbing shared by the stages: store, experiments, data version, model registry.
+
+Tracking lives in ``sqlite:///mlruns/mlflow.db`` with artifacts under ``mlruns/artifacts``
+(the ``mlflow`` section of ``params.yaml``); both paths are relative to the folder a
+command runs in and are resolved to absolute ones here, once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from thawcast.config import MlflowConfig
+from thawcast.errors import DataError, ThawcastError
+from thawcast.layout import absolute_sqlite
+
+log = logging.getLogger(__name__)
+
+
+class RegistryError(ThawcastError):
+    """A registered model, version or alias that the pipeline needs does not exist."""
+
+
+def _mlflow():
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+
+    return mlflow
+
+
+def tracking_uri(cfg: MlflowConfig) -> str:
+    """The tracking URI, a relative SQLite path made absolute."""
+    return absolute_sqlite(cfg.tracking_uri)
+
+
+def use_store(cfg: MlflowConfig, experiment: str | None = None) -> str:
+    """Point MLflow at the configured store and experiment (created if new); return its id."""
+    mlflow = _mlflow()
+    mlflow.set_tracking_uri(tracking_uri(cfg))
+    mlflow.set_registry_uri(tracking_uri(cfg))
+    name = experiment or cfg.experiment
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is None:
+        artifacts = Path(cfg.artifacts).resolve()
+        artifacts.mkdir(parents=True, exist_ok=True)
+        exp_id = mlflow.create_experiment(name, artifact_location=artifacts.as_uri())
+    else:
+        exp_id = exp.experiment_id
+    mlflow.set_experiment(experiment_id=exp_id)
+    return exp_id
+
+
+def registered_name(cfg: MlflowConfig, architecture: str) -> str:
+    return f"{cfg.model_prefix}{architecture}"
+
+
+#: Model-version tag holding the digest of the registered weights (:meth:`PackedModel.weights_sha256`).
+WEIGHTS_TAG = "thawcast.weights_sha256"
+
+
+@dataclass(frozen=True)
+class Registration:
+    """The hand-off a train stage writes: which registered model it produced, named by its weights' digest.
+
+    No version number or run id: those count up with every rebuild, while the digest is the
+    same for the same model, so the DVC-tracked hand-off is reproducible. The MLflow version
+    is found by its :data:`WEIGHTS_TAG` tag (:func:`resolve_registration`).
+    """
+
+    architecture: str
+    registered_model: str
+    weights_sha256: str
+    alias: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> Registration:
+        try:
+            return cls(**{k: str(d[k]) for k in cls.__dataclass_fields__})
+        except KeyError as exc:
+            raise RegistryError(f"registration record lacks {exc}") from None
+
+    @property
+    def label(self) -> str:
+        """``thawcast-gru#1a2b3c4d5e6f``: model name and short weights digest, for logs and tables."""
+        return f"{self.registered_model}#{self.weights_sha256[:12]}"
+
+
+def register(model_uri: str, name: str, run_id: str, weights_sha256: str, tags: Mapping[str, str] | None = None):
+    """Register ``model_uri`` as a new version of ``name`` tagged with its weights digest; return the version.
+
+    The alias is not moved here (:func:`set_alias` does that once the stage's outputs are in place).
+    """
+    mlflow = _mlflow()
+    mv = mlflow.register_model(model_uri, name, tags={**dict(tags or {}), WEIGHTS_TAG: weights_sha256,
+                                                      "run_id": run_id})
+    log.info("registered %s version %s (weights %s)", name, mv.version, weights_sha256[:12])
+    return mv
+
+
+def set_alias(name: str, alias: str, version: str | int) -> None:
+    """Point ``name@alias`` at ``version``."""
+    _mlflow().MlflowClient().set_registered_model_alias(name, alias, str(version))
+    log.info("%s@%s -> version %s", name, alias, version)
+
+
+def resolve_registration(reg: Registration):
+    """The newest registered version of ``reg.registered_model`` whose weights digest is ``reg.weights_sha256``.
+
+    Raises
+    ------
+    RegistryError
+        No version of that model carries those weights (the store was rebuilt or is another one).
+    """
+    client = _mlflow().MlflowClient()
+    found = client.search_model_versions(f"name = '{reg.registered_model}' and tags.`{WEIGHTS_TAG}` = "
+                                         f"'{reg.weights_sha256}'")
+    if not found:
+        raise RegistryError(f"no version of {reg.registered_model!r} holds the weights {reg.weights_sha256[:12]}"
+                            f" that train@{reg.architecture} recorded; rerun the train stage (dvc repro)")
+    return max(found, key=lambda mv: int(mv.version))
+
+
+def load_registration(reg: Registration):
+    """Load the model a train stage's hand-off names (CPU, eval mode) and its MLflow model version."""
+    mv = resolve_registration(reg)
+    return load_registered(reg.registered_model, version=mv.version)[0], mv
+
+
+def resolve_version(name: str, alias: str | None = None, version: str | int | None = None):
+    """The :class:`mlflow.entities.model_registry.ModelVersion` for ``name@alias`` or ``name/version``.
+
+    Raises
+    ------
+    RegistryError
+        Naming the model, alias or version that is missing and what exists instead.
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = _mlflow().MlflowClient()
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        known = sorted(m.name for m in client.search_registered_models())
+        raise RegistryError(f"registered model {name!r} does not exist (registered: {known or 'none'});"
+                            " run the train stage first") from None
+    try:
+        if version is not None:
+            return client.get_model_version(name, str(version))
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        what = f"version {version}" if version is not None else f"alias {alias!r}"
+        raise RegistryError(f"registered model {name!r} has no {what}") from None
+
+
+def load_registered(name: str, alias: str | None = None, version: str | int | None = None):
+    """Load a registered :class:`~thawcast.models.packed.PackedModel` (CPU, eval mode) and its version."""
+    mv = resolve_version(name, alias, version)
+    import mlflow.pytorch
+
+    uri = f"models:/{name}/{mv.version}"
+    model = mlflow.pytorch.load_model(uri, map_location="cpu")
+    model.eval()
+    return model, mv
+
+
+def read_registration(path: Path, arch: str) -> Registration:
+    """The registration record (``registration.json``) the train stage wrote for ``arch``."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, f"no registration record for {arch!r} (run the train@{arch} stage)")
+    return Registration.from_dict(json.loads(path.read_text()))
