@@ -104,13 +104,17 @@ def test_dvc_repro_twice_is_a_noop(tmp_path):
         shutil.rmtree(work / folder, ignore_errors=True)
     third = _run(["dvc", "repro"], work, env)
     assert third.returncode == 0, third.stderr[-3000:]
-    assert third.stdout.count("Running stage") == len(tracked_stages(work))
+    # every stage with an output under data/ ran again (a stage whose only outputs are git-tracked metrics
+    # is up to date when its inputs came out identical, which is the point)
+    for stage in data_stages(work):
+        assert f"Running stage '{stage}'" in third.stdout, stage
     changed = [f for f in tracked if (work / f).read_bytes() != before[f]]
     assert not changed, f"a rebuild from nothing changed {changed}"
     status = _run(["git", "status", "--porcelain"], work, env)
     assert status.stdout.strip() == "", status.stdout
 
 
-def tracked_stages(work: Path) -> list[str]:
-    """Stage names in ``dvc.lock`` (``tune@gru`` ...)."""
-    return list(yaml.safe_load((work / "dvc.lock").read_text())["stages"])
+def data_stages(work: Path) -> list[str]:
+    """Stages in ``dvc.lock`` (``tune@gru`` ...) with an output under ``data/``."""
+    stages = yaml.safe_load((work / "dvc.lock").read_text())["stages"]
+    return [name for name, st in stages.items() if any(o["path"].startswith("data/") for o in st.get("outs", []))]
