@@ -248,11 +248,12 @@ def trials_table(study: optuna.Study):
     return df.drop(columns=drop)
 
 
-def plots(study: optuna.Study, out: Path) -> dict[str, Path]:
+def plots(study: optuna.Study, out: Path, seed: int = 0) -> dict[str, Path]:
     """Optimisation history, parameter importances and parallel coordinates as PNG.
 
-    A plot that needs more than the study has (importances need two complete trials with
-    varying values) is skipped with a log line.
+    Importances come from fANOVA's random forest, seeded with ``seed`` so the same study
+    draws the same figure. A plot that needs more than the study has (importances need two
+    complete trials with varying values) is skipped with a log line.
     """
     import matplotlib
 
@@ -263,7 +264,8 @@ def plots(study: optuna.Study, out: Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     made = {}
     for name, fn in (("optimization_history", ovm.plot_optimization_history),
-                     ("param_importances", ovm.plot_param_importances),
+                     ("param_importances", lambda s: ovm.plot_param_importances(
+                         s, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=seed))),
                      ("parallel_coordinate", ovm.plot_parallel_coordinate)):
         try:
             with warnings.catch_warnings():

@@ -125,7 +125,7 @@ def run(cfg: Config, arch: str, paths: Layout | None = None) -> Path:
                               study=study.study_name, objective="validation RMSE (degC)")
             (tmp / paths.study_summary(arch).name).write_text(json.dumps(summ, indent=2, default=str) + "\n")
             tuning.trials_table(study).to_csv(tmp / "trials.csv", index=False)
-            figures = tuning.plots(study, tmp / "figures")
+            figures = tuning.plots(study, tmp / "figures", seed=cfg.seed)
             mlflow.log_metrics({"best_value": summ["best_value"], "trials_complete": summ["trials_complete"],
                                 "trials_pruned": summ["trials_pruned"], "trials_failed": summ["trials_failed"],
                                 **timing})
