@@ -173,6 +173,7 @@ def test_a_saved_adjustment_reloads_and_reproduces_the_correction_exactly(rng, t
         ref = _series(np.where(rng.random(n) < 0.2, 0.0, rng.gamma(1.0, scale, n)))
         hist = ref * 1.4
         sim = _series(np.where(rng.random(n) < 0.2, 0.0, rng.gamma(1.0, scale, n)) * 1.4, "2021-01-01")
+    ref, hist, sim = (d.rename(variable) for d in (ref, hist, sim))  # named, as in the stage
     trained = bias.train(ref, hist, variable=variable, method=method, nquantiles=20, seed=5)
     direct = bias.apply(trained, sim, period_years=10)
     path = bias.save(trained, tmp_path / f"{method}_{variable}.nc")

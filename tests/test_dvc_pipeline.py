@@ -100,8 +100,10 @@ def test_dvc_repro_twice_is_a_noop(tmp_path):
     before = {f: (work / f).read_bytes() for f in tracked}
     for folder in ("data/raw", "data/static", "data/bands", "data/scenarios", "data/windows", "data/tuning",
                    "data/models", "data/evaluation", "data/projections", "data/thaw", "data/explain",
-                   "data/report", "mlruns", ".dvc/cache", ".dvc/tmp"):
+                   "data/report", "mlruns/artifacts", ".dvc/cache", ".dvc/tmp"):
         shutil.rmtree(work / folder, ignore_errors=True)
+    for db in ("mlruns/mlflow.db", "mlruns/optuna.db"):
+        (work / db).unlink(missing_ok=True)
     third = _run(["dvc", "repro"], work, env)
     assert third.returncode == 0, third.stderr[-3000:]
     # every stage with an output under data/ ran again (a stage whose only outputs are git-tracked metrics

@@ -64,7 +64,7 @@ def _with_units(da: xr.DataArray, unit: str) -> xr.DataArray:
     return da
 
 
-_CLOCK = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] : ", re.MULTILINE)
+_CLOCK = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] ", re.MULTILINE)
 
 #: Attributes of a saved adjustment dataset that thawcast adds to xsdba's own.
 _ATTR_VARIABLE, _ATTR_METHOD, _ATTR_NQ = "thawcast_variable", "thawcast_method", "thawcast_nquantiles"
@@ -203,7 +203,7 @@ def save(trained, path: Path) -> Path:
     ds = trained.ds.copy()
     for da in ds.data_vars.values():
         if "history" in da.attrs:
-            # xsdba stamps each processing step with the clock ("[2026-11-22 02:05:30] : jitter(...)");
+            # xsdba stamps each processing step with the clock ("[2026-11-22 02:05:30] w1: jitter(...)");
             # the steps stay, the times go, so the same fit writes the same bytes.
             da.attrs["history"] = _CLOCK.sub("", str(da.attrs["history"]))
     ds.to_netcdf(path)
