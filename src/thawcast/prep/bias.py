@@ -190,8 +190,6 @@ def apply(trained, sim: xr.DataArray, *, period_years: int = 0) -> xr.DataArray:
 def adjust(ref: xr.DataArray, hist: xr.DataArray, sim: xr.DataArray, *, variable: str, method: str,
            nquantiles: int, seed: int = 0, period_years: int = 0) -> xr.DataArray:
     """:func:`train` on ``ref``/``hist``, then :func:`apply` to ``sim`` (see both)."""
-    if bool(sim.isnull().any()):
-        raise DataError(None, f"{variable}: sim has missing values; quantile mapping needs complete series")
     trained = train(ref, hist, variable=variable, method=method, nquantiles=nquantiles, seed=seed)
     return apply(trained, sim, period_years=period_years)
 
