@@ -102,7 +102,7 @@ def test_dvc_repro_twice_is_a_noop(tmp_path):
                    "data/models", "data/evaluation", "data/projections", "data/thaw", "data/explain",
                    "data/report", "mlruns/artifacts", ".dvc/cache", ".dvc/tmp"):
         shutil.rmtree(work / folder, ignore_errors=True)
-    for db in ("mlruns/mlflow.db", "mlruns/optuna.db"):
+    for db in ("mlruns/mlflow.db", "mlruns/optuna.journal", "mlruns/optuna.db"):
         (work / db).unlink(missing_ok=True)
     third = _run(["dvc", "repro"], work, env)
     assert third.returncode == 0, third.stderr[-3000:]

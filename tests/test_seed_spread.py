@@ -15,8 +15,9 @@ from thawcast.stages import seed_spread
 
 @pytest.fixture(scope="module")
 def spread(trained, tmp_path_factory):
-    """gru with a 'tuned' setting (wider), tcn with defaults only; seeds = cfg.seed and 1."""
+    """gru with a 'tuned' setting (wider), tcn with defaults only; seeds = cfg.seed and 1; two worker processes."""
     cfg, root, world = trained
+    cfg = cfg.model_copy(update={"compute": cfg.compute.model_copy(update={"workers": 2})})
     tmp = tmp_path_factory.mktemp("spread")
     paths = layout(tmp, windows=world / "windows")
     paths.study("gru").mkdir(parents=True)
@@ -27,6 +28,15 @@ def spread(trained, tmp_path_factory):
     seed_spread.run(cfg, paths)
     table = json.loads(paths.metric("seed_spread.json").read_text())
     return cfg, root, tmp, table
+
+
+def test_one_process_or_two_give_the_same_table_to_the_bit(spread, trained):
+    """Where a model trains (a worker process or the stage's own) and beside what changes none of its bits."""
+    cfg, _, tmp, _ = spread
+    serial = cfg.model_copy(update={"compute": cfg.compute.model_copy(update={"workers": 1})})
+    paths = layout(tmp, windows=trained[2] / "windows", metrics=tmp / "serial")
+    seed_spread.run(serial, paths)
+    assert paths.metric("seed_spread.json").read_text() == layout(tmp).metric("seed_spread.json").read_text()
 
 
 def _best(tmp, arch):

@@ -76,6 +76,19 @@ def test_fit_is_deterministic_for_a_seed():
     np.testing.assert_array_equal(runs[0][1], runs[1][1])
 
 
+def test_fit_trains_with_the_configured_threads_and_gives_the_process_its_own_back():
+    train, val = (WindowTensors.from_windows(toy_windows(s)) for s in (0, 1))
+    seen = []
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        fit(tiny_net(), train, val, CFG.model_copy(update={"max_epochs": 2, "threads": 1}), seed=0,
+            on_epoch=lambda epoch, row: seen.append(torch.get_num_threads()))
+        assert seen == [1, 1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_early_stopping_stops_when_validation_stops_improving():
     train, val = (WindowTensors.from_windows(toy_windows(s)) for s in (0, 1))
     cfg = CFG.model_copy(update={"max_epochs": 200, "patience": 2, "learning_rate": 0.05})

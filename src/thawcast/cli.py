@@ -16,7 +16,7 @@ from pathlib import Path
 
 from thawcast import __version__
 from thawcast.catalogue import ARCHITECTURES
-from thawcast.config import load_config
+from thawcast.config import load_config, with_overrides
 from thawcast.errors import ThawcastError
 
 log = logging.getLogger("thawcast")
@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=f"stage: {help_text}", description=help_text)
         if name in PER_ARCHITECTURE:
             sp.add_argument("architecture", help=f"one of: {', '.join(ARCHITECTURES)}")
+        if name == "tune":
+            sp.add_argument("--workers", type=int, default=None, metavar="N",
+                            help="worker processes on the study (default: tuning.workers in params)")
     e = sub.add_parser("expectations", help="(re)write the Great Expectations suites in expectations/")
     e.add_argument("--out", type=Path, default=Path("expectations"))
     d = sub.add_parser("download", help="download real data with your own credentials (never run in tests)")
@@ -112,6 +115,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(path)
         return 0
     cfg = load_config(args.params)
+    if getattr(args, "workers", None) is not None:
+        cfg = with_overrides(cfg, tuning={"workers": args.workers})
     if args.command == "download":
         from thawcast.ingest.download import download_era5land, era5land_requests
 

@@ -8,6 +8,7 @@ silently falls back to a default.
 from __future__ import annotations
 
 import itertools
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -237,6 +238,10 @@ class TrainingConfig(_Section):
     gradient_clip: float = Field(1.0, ge=0.0)
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     deterministic: bool = True
+    threads: int = Field(1, ge=1, le=256, description=(
+        "torch intra-op CPU threads of one training run. 1 is the fastest for these small models here, and"
+        " makes a run's bits independent of the machine's core count; parallelism comes from processes"
+        " (compute.workers)"))
 
     def require(self, arch: str) -> None:
         """Raise :class:`ConfigError` unless ``arch`` is one of the trained architectures."""
@@ -337,16 +342,30 @@ class TuningConfig(_Section):
     sampler_startup_trials: int = Field(5, ge=1)
     pruner_startup_trials: int = Field(3, ge=0)
     pruner_warmup_epochs: int = Field(5, ge=0)
-    storage: str = "sqlite:///mlruns/optuna.db"
+    storage: str = Field("mlruns/optuna.journal", min_length=1, description=(
+        "a file path (Optuna journal file: several processes may share it) or a database URL (sqlite:///...,"
+        " postgresql://..., mysql+pymysql://...; SQLite takes one process at a time)"))
+    workers: int = Field(1, ge=1, le=1024, description=(
+        "processes that run trials of one study side by side; 1 draws the same trials on every rebuild, more"
+        " finish sooner but which trials run then depends on timing"))
     heartbeat_s: int = Field(10, ge=1)
     grace_s: int = Field(30, ge=2)
     experiment: str = Field("thawcast-tuning", min_length=1)
     space: dict[str, dict[str, SearchDim]] = Field(default_factory=dict)
 
+    @property
+    def journal(self) -> bool:
+        """Whether ``storage`` is a journal file (anything that is not a URL)."""
+        return "://" not in self.storage
+
     @model_validator(mode="after")
     def _space(self) -> TuningConfig:
         if self.grace_s <= self.heartbeat_s:
             raise ValueError(f"grace_s {self.grace_s} must exceed heartbeat_s {self.heartbeat_s}")
+        if self.workers > 1 and self.storage.startswith("sqlite"):
+            raise ValueError(f"workers {self.workers} need a storage that takes concurrent writers, and SQLite"
+                             f" ({self.storage}) does not (Optuna's FAQ): use a journal file (storage:"
+                             " mlruns/optuna.journal) or a database server URL (postgresql://...)")
         unknown = [k for k in self.space if k != "common" and k not in ARCHITECTURES]
         if unknown:
             raise ValueError(f"space: unknown architecture(s) {unknown}; valid: common, {', '.join(ARCHITECTURES)}")
@@ -411,6 +430,34 @@ class RobustnessConfig(_Section):
         return (seed, *(s for s in self.seeds if s != seed))
 
 
+class ComputeConfig(_Section):
+    """Where the work runs. Results never depend on it, so no DVC stage lists it as a param."""
+
+    workers: int | Literal["auto"] = Field(
+        "auto", description="processes that train models side by side (seed-spread); auto = the CPU cores this"
+                            " process may use")
+
+    @field_validator("workers")
+    @classmethod
+    def _positive(cls, v: int | str) -> int | str:
+        if v != "auto" and v < 1:
+            raise ValueError(f"workers must be 'auto' or at least 1, got {v}")
+        return v
+
+    def worker_count(self, tasks: int) -> int:
+        """Processes to start for ``tasks`` independent jobs: never more than the jobs or (auto) the cores."""
+        n = usable_cores() if self.workers == "auto" else self.workers
+        return max(1, min(n, tasks))
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one, e.g. under a CPU quota)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 class Config(_Section):
     """The whole of ``params.yaml``."""
 
@@ -431,6 +478,7 @@ class Config(_Section):
     explain: ExplainConfig = ExplainConfig()
     robustness: RobustnessConfig = RobustnessConfig()
     mlflow: MlflowConfig = MlflowConfig()
+    compute: ComputeConfig = ComputeConfig()
 
     @field_validator("features")
     @classmethod
@@ -519,3 +567,12 @@ def load_config(path: str | Path = "params.yaml") -> Config:
 def config_to_dict(cfg: Config) -> dict:
     """JSON-ready dict of the resolved config (paths as strings)."""
     return cfg.model_dump(mode="json")
+
+
+def with_overrides(cfg: Config, **sections: dict) -> Config:
+    """``cfg`` with some keys of some sections replaced and validated again (a command-line flag over
+    ``params.yaml``), e.g. ``with_overrides(cfg, tuning={"workers": 2})``."""
+    raw = config_to_dict(cfg)
+    for name, values in sections.items():
+        raw[name] = {**raw[name], **values}
+    return parse_config(raw)

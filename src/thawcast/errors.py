@@ -48,3 +48,7 @@ class ValidationFailed(ThawcastError):
 
 class ModelInputError(ThawcastError):
     """A batch does not fit the model: wrong shape or feature count, band outside the embedding, NaN."""
+
+
+class WorkerError(ThawcastError):
+    """A worker process died without an answer (killed, or out of memory)."""

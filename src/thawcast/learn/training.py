@@ -187,7 +187,7 @@ def fit(net: BandSequenceModel, train: WindowTensors, val: WindowTensors, cfg: T
     train, val
         Scaled windows of the training and validation splits.
     cfg
-        Epochs, batch size, optimiser, patience, accelerator.
+        Epochs, batch size, optimiser, patience, accelerator, CPU threads (set for the fit, then restored).
     callbacks
         Extra Lightning callbacks (e.g. an Optuna pruning callback watching :data:`MONITOR`).
     on_epoch
@@ -204,6 +204,8 @@ def fit(net: BandSequenceModel, train: WindowTensors, val: WindowTensors, cfg: T
     net.train()
     module = SequenceRegressor(net, cfg.learning_rate, cfg.weight_decay)
     epochs = EpochRecorder(label, cfg.max_epochs, on_epoch)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
     trainer = L.Trainer(
         max_epochs=cfg.max_epochs, accelerator=cfg.accelerator, devices=1, deterministic=cfg.deterministic,
         gradient_clip_val=cfg.gradient_clip or None, logger=False, enable_checkpointing=False,
@@ -211,13 +213,16 @@ def fit(net: BandSequenceModel, train: WindowTensors, val: WindowTensors, cfg: T
         callbacks=[EarlyStopping(MONITOR, patience=cfg.patience, mode="min", check_finite=True), epochs, *callbacks],
     )
     t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        # Our batches are in-memory tensor slices: there is no worker pool to size.
-        warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-        # Lightning 2.6 calls a torch pytree API that torch 2.13 deprecates; not ours to fix.
-        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
-        trainer.fit(module, TensorBatches(train, cfg.batch_size, shuffle=True, seed=seed),
-                    TensorBatches(val, max(cfg.batch_size, 256)))
+    try:
+        with warnings.catch_warnings():
+            # Our batches are in-memory tensor slices: there is no worker pool to size.
+            warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+            # Lightning 2.6 calls a torch pytree API that torch 2.13 deprecates; not ours to fix.
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+            trainer.fit(module, TensorBatches(train, cfg.batch_size, shuffle=True, seed=seed),
+                        TensorBatches(val, max(cfg.batch_size, 256)))
+    finally:
+        torch.set_num_threads(threads)
     seconds = time.perf_counter() - t0
     if epochs.best is None:
         raise TrainingError(f"{label}: no validation epoch completed")
@@ -257,6 +262,36 @@ def train_model(settings: ModelSettings, data: TrainingData, seed: int, callback
     result = fit(net, data.tensors["train"], data.tensors["validation"], settings.training, seed,
                  callbacks=callbacks, on_epoch=on_epoch, label=label or settings.architecture)
     return net, result
+
+
+_WORKER_DATA: TrainingData | None = None
+
+
+def _receive_data(data: TrainingData) -> None:
+    global _WORKER_DATA
+    _WORKER_DATA = data
+
+
+def _train_job(job: tuple[ModelSettings, int, str]) -> BandSequenceModel:
+    settings, seed, label = job
+    return train_model(settings, _WORKER_DATA, seed, label=label)[0]
+
+
+def train_many(jobs: Sequence[tuple[ModelSettings, int, str]], data: TrainingData, workers: int = 1,
+               ) -> Iterator[tuple[int, BandSequenceModel]]:
+    """Train every ``(settings, seed, label)`` job on ``data``; yield ``(job index, trained net)`` as each ends.
+
+    With ``workers > 1`` the jobs run in that many spawned processes (:func:`thawcast.parallel.map_processes`),
+    each receiving ``data`` once. A job's model does not depend on where or beside what it ran: every run
+    trains with ``training.threads`` threads from its own seed.
+    """
+    if workers == 1:
+        for i, (settings, seed, label) in enumerate(jobs):
+            yield i, train_model(settings, data, seed, label=label)[0]
+        return
+    from thawcast.parallel import map_processes
+
+    yield from map_processes(_train_job, jobs, workers, initializer=_receive_data, initargs=(data,))
 
 
 @torch.no_grad()

@@ -7,9 +7,11 @@ with the same fingerprint resumes the study (``load_if_exists``); changing any o
 starts a new one, so trials of an old search space are never mixed in. Raising
 ``n_trials`` or ``timeout_s`` keeps the fingerprint and adds trials.
 
-The storage has a heartbeat: a trial whose process was killed (SIGKILL) stops beating,
-and the next run marks it FAIL after ``grace_s`` instead of leaving it RUNNING forever.
-Only COMPLETE and PRUNED trials count towards ``n_trials``.
+Several worker processes may run one study (``tuning.workers``, or one process per machine on a shared
+storage): :func:`optimize` runs exactly ``n_trials`` counted trials in total, whatever the number of
+workers. Only COMPLETE and PRUNED trials count. A trial whose worker was killed (SIGKILL) is marked FAIL on
+the next start instead of staying RUNNING forever: through Optuna's heartbeat on a database storage, through
+its worker's process id on a journal file (:func:`fail_orphaned_trials`).
 
 This module knows nothing about MLflow or DVC (the ``tune`` stage wires those in).
 """
@@ -19,6 +21,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import socket
 import time
 import warnings
 from collections.abc import Callable
@@ -36,6 +40,8 @@ from thawcast.layout import absolute_sqlite
 log = logging.getLogger(__name__)
 
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
+#: Trial user attribute naming the ``host:pid`` of the worker that runs it.
+WORKER_ATTR = "worker"
 
 
 def suggest(trial: optuna.Trial, cfg: Config, arch: str) -> dict[str, object]:
@@ -95,12 +101,18 @@ def study_name(arch: str, fp: str) -> str:
     return f"thawcast-{arch}-{fp}"
 
 
-def storage(cfg: Config, attempts: int = 5) -> optuna.storages.RDBStorage:
-    """The RDB storage with a heartbeat (a relative SQLite path is made absolute, its folder created).
+def storage(cfg: Config, attempts: int = 5) -> optuna.storages.BaseStorage:
+    """The study storage: a journal file (its folder created), or a database with a heartbeat.
 
-    Tuning workers started together on a new database race to create its schema; the loser of that race gets an
-    IntegrityError (or a locked database) from Optuna's migration and simply retries on the schema the winner made.
+    A journal file (``tuning.storage`` is a path) takes several worker processes on one machine or a shared file
+    system. A database URL gets Optuna's heartbeat; a relative SQLite path is made absolute. Tuning workers started
+    together on a new database race to create its schema; the loser of that race gets an IntegrityError (or a
+    locked database) from Optuna's migration and simply retries on the schema the winner made.
     """
+    if cfg.tuning.journal:
+        path = Path(cfg.tuning.storage).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
     url = absolute_sqlite(cfg.tuning.storage)
 
     def connect() -> optuna.storages.RDBStorage:
@@ -149,62 +161,91 @@ def counted(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=COUNTED))
 
 
-class Budget:
-    """Optuna callback: stop once ``n_trials`` count, or after as many failures in this session."""
+def worker_id() -> str:
+    """``host:pid`` of this process: the trial attribute by which a dead worker's trials are found."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
-    def __init__(self, n_trials: int) -> None:
-        self.n_trials, self.failed = n_trials, 0
 
-    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        self.failed += trial.state == TrialState.FAIL
-        if counted(study) >= self.n_trials:
-            study.stop()
-        elif self.failed >= self.n_trials:
-            log.error("%d trials failed in this run; stopping the study", self.failed)
-            study.stop()
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    try:  # a killed child its parent has not reaped yet is a zombie: dead
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def fail_orphaned_trials(study: optuna.Study, grace_s: float) -> list[int]:
-    """Fail RUNNING trials that never sent a heartbeat and started more than ``grace_s`` ago.
+    """Fail RUNNING trials whose worker is dead; returns their numbers.
 
-    Optuna starts a trial's heartbeat only after ``study.ask()`` has created it and sampled its
-    parameters, and ``fail_stale_trials`` looks only at trials with a heartbeat; a worker killed
-    in between leaves a trial RUNNING for ever. A live worker's trial has a heartbeat within
-    milliseconds, so one without any after ``grace_s`` is dead. Returns the failed trial numbers.
+    - Database storage: Optuna's heartbeat fails trials whose beat stopped (``fail_stale_trials``). Optuna starts
+      a trial's heartbeat only after ``study.ask()`` has created it and sampled its parameters, so a worker killed
+      in between leaves a trial without any beat: one older than ``grace_s`` is failed too.
+    - Journal file (no heartbeat): each trial names its worker's ``host:pid`` (:func:`worker_id`); a trial of a
+      process that no longer runs on this host is failed, one without a worker older than ``grace_s`` too.
+      Trials of workers on other hosts are left to those hosts.
     """
-    # Optuna keeps heartbeats only in its (internal) RDB tables.
-    from optuna.storages._rdb import models
-
     backend = getattr(study._storage, "_backend", study._storage)
-    if not isinstance(backend, optuna.storages.RDBStorage):
-        return []
     now = datetime.now()  # Optuna stamps datetime_start with naive local time
-    running = {t._trial_id: t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-               if t.datetime_start is not None and (now - t.datetime_start).total_seconds() > grace_s}
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     if not running:
         return []
-    session = backend.scoped_session()
-    try:
-        beating = {h.trial_id for h in session.query(models.TrialHeartbeatModel)
-                   .filter(models.TrialHeartbeatModel.trial_id.in_(list(running)))}
-    finally:
-        backend.scoped_session.remove()
-    failed = []
-    for trial_id, trial in running.items():
-        if trial_id not in beating and study._storage.set_trial_state_values(trial_id, TrialState.FAIL):
-            failed.append(trial.number)
+
+    def old(t: optuna.trial.FrozenTrial) -> bool:
+        return t.datetime_start is not None and (now - t.datetime_start).total_seconds() > grace_s
+
+    if isinstance(backend, optuna.storages.RDBStorage):
+        # Optuna keeps heartbeats only in its (internal) RDB tables.
+        from optuna.storages._rdb import models
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        still = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        failed = [t.number for t in running if t.number not in still]
+        running = [t for t in running if t.number in still]
+        session = backend.scoped_session()
+        try:
+            beating = {h.trial_id for h in session.query(models.TrialHeartbeatModel)
+                       .filter(models.TrialHeartbeatModel.trial_id.in_([t._trial_id for t in running]))}
+        finally:
+            backend.scoped_session.remove()
+        dead = [t for t in running if t._trial_id not in beating and old(t)]
+    else:
+        host = socket.gethostname()
+        dead = []
+        for t in running:
+            worker = t.user_attrs.get(WORKER_ATTR)
+            name, _, pid = str(worker).rpartition(":")
+            if (worker is None and old(t)) or (worker is not None and name == host and not _alive(int(pid))):
+                dead.append(t)
+        failed = []
+    for t in dead:
+        if study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
+            failed.append(t.number)
     if failed:
-        log.warning("%s: trials %s died before their first heartbeat; marked FAIL", study.study_name, failed)
+        log.warning("%s: trials %s belonged to dead workers; marked FAIL", study.study_name, sorted(failed))
     return failed
 
 
-def optimize(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_trials: int, timeout_s: float,
-             catch: tuple[type[Exception], ...] = (), grace_s: float = 30.0) -> int:
-    """Run trials until ``n_trials`` count (complete + pruned), the timeout, or too many failures.
+class SurplusTrial(Exception):
+    """A worker asked for a trial when the study's last slot had just gone to another worker."""
 
-    Trials of killed workers are failed first: by Optuna's heartbeat, or by :func:`fail_orphaned_trials`
-    when the worker died before the trial's first heartbeat. Returns the number of counted trials
-    before this call (those resumed, not rerun).
+
+def optimize(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_trials: int, timeout_s: float,
+             catch: tuple[type[Exception], ...] = (), grace_s: float = 30.0, poll_s: float = 1.0) -> int:
+    """Run trials until exactly ``n_trials`` count (complete + pruned) in the study, the timeout, or too many
+    failures; any number of workers may run this on one study at once.
+
+    Trials of dead workers are failed first (:func:`fail_orphaned_trials`) and do not count. A worker starts a
+    trial only while counted plus running trials are fewer than ``n_trials``, so the total does not overshoot;
+    two workers that ask for the last slot in the same instant both get a trial, and the one numbered later
+    fails at once (user attribute ``surplus``). A worker with no free slot waits for the running trials, so
+    that every worker returns with the whole study done. Returns the counted trials before this call.
     """
     if n_trials < 1:
         raise ConfigError(f"a budget of {n_trials} trials tunes nothing")
@@ -215,8 +256,36 @@ def optimize(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_
         return done
     log.info("%s: %d of %d trials done; running the rest (timeout %.0f s)", study.study_name, done, n_trials,
              timeout_s)
-    study.optimize(objective, timeout=timeout_s, callbacks=[Budget(n_trials)], catch=catch,
-                   gc_after_trial=False, show_progress_bar=False)
+    me = worker_id()
+
+    def slotted(trial: optuna.Trial) -> float:
+        trial.set_user_attr(WORKER_ATTR, me)
+        taken = study.get_trials(deepcopy=False, states=(*COUNTED, TrialState.RUNNING))
+        if sum(t.number < trial.number for t in taken) >= n_trials:
+            trial.set_user_attr("surplus", True)
+            raise SurplusTrial(f"trial {trial.number}: all {n_trials} trials are taken")
+        return objective(trial)
+
+    failures: list[int] = []
+
+    def failed(_: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if trial.state == TrialState.FAIL and not trial.user_attrs.get("surplus"):
+            failures.append(trial.number)
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        fail_orphaned_trials(study, grace_s)
+        state = counts(study)
+        if state["complete"] + state["pruned"] >= n_trials:
+            break
+        if len(failures) >= n_trials:
+            log.error("%d trials failed in this run; stopping the study", len(failures))
+            break
+        if state["complete"] + state["pruned"] + state["running"] >= n_trials:
+            time.sleep(poll_s)  # the last slots are running elsewhere; one may still fail and free a slot
+            continue
+        study.optimize(slotted, n_trials=1, callbacks=[failed], catch=(*catch, SurplusTrial),
+                       gc_after_trial=False, show_progress_bar=False)
     return done
 
 
@@ -244,7 +313,7 @@ def trials_table(study: optuna.Study):
     table is byte-identical)."""
     df = study.trials_dataframe()
     drop = [c for c in df.columns if c in ("datetime_start", "datetime_complete", "duration")
-            or c.startswith(("user_attrs_mlflow", "system_attrs"))]
+            or c.startswith(("user_attrs_mlflow", f"user_attrs_{WORKER_ATTR}", "system_attrs"))]
     return df.drop(columns=drop)
 
 

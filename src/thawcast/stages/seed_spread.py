@@ -29,7 +29,7 @@ from thawcast.config import Config
 from thawcast.layout import Layout
 from thawcast.learn.seeds import markdown, spread_row, summary
 from thawcast.learn.settings import default_settings, resolve_settings
-from thawcast.learn.training import load_training_data, score_degc, train_model
+from thawcast.learn.training import load_training_data, score_degc, train_many
 from thawcast.prep.windows import open_windows
 from thawcast.quality.provenance import git_commit
 from thawcast.tracking.registry import use_store
@@ -50,21 +50,22 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
         tuned = resolve_settings(cfg, arch, paths.best_params(arch))
         if tuned.source != "params.yaml":
             variants[arch]["tuned"] = tuned
-    total = sum(len(v) for v in variants.values()) * len(seeds)
-    done = 0
+    runs = [(arch, name, seed) for arch, by_name in variants.items() for name in by_name for seed in seeds]
+    workers = cfg.compute.worker_count(len(runs))
+    log.info("seed-spread: %d trainings in %d process(es) of %d thread(s)", len(runs), workers,
+             cfg.training.threads)
+    scored: dict[tuple[str, str, int], tuple[float, float]] = {}
+    jobs = [(variants[arch][name], seed, f"{arch} {name} seed {seed}") for arch, name, seed in runs]
+    for i, net in train_many(jobs, data, workers):
+        scored[runs[i]] = (score_degc(net, data.validation, data.targets)["rmse"],
+                           score_degc(net, test, data.targets)["rmse"])
+        log.info("seed-spread %d/%d: %s %s seed %d: validation RMSE %.3f, test RMSE %.3f degC",
+                 len(scored), len(runs), *runs[i], *scored[runs[i]])
     table: dict = {"seeds": list(seeds), "choose_by_validation": cfg.robustness.choose_by_validation,
                    "architectures": {}}
     for arch, settings_by_name in variants.items():
-        val, tst = {}, {}
-        for name, settings in settings_by_name.items():
-            val[name], tst[name] = [], []
-            for seed in seeds:
-                net, _ = train_model(settings, data, seed, label=f"{arch} {name} seed {seed}")
-                val[name].append(score_degc(net, data.validation, data.targets)["rmse"])
-                tst[name].append(score_degc(net, test, data.targets)["rmse"])
-                done += 1
-                log.info("seed-spread %d/%d: %s %s seed %d: validation RMSE %.3f, test RMSE %.3f degC",
-                         done, total, arch, name, seed, val[name][-1], tst[name][-1])
+        val = {name: [scored[arch, name, seed][0] for seed in seeds] for name in settings_by_name}
+        tst = {name: [scored[arch, name, seed][1] for seed in seeds] for name in settings_by_name}
         row = spread_row(val, tst, {name: s.to_dict() for name, s in settings_by_name.items()})
         if "choice" in row:
             log.info("%s: registers the %s settings (mean validation RMSE defaults %.3f, tuned %.3f)", arch,

@@ -9,6 +9,10 @@ study resumes), each trial a nested run with its params, per-epoch losses, final
 ``optuna.state`` (COMPLETE / PRUNED / FAIL); trials killed in an earlier run are marked
 KILLED. The parent run gets the study's plots and summary.
 
+Workers: ``tuning.workers`` (or ``thawcast tune <arch> --workers N``) processes run trials of the study side by
+side, exactly ``n_trials`` counted trials in total; more processes pointed at the same storage from other
+machines join the same study. One worker (the default) draws the same trials on every rebuild.
+
 Outputs (``data/tuning/<arch>/``): ``best_params.json`` (what ``train@<arch>`` reads),
 ``summary.json``, ``trials.csv`` and the plots (PNG).
 """
@@ -31,6 +35,7 @@ from thawcast.tracking.registry import use_store
 
 log = logging.getLogger(__name__)
 
+
 def trial_settings(cfg: Config, arch: str, params: dict) -> ModelSettings:
     """Settings of one trial: the drawn params over the defaults, with the tuning budget's epochs."""
     b = cfg.tuning.budget
@@ -40,11 +45,9 @@ def trial_settings(cfg: Config, arch: str, params: dict) -> ModelSettings:
 
 def run(cfg: Config, arch: str, paths: Layout | None = None) -> Path:
     import mlflow
-    import optuna
-    from optuna_integration import PyTorchLightningPruningCallback
 
     from thawcast.learn import tuning
-    from thawcast.learn.training import MONITOR, TrainingError, score_degc, train_model
+    from thawcast.learn.training import TrainingError
 
     paths = paths or Layout.at()
     cfg.training.require(arch)
@@ -65,10 +68,74 @@ def run(cfg: Config, arch: str, paths: Layout | None = None) -> Path:
     tags = {"thawcast.stage": "tune", "thawcast.architecture": arch, "optuna.study": study.study_name,
             "optuna.storage": cfg.tuning.storage, "git_commit": git_commit(), f"dvc.md5.{paths.windows}": data}
 
+    t0 = time.perf_counter()
+    with mlflow.start_run(run_id=parent_id, run_name=f"tune-{arch}", tags=tags) as parent:
+        if parent_id is None:
+            study.set_user_attr("mlflow_parent_run_id", parent.info.run_id)
+            mlflow.log_params({"n_trials": budget.n_trials, "timeout_s": budget.timeout_s,
+                               "max_epochs": budget.max_epochs, "patience": budget.patience,
+                               "fingerprint": fp, "sampler": "TPE", "pruner": "median"})
+            mlflow.log_dict({k: v.model_dump() for k, v in cfg.tuning.space_for(arch).items()}, "search_space.json")
+        tuning.fail_orphaned_trials(study, cfg.tuning.grace_s)
+        resumed = tuning.counted(study)
+        workers = cfg.tuning.workers
+        if workers == 1:
+            work(cfg, arch, study, train_data, parent.info.run_id)
+        else:
+            from thawcast.parallel import map_processes
+
+            log.info("%s: %d worker processes on %s", study.study_name, workers, cfg.tuning.storage)
+            job = (cfg, arch, paths, fp, parent.info.run_id)
+            for i, ran in map_processes(_worker, [job] * workers, workers):
+                log.info("%s: worker %d ran %d trial(s)", study.study_name, i, ran)
+        _mark_killed(client, study)
+        summ = tuning.summary(study)
+        summ.update(architecture=arch, fingerprint=fp, n_trials_budget=budget.n_trials)
+        # Clock times, resume counts and workers go to MLflow only: the DVC-tracked summary stays byte-identical
+        # when the same study is rebuilt.
+        timing = {"wall_s": tuning.wall_seconds(study), "session_s": time.perf_counter() - t0,
+                  "resumed_trials": resumed, "workers": workers}
+        if summ["best_value"] is None:
+            raise TrainingError(f"{study.study_name}: no trial completed ({summ}); nothing to write")
+        if summ["trials_complete"] + summ["trials_pruned"] < budget.n_trials:
+            log.warning("%s: only %d of %d trials within timeout_s %.0f", study.study_name,
+                        summ["trials_complete"] + summ["trials_pruned"], budget.n_trials, budget.timeout_s)
+        best = settings_from(cfg, arch, study.best_params, study.study_name)
+        with staged_output(paths.study(arch)) as tmp:
+            write_best_params(tmp / paths.best_params(arch).name, best, value=summ["best_value"], trial=summ["best_trial"],
+                              study=study.study_name, objective="validation RMSE (degC)")
+            (tmp / paths.study_summary(arch).name).write_text(json.dumps(summ, indent=2, default=str) + "\n")
+            tuning.trials_table(study).to_csv(tmp / "trials.csv", index=False)
+            figures = tuning.plots(study, tmp / "figures", seed=cfg.seed)
+            mlflow.log_metrics({"best_value": summ["best_value"], "trials_complete": summ["trials_complete"],
+                                "trials_pruned": summ["trials_pruned"], "trials_failed": summ["trials_failed"],
+                                **timing})
+            mlflow.log_dict({**summ, **timing}, "summary.json")
+            for path in figures.values():
+                mlflow.log_artifact(str(path), "figures")
+    log.info("%s: best validation RMSE %.4f degC (trial %d) from %d complete / %d pruned trials", arch,
+             summ["best_value"], summ["best_trial"], summ["trials_complete"], summ["trials_pruned"])
+    return paths.study(arch)
+
+
+def work(cfg: Config, arch: str, study, train_data, parent_run_id: str) -> int:
+    """One worker's share of the study: trials until the study has ``n_trials`` (see ``tuning.optimize``), each a
+    nested MLflow run under ``parent_run_id``. Returns the trials this worker ran."""
+    import mlflow
+    import optuna
+    from optuna_integration import PyTorchLightningPruningCallback
+
+    from thawcast.learn import tuning
+    from thawcast.learn.training import MONITOR, TrainingError, score_degc, train_model
+
+    budget = cfg.tuning.budget
+    ran = []
+
     def objective(trial: optuna.Trial) -> float:
+        ran.append(trial.number)
         params = tuning.suggest(trial, cfg, arch)
         settings = trial_settings(cfg, arch, params)
-        run = mlflow.start_run(run_name=f"trial-{trial.number}", nested=True,
+        run = mlflow.start_run(run_name=f"trial-{trial.number}", nested=True, parent_run_id=parent_run_id,
                                tags={"optuna.trial": str(trial.number), "thawcast.architecture": arch})
         trial.set_user_attr("mlflow_run_id", run.info.run_id)
         mlflow.log_params(params)
@@ -97,44 +164,21 @@ def run(cfg: Config, arch: str, paths: Layout | None = None) -> Path:
         log.info("%s trial %d: validation RMSE %.4f degC %s", arch, trial.number, value, params)
         return value
 
-    t0 = time.perf_counter()
-    with mlflow.start_run(run_id=parent_id, run_name=f"tune-{arch}", tags=tags) as parent:
-        if parent_id is None:
-            study.set_user_attr("mlflow_parent_run_id", parent.info.run_id)
-            mlflow.log_params({"n_trials": budget.n_trials, "timeout_s": budget.timeout_s,
-                               "max_epochs": budget.max_epochs, "patience": budget.patience,
-                               "fingerprint": fp, "sampler": "TPE", "pruner": "median"})
-            mlflow.log_dict({k: v.model_dump() for k, v in cfg.tuning.space_for(arch).items()}, "search_space.json")
-        resumed = tuning.optimize(study, objective, budget.n_trials, budget.timeout_s,
-                                  catch=(TrainingError, ModelInputError), grace_s=cfg.tuning.grace_s)
-        _mark_killed(client, study)
-        summ = tuning.summary(study)
-        summ.update(architecture=arch, fingerprint=fp, n_trials_budget=budget.n_trials)
-        # Clock times and resume counts go to MLflow only: the DVC-tracked summary stays byte-identical
-        # when the same study is rebuilt.
-        timing = {"wall_s": tuning.wall_seconds(study), "session_s": time.perf_counter() - t0,
-                  "resumed_trials": resumed}
-        if summ["best_value"] is None:
-            raise TrainingError(f"{study.study_name}: no trial completed ({summ}); nothing to write")
-        if summ["trials_complete"] + summ["trials_pruned"] < budget.n_trials:
-            log.warning("%s: only %d of %d trials within timeout_s %.0f", study.study_name,
-                        summ["trials_complete"] + summ["trials_pruned"], budget.n_trials, budget.timeout_s)
-        best = settings_from(cfg, arch, study.best_params, study.study_name)
-        with staged_output(paths.study(arch)) as tmp:
-            write_best_params(tmp / paths.best_params(arch).name, best, value=summ["best_value"], trial=summ["best_trial"],
-                              study=study.study_name, objective="validation RMSE (degC)")
-            (tmp / paths.study_summary(arch).name).write_text(json.dumps(summ, indent=2, default=str) + "\n")
-            tuning.trials_table(study).to_csv(tmp / "trials.csv", index=False)
-            figures = tuning.plots(study, tmp / "figures", seed=cfg.seed)
-            mlflow.log_metrics({"best_value": summ["best_value"], "trials_complete": summ["trials_complete"],
-                                "trials_pruned": summ["trials_pruned"], "trials_failed": summ["trials_failed"],
-                                **timing})
-            mlflow.log_dict({**summ, **timing}, "summary.json")
-            for path in figures.values():
-                mlflow.log_artifact(str(path), "figures")
-    log.info("%s: best validation RMSE %.4f degC (trial %d) from %d complete / %d pruned trials", arch,
-             summ["best_value"], summ["best_trial"], summ["trials_complete"], summ["trials_pruned"])
-    return paths.study(arch)
+    tuning.optimize(study, objective, budget.n_trials, budget.timeout_s, catch=(TrainingError, ModelInputError),
+                    grace_s=cfg.tuning.grace_s)
+    return len(ran)
+
+
+def _worker(job: tuple[Config, str, Layout, str, str]) -> int:
+    """A spawned tuning worker: opens the same study and MLflow store, then :func:`work`."""
+    from thawcast.learn import tuning
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    cfg, arch, paths, fp, parent_run_id = job
+    use_store(cfg.mlflow, cfg.tuning.experiment)
+    study = tuning.open_study(cfg, arch, fp)
+    return work(cfg, arch, study, load_training_data(paths.history, paths.scaler), parent_run_id)
 
 
 def _mark_killed(client, study) -> None:

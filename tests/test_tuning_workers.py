@@ -1,0 +1,126 @@
+"""Several tuning workers on one study: exactly the budget, a killed worker loses nothing, dead trials failed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from conftest import TINY, layout
+from thawcast.config import parse_config
+from thawcast.errors import ConfigError
+from thawcast.learn import tuning
+from thawcast.stages import tune
+from thawcast.tracking.registry import use_store
+
+SLOW_TRIALS = {"budget": {"n_trials": 6, "timeout_s": 300, "max_epochs": 12, "patience": 12},
+               "sampler_startup_trials": 2, "pruner_startup_trials": 1, "pruner_warmup_epochs": 12,
+               "space": {"common": {"learning_rate": {"low": 0.001, "high": 0.01, "log": True}},
+                         "gru": {"hidden": {"choices": [4, 8]}}}}
+
+
+def _journal_trials(path: Path) -> list[optuna.trial.FrozenTrial]:
+    if not path.exists():
+        return []
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+    studies = storage.get_all_studies()
+    return optuna.load_study(study_name=studies[0].study_name, storage=storage).get_trials() if studies else []
+
+
+def test_two_workers_run_exactly_the_budget_and_a_rerun_adds_none(tiny_pipeline, tmp_path):
+    raw = {**TINY, "tuning": {**SLOW_TRIALS, "workers": 2, "storage": str(tmp_path / "optuna.journal")},
+           "mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "artifacts": str(tmp_path / "art")}}
+    cfg = parse_config(raw)
+    paths = layout(tmp_path, windows=tiny_pipeline / "windows")
+    tune.run(cfg, "gru", paths)
+    trials = _journal_trials(tmp_path / "optuna.journal")
+    counted = [t for t in trials if t.state in tuning.COUNTED]
+    assert len(counted) == 6 and len({t.number for t in trials}) == len(trials)
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    workers = {t.user_attrs["worker"] for t in counted}
+    assert len(workers) == 2 and f"{socket.gethostname()}:{os.getpid()}" not in workers  # two other processes
+    summary = json.loads(paths.study_summary("gru").read_text())
+    assert summary["trials_complete"] + summary["trials_pruned"] == 6
+    assert "user_attrs_worker" not in (paths.study("gru") / "trials.csv").read_text()  # no pids in DVC outputs
+    # every counted trial is one nested MLflow run under the study's run, whichever worker ran it
+    use_store(cfg.mlflow, cfg.tuning.experiment)
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(cfg.tuning.experiment).experiment_id
+    (parent,) = client.search_runs([exp], "tags.`thawcast.stage` = 'tune'")
+    children = client.search_runs([exp], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert sorted(int(c.data.tags["optuna.trial"]) for c in children) == sorted(t.number for t in counted)
+    assert parent.data.metrics["workers"] == 2
+    tune.run(cfg, "gru", paths)  # resumed with the budget reached: not one trial more
+    assert len(_journal_trials(tmp_path / "optuna.journal")) == len(trials)
+
+
+def test_a_killed_worker_loses_no_completed_trial(tiny_pipeline, tmp_path):
+    params = {**TINY, "tuning": {**SLOW_TRIALS, "budget": {**SLOW_TRIALS["budget"], "max_epochs": 40,
+                                                            "patience": 40}, "pruner_warmup_epochs": 40}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "windows").symlink_to(tiny_pipeline / "windows")
+    journal = tmp_path / "mlruns" / "optuna.journal"  # the default storage
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    cmd = [str(Path(sys.executable).parent / "thawcast"), "tune", "gru", "--workers", "2"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline, victim = time.time() + 240, None
+    while time.time() < deadline and proc.poll() is None and victim is None:
+        trials = _journal_trials(journal)
+        running = [t for t in trials if t.state == TrialState.RUNNING and "worker" in t.user_attrs]
+        if sum(t.state == TrialState.COMPLETE for t in trials) >= 2 and running:
+            victim = running[0]
+        time.sleep(0.1)
+    assert victim is not None, "no running trial to kill: " + proc.stderr.read().decode()[-2000:]
+    os.kill(int(victim.user_attrs["worker"].rpartition(":")[2]), signal.SIGKILL)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err.decode()[-2000:]  # the stage stops with one clear line
+    assert "worker process died" in err.decode().splitlines()[-1]
+    complete_before = {t.number: t.params for t in _journal_trials(journal) if t.state == TrialState.COMPLETE}
+    assert not (tmp_path / "data" / "tuning" / "gru").exists()  # nothing half-written
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert again.returncode == 0, again.stderr[-3000:]
+    after = {t.number: t for t in _journal_trials(journal)}
+    assert sum(t.state in tuning.COUNTED for t in after.values()) == 6
+    for n, p in complete_before.items():  # completed trials were kept, not rerun
+        assert after[n].state == TrialState.COMPLETE and after[n].params == p
+    assert after[victim.number].state == TrialState.FAIL  # the killed trial failed, not RUNNING for ever
+    assert not [t for t in after.values() if t.state == TrialState.RUNNING]
+
+
+def test_a_journal_trial_of_a_dead_worker_is_failed_and_a_live_or_remote_one_kept(tmp_path):
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "j")))
+    study = optuna.create_study(study_name="s", storage=storage)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    trials = {name: study.ask() for name in ("dead", "alive", "remote", "anonymous")}
+    trials["dead"].set_user_attr("worker", f"{host}:{dead.pid}")
+    trials["alive"].set_user_attr("worker", f"{host}:{os.getpid()}")
+    trials["remote"].set_user_attr("worker", f"not-{host}:{dead.pid}")
+    assert tuning.fail_orphaned_trials(study, grace_s=60) == [trials["dead"].number]
+    time.sleep(0.05)
+    assert tuning.fail_orphaned_trials(study, grace_s=0.01) == [trials["anonymous"].number]  # never named a worker
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states[trials["alive"].number] == states[trials["remote"].number] == TrialState.RUNNING
+
+
+def test_workers_need_a_storage_that_takes_them(tmp_path):
+    with pytest.raises(ConfigError, match="SQLite .* does not"):
+        parse_config({"tuning": {"workers": 2, "storage": "sqlite:///x.db"}})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"tuning": {"storage": "sqlite:///x.db"}}))
+    out = subprocess.run([str(Path(sys.executable).parent / "thawcast"), "tune", "gru", "--workers", "2"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) <= 3 and "concurrent writers" in out.stderr
+    assert "Traceback" not in out.stderr
