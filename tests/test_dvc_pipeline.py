@@ -37,8 +37,8 @@ def test_dvc_repro_twice_is_a_noop(tmp_path):
     first = _run(["dvc", "repro"], work, env)
     assert first.returncode == 0, first.stderr[-3000:]
     archs = params["training"]["architectures"]
-    for stage in ("raw", "static", "bands", "scenarios", "windows", *[f"tune@{a}" for a in archs],
-                  "compare-studies", "seed-spread", *[f"train@{a}" for a in archs], "evaluate", "project", "thaw", *[f"explain@{a}" for a in archs],
+    for stage in ("raw", "static", "bands", "scenarios", "windows", "tune",
+                  "compare-studies", "seed-spread", *[f"train@{a}" for a in archs], "evaluate", "project", "thaw", "explain",
                   "compare-explanations", "report"):
         assert f"Running stage '{stage}'" in first.stdout
     assert (work / "data" / "bands" / "era5land_bands.nc").exists()
@@ -117,6 +117,6 @@ def test_dvc_repro_twice_is_a_noop(tmp_path):
 
 
 def data_stages(work: Path) -> list[str]:
-    """Stages in ``dvc.lock`` (``tune@gru`` ...) with an output under ``data/``."""
+    """Stages in ``dvc.lock`` (``train@gru`` ...) with an output under ``data/``."""
     stages = yaml.safe_load((work / "dvc.lock").read_text())["stages"]
     return [name for name, st in stages.items() if any(o["path"].startswith("data/") for o in st.get("outs", []))]

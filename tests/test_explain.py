@@ -59,9 +59,22 @@ def explained(trained):
     cfg, root, world = trained
     small = cfg.model_copy(update={"explain": cfg.explain.model_copy(update={"background": 12, "samples": 12,
                                                                            "nsamples": 20})})
-    for arch in ("gru", "tcn"):
-        explain.run(small, arch, layout(root, windows=world / "windows"))
+    both = small.model_copy(update={"compute": small.compute.model_copy(update={"workers": 2})})
+    assert small.training.architectures == ("gru", "tcn")
+    explain.run(both, paths=layout(root, windows=world / "windows"))  # the stage: both side by side
     return small, root, world
+
+
+def test_side_by_side_or_alone_the_same_attributions(explained, tmp_path):
+    """An architecture explained in a process beside another gets the bits it gets alone in this one."""
+    cfg, root, world = explained
+    alone = layout(root, windows=world / "windows").replace(explain=tmp_path)
+    explain.run(cfg, "tcn", alone)
+    for name in ("importance.csv", "top_features.json"):
+        assert (alone.explanation("tcn") / name).read_bytes() == (layout(root).explanation("tcn") / name).read_bytes()
+    with xr.open_dataset(alone.explanation("tcn") / "shap_values.nc") as a, \
+            xr.open_dataset(layout(root).explanation("tcn") / "shap_values.nc") as b:
+        np.testing.assert_array_equal(a["shap"].values, b["shap"].values)
 
 
 def _registration(root, arch):
@@ -112,5 +125,5 @@ def test_compare_explanations(explained, tmp_path):
         assert m[arch]["model"] == _registration(root, arch).label
     assert "| gru |" in paths.metric("shap.md").read_text()
     more = cfg.model_copy(update={"training": cfg.training.model_copy(update={"architectures": ("gru", "bilstm")})})
-    with pytest.raises(DataError, match="run the explain@bilstm stage"):
+    with pytest.raises(DataError, match="run `thawcast explain bilstm`"):
         compare_explanations.run(more, paths)

@@ -114,3 +114,18 @@ def test_default_world_calibrated_to_the_paper(tmp_path):
     m = band_means(ds[["t_soil1"]], BandGeometry.from_config(cfg.study_area))["t_soil1"].mean("time").values
     assert m[0] == pytest.approx(3.0, abs=1.0)
     assert m[5] == pytest.approx(-2.3, abs=1.0)
+
+
+def test_the_tridiagonal_solver_matches_a_dense_solve_for_every_column():
+    from thawcast.ingest.synthetic.soil import _thomas
+
+    rng = np.random.default_rng(3)
+    cols, n = 7, 36
+    a, c = -rng.random((cols, n)), -rng.random((cols, n))
+    b = 2.5 + rng.random((cols, n))  # diagonally dominant, like the heat equation's matrix
+    d = rng.normal(size=(cols, n))
+    x = _thomas(a, b, c, d)
+    assert x.shape == (cols, n) and x.flags.c_contiguous
+    for j in range(cols):
+        dense = np.diag(b[j]) + np.diag(a[j, 1:], -1) + np.diag(c[j, :-1], 1)
+        np.testing.assert_allclose(x[j], np.linalg.solve(dense, d[j]), rtol=1e-12, atol=1e-12)

@@ -224,7 +224,7 @@ def test_compare_studies_table(tuned, tmp_path):
     assert not CLOCK_FIELDS & set(table["gru"])
     md = paths.metric("tuning.md").read_text()
     assert "| gru |" in md and f"{table['gru']['best_value']:.4f}" in md
-    with pytest.raises(DataError, match="run the tune@tcn stage"):
+    with pytest.raises(DataError, match="run `thawcast tune tcn`"):
         compare_studies.run(cfg.model_copy(update={"training": cfg.training.model_copy(
             update={"architectures": ("gru", "tcn")})}), paths)
 

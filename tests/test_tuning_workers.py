@@ -31,11 +31,12 @@ SLOW_TRIALS = {"budget": {"n_trials": 6, "timeout_s": 300, "max_epochs": 12, "pa
 
 
 def _journal_trials(path: Path) -> list[optuna.trial.FrozenTrial]:
+    """Every trial of every study in a journal file."""
     if not path.exists():
         return []
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
-    studies = storage.get_all_studies()
-    return optuna.load_study(study_name=studies[0].study_name, storage=storage).get_trials() if studies else []
+    return [t for s in storage.get_all_studies()
+            for t in optuna.load_study(study_name=s.study_name, storage=storage).get_trials()]
 
 
 def test_two_workers_run_exactly_the_budget_and_a_rerun_adds_none(tiny_pipeline, tmp_path):
@@ -124,3 +125,23 @@ def test_workers_need_a_storage_that_takes_them(tmp_path):
                          cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) <= 3 and "concurrent writers" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_studies_side_by_side_draw_the_same_trials_as_in_a_row(tiny_pipeline, tmp_path):
+    """The tune stage runs the architectures' studies in compute.workers processes; each study, alone in its
+    process, writes byte for byte what it writes when the studies run one after another."""
+    outputs = {}
+    for workers in (2, 1):
+        root = tmp_path / f"workers{workers}"
+        raw = {**TINY, "training": {**TINY["training"], "architectures": ["gru", "tcn"]},
+               "tuning": {**SLOW_TRIALS, "budget": {**SLOW_TRIALS["budget"], "n_trials": 3, "max_epochs": 3},
+                          "storage": str(root / "optuna.journal")},
+               "compute": {"workers": workers},
+               "mlflow": {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "artifacts": str(root / "art")}}
+        paths = layout(root, windows=tiny_pipeline / "windows")
+        assert tune.run(parse_config(raw), paths=paths) == paths.tuning
+        outputs[workers] = {f"{a}/{n}": (paths.study(a) / n).read_bytes() for a in ("gru", "tcn")
+                            for n in ("best_params.json", "summary.json", "trials.csv")}
+        pids = {t.user_attrs["worker"] for t in _journal_trials(root / "optuna.journal")}
+        assert len(pids) == workers  # two processes, one study each; or this one process
+    assert outputs[2] == outputs[1]

@@ -27,13 +27,13 @@ STAGES = {
     "bands": "per-band monthly ERA5-Land and CMIP5 tables into data/bands/",
     "scenarios": "bias-corrected CMIP5 RCP inputs (xsdba QDM/EQM) into data/scenarios/ + spread metrics",
     "windows": "scaled features, splits and sliding-window indices into data/windows/",
-    "tune": "Optuna study for one architecture (resumable), tracked in MLflow; data/tuning/<arch>/",
+    "tune": "Optuna study per architecture (resumable), tracked in MLflow; data/tuning/<arch>/",
     "compare-studies": "cross-architecture comparison of the tuning studies: metrics/tuning.{json,md}",
     "seed-spread": "every architecture retrained with several seeds, defaults and tuned: metrics/seed_spread.*",
     "train": "train one architecture, log it to MLflow and register it (data/models/<arch>/)",
     "evaluate": "score every model and baseline on the test years: metrics, table, figures",
     "project": "every RCP x every registered model (@champion): projected soil temperature, ensemble, period check",
-    "explain": "SHAP attributions of one registered model (@champion): data/explain/<arch>/",
+    "explain": "SHAP attributions of each registered model: data/explain/<arch>/",
     "compare-explanations": "top SHAP features of every architecture side by side: metrics/shap.{json,md}",
     "thaw": "active-layer thickness and thaw metrics for observations and projections (data/thaw/)",
     "report": "one self-contained offline HTML report of the whole pipeline (data/report/index.html)",
@@ -41,7 +41,9 @@ STAGES = {
 
 
 #: Stages run once per architecture (``dvc.yaml`` foreach): ``thawcast <stage> <arch>``.
-PER_ARCHITECTURE = ("tune", "train", "explain")
+PER_ARCHITECTURE = ("train",)
+#: Stages that do every architecture, side by side, or the one named: ``thawcast <stage> [<arch>]``.
+EACH_ARCHITECTURE = ("tune", "explain")
 
 
 def _quiet_libraries() -> None:
@@ -64,7 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text in STAGES.items():
         sp = sub.add_parser(name, help=f"stage: {help_text}", description=help_text)
-        if name in PER_ARCHITECTURE:
+        if name in EACH_ARCHITECTURE:
+            sp.add_argument("architecture", nargs="?", default=None,
+                            help=f"one of: {', '.join(ARCHITECTURES)} (default: every one of training.architectures,"
+                                 " compute.workers of them side by side)")
+        elif name in PER_ARCHITECTURE:
             sp.add_argument("architecture", help=f"one of: {', '.join(ARCHITECTURES)}")
         if name == "tune":
             sp.add_argument("--workers", type=int, default=None, metavar="N",
@@ -129,7 +135,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command not in STAGES:  # pragma: no cover - argparse restricts the choices
         raise ThawcastError(f"unknown command {args.command}")
     stage = importlib.import_module(f"thawcast.stages.{args.command.replace('-', '_')}")
-    if args.command in PER_ARCHITECTURE:
+    if getattr(args, "architecture", None) is not None:  # train; tune and explain when given one
         out = stage.run(cfg, args.architecture)
         log.info("stage %s@%s done: %s", args.command, args.architecture, out)
     else:

@@ -8,10 +8,12 @@ their position in the input, so callers can log progress and still assemble them
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from typing import TypeVar
 
 from thawcast.errors import WorkerError
@@ -43,3 +45,23 @@ def map_processes(fn: Callable[[T], R], items: Sequence[T], workers: int,
                           " Fewer compute.workers need less memory") from exc
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def log_to_console() -> None:
+    """Send a spawned process's log lines (it starts with no logging set up) to its inherited stderr, each
+    tagged with the process name. For ``map_processes(..., initializer=log_to_console)``."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch's intra-op CPU threads set to ``n`` inside the block, the process's own count restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

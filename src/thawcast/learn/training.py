@@ -34,6 +34,7 @@ from thawcast.errors import DataError, ThawcastError
 from thawcast.learn.settings import ModelSettings
 from thawcast.models.base import BandSequenceModel
 from thawcast.models.registry import build_model
+from thawcast.parallel import map_processes, torch_threads
 from thawcast.prep.windows import Scaler, WindowSet, load_scalers, open_windows
 from thawcast.variables import TARGETS
 
@@ -204,8 +205,6 @@ def fit(net: BandSequenceModel, train: WindowTensors, val: WindowTensors, cfg: T
     net.train()
     module = SequenceRegressor(net, cfg.learning_rate, cfg.weight_decay)
     epochs = EpochRecorder(label, cfg.max_epochs, on_epoch)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)
     trainer = L.Trainer(
         max_epochs=cfg.max_epochs, accelerator=cfg.accelerator, devices=1, deterministic=cfg.deterministic,
         gradient_clip_val=cfg.gradient_clip or None, logger=False, enable_checkpointing=False,
@@ -213,16 +212,13 @@ def fit(net: BandSequenceModel, train: WindowTensors, val: WindowTensors, cfg: T
         callbacks=[EarlyStopping(MONITOR, patience=cfg.patience, mode="min", check_finite=True), epochs, *callbacks],
     )
     t0 = time.perf_counter()
-    try:
-        with warnings.catch_warnings():
-            # Our batches are in-memory tensor slices: there is no worker pool to size.
-            warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-            # Lightning 2.6 calls a torch pytree API that torch 2.13 deprecates; not ours to fix.
-            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
-            trainer.fit(module, TensorBatches(train, cfg.batch_size, shuffle=True, seed=seed),
-                        TensorBatches(val, max(cfg.batch_size, 256)))
-    finally:
-        torch.set_num_threads(threads)
+    with torch_threads(cfg.threads), warnings.catch_warnings():
+        # Our batches are in-memory tensor slices: there is no worker pool to size.
+        warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+        # Lightning 2.6 calls a torch pytree API that torch 2.13 deprecates; not ours to fix.
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+        trainer.fit(module, TensorBatches(train, cfg.batch_size, shuffle=True, seed=seed),
+                    TensorBatches(val, max(cfg.batch_size, 256)))
     seconds = time.perf_counter() - t0
     if epochs.best is None:
         raise TrainingError(f"{label}: no validation epoch completed")
@@ -289,8 +285,6 @@ def train_many(jobs: Sequence[tuple[ModelSettings, int, str]], data: TrainingDat
         for i, (settings, seed, label) in enumerate(jobs):
             yield i, train_model(settings, data, seed, label=label)[0]
         return
-    from thawcast.parallel import map_processes
-
     yield from map_processes(_train_job, jobs, workers, initializer=_receive_data, initargs=(data,))
 
 

@@ -28,7 +28,7 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
     for arch in cfg.training.architectures:
         path = paths.top_features(arch)
         if not path.exists():
-            raise DataError(path, f"no SHAP summary for {arch!r} (run the explain@{arch} stage)")
+            raise DataError(path, f"no SHAP summary for {arch!r} (run `thawcast explain {arch}` or the explain stage)")
         tops[arch] = json.loads(path.read_text())
     metrics = {arch: {"model": f"{t['registered_model']}#{t['weights_sha256'][:12]}",
                       "additivity_gap_degc": t["additivity_gap_degc"],

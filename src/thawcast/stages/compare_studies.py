@@ -27,7 +27,7 @@ def comparison(cfg: Config, paths: Layout) -> dict:
     for arch in cfg.training.architectures:
         path = paths.study_summary(arch)
         if not path.exists():
-            raise DataError(path, f"no tuning summary for {arch!r} (run the tune@{arch} stage)")
+            raise DataError(path, f"no tuning summary for {arch!r} (run `thawcast tune {arch}` or the tune stage)")
         s = json.loads(path.read_text())
         out[arch] = {**{k: s.get(k) for k in FIELDS}, "best_params": s.get("best_params", {}), "study": s["study"]}
     return out

@@ -1,4 +1,8 @@
-"""Stage ``explain@<arch>``: SHAP attributions of the registered model the train stage recorded.
+"""Stage ``explain``: SHAP attributions of each registered model the train stage recorded.
+
+``thawcast explain`` explains every architecture of ``training.architectures``, ``compute.workers`` of them
+side by side in their own processes; ``thawcast explain <arch>`` one. Gradients run with
+``training.threads`` torch threads, so the attributions do not depend on how many ran beside them.
 
 Background: ``explain.background`` training windows (drawn with ``seed``, stratified by
 band); explained: ``explain.samples`` test windows. Attribution per feature is summed over
@@ -33,10 +37,39 @@ from thawcast.variables import TARGETS
 log = logging.getLogger(__name__)
 
 
-def run(cfg: Config, arch: str, paths: Layout | None = None) -> Path:
-    import mlflow
+def run(cfg: Config, arch: str | None = None, paths: Layout | None = None) -> Path:
+    """Explain ``arch``, or every architecture (the DVC stage), side by side in ``compute.workers`` processes."""
+    from thawcast.parallel import log_to_console, map_processes
 
     paths = paths or Layout.at()
+    if arch is not None:
+        return explain_one(cfg, arch, paths)
+    archs = cfg.training.architectures
+    for a in archs:  # every model is in place before any process starts
+        read_registration(paths.registration(a), a)
+    use_store(cfg.mlflow)  # a new store's schema, made once before the processes share it
+    workers = cfg.compute.worker_count(len(archs))
+    log.info("explaining %s, %d at a time", ", ".join(archs), workers)
+    if workers == 1:
+        for a in archs:
+            explain_one(cfg, a, paths)
+    else:
+        jobs = [(cfg, a, paths) for a in archs]
+        for i, out in map_processes(_explain, jobs, workers, initializer=log_to_console):
+            log.info("explained %s: %s", archs[i], out)
+    return paths.explain
+
+
+def _explain(job: tuple[Config, str, Layout]) -> Path:
+    return explain_one(*job)
+
+
+def explain_one(cfg: Config, arch: str, paths: Layout) -> Path:
+    """SHAP attributions of one architecture's registered model: ``data/explain/<arch>/``."""
+    import mlflow
+
+    from thawcast.parallel import torch_threads
+
     cfg.training.require(arch)
     e = cfg.explain
     use_store(cfg.mlflow)
@@ -53,10 +86,11 @@ def run(cfg: Config, arch: str, paths: Layout | None = None) -> Path:
     bg, x = train.inputs(bi), test.inputs(si)
     log.info("%s: explaining %d test windows against %d training windows (%d gradient samples each)", arch,
              len(si), len(bi), e.nsamples)
-    sv = attributions(model, bg, train.band[bi], x, test.band[si], e.nsamples, cfg.seed)
+    with torch_threads(cfg.training.threads):
+        sv = attributions(model, bg, train.band[bi], x, test.band[si], e.nsamples, cfg.seed)
+        gap = additivity_gap(model, sv, bg, train.band[bi], x, test.band[si])
     features = list(test.feature_names)
     imp = importance(sv, features, TARGETS)
-    gap = additivity_gap(model, sv, bg, train.band[bi], x, test.band[si])
     top = {"architecture": arch, "registered_model": name, "weights_sha256": reg.weights_sha256,
            "n_background": len(bi), "n_explained": len(si), "additivity_gap_degc": gap,
            "top": [{"feature": f, "mean_abs_shap_degc": float(v)} for f, v in imp["all"].head(e.top).items()],

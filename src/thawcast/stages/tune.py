@@ -1,4 +1,4 @@
-"""Stage ``tune@<arch>``: an Optuna study for one architecture, tracked in MLflow.
+"""Stage ``tune``: an Optuna study per architecture (``thawcast tune [<arch>]``), tracked in MLflow.
 
 Objective: validation RMSE in degC of the best epoch (early stopping within the trial).
 The test years are never loaded. Pruning: Optuna's median pruner through the Lightning
@@ -43,13 +43,36 @@ def trial_settings(cfg: Config, arch: str, params: dict) -> ModelSettings:
     return settings_from(cfg, arch, params, "trial", training)
 
 
-def run(cfg: Config, arch: str, paths: Layout | None = None) -> Path:
+def run(cfg: Config, arch: str | None = None, paths: Layout | None = None) -> Path:
+    """Tune ``arch``, or every architecture of ``training.architectures`` (the DVC stage): their studies run side
+    by side in ``compute.workers`` processes (each study in one, so each draws the same trials as alone), or one
+    after another when each study has several ``tuning.workers`` of its own."""
+    paths = paths or Layout.at()
+    if arch is not None:
+        return tune_one(cfg, arch, paths)
+    archs = cfg.training.architectures
+    side_by_side = cfg.compute.worker_count(len(archs)) if cfg.tuning.workers == 1 else 1
+    log.info("tuning %s: %d stud%s at a time", ", ".join(archs), side_by_side, "y" if side_by_side == 1 else "ies")
+    if side_by_side == 1:
+        for a in archs:
+            tune_one(cfg, a, paths)
+    else:
+        from thawcast.parallel import log_to_console, map_processes
+
+        use_store(cfg.mlflow, cfg.tuning.experiment)  # a new store's schema, made once before the studies share it
+        jobs = [(cfg, a, paths) for a in archs]
+        for i, out in map_processes(_study, jobs, side_by_side, initializer=log_to_console):
+            log.info("study of %s done: %s", archs[i], out)
+    return paths.tuning
+
+
+def tune_one(cfg: Config, arch: str, paths: Layout) -> Path:
+    """One architecture's study: trials until the budget, then ``data/tuning/<arch>/``."""
     import mlflow
 
     from thawcast.learn import tuning
     from thawcast.learn.training import TrainingError
 
-    paths = paths or Layout.at()
     cfg.training.require(arch)
     train_data = load_training_data(paths.history, paths.scaler)
     data = data_version([str(paths.windows)], paths.lock)[str(paths.windows)]
@@ -82,11 +105,11 @@ def run(cfg: Config, arch: str, paths: Layout | None = None) -> Path:
         if workers == 1:
             work(cfg, arch, study, train_data, parent.info.run_id)
         else:
-            from thawcast.parallel import map_processes
+            from thawcast.parallel import log_to_console, map_processes
 
             log.info("%s: %d worker processes on %s", study.study_name, workers, cfg.tuning.storage)
             job = (cfg, arch, paths, fp, parent.info.run_id)
-            for i, ran in map_processes(_worker, [job] * workers, workers):
+            for i, ran in map_processes(_worker, [job] * workers, workers, initializer=log_to_console):
                 log.info("%s: worker %d ran %d trial(s)", study.study_name, i, ran)
         _mark_killed(client, study)
         summ = tuning.summary(study)
@@ -169,12 +192,15 @@ def work(cfg: Config, arch: str, study, train_data, parent_run_id: str) -> int:
     return len(ran)
 
 
+def _study(job: tuple[Config, str, Layout]) -> Path:
+    """A spawned process running one architecture's whole study (:func:`tune_one`)."""
+    return tune_one(*job)
+
+
 def _worker(job: tuple[Config, str, Layout, str, str]) -> int:
     """A spawned tuning worker: opens the same study and MLflow store, then :func:`work`."""
     from thawcast.learn import tuning
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
     cfg, arch, paths, fp, parent_run_id = job
     use_store(cfg.mlflow, cfg.tuning.experiment)
     study = tuning.open_study(cfg, arch, fp)
