@@ -34,6 +34,7 @@ from thawcast.config import TrainingConfig
 from thawcast.learn.training import TensorBatches, WindowTensors, fit
 from thawcast.models.hparams import GRUParams
 from thawcast.models.registry import build_model
+from thawcast.parallel import torch_threads
 
 BANDS, W, F = 6, 24, 37
 
@@ -47,6 +48,11 @@ def data(n: int, seed: int) -> WindowTensors:
 
 
 def bare(net, train: WindowTensors, val: WindowTensors, cfg: TrainingConfig, seed: int) -> float:
+    with torch_threads(cfg.threads):  # as many threads as fit() trains with
+        return _bare(net, train, val, cfg, seed)
+
+
+def _bare(net, train: WindowTensors, val: WindowTensors, cfg: TrainingConfig, seed: int) -> float:
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     batches = TensorBatches(train, cfg.batch_size, shuffle=True, seed=seed)
@@ -82,7 +88,7 @@ def main() -> None:
     template = build_model("gru", F, BANDS, GRUParams(), 4)
     seqs = len(train) * a.epochs
     res = {"setup": {"epochs": a.epochs, "train_windows": len(train), "repeats": a.repeats,
-                     "threads": torch.get_num_threads(), "torch": torch.__version__}}
+                     "threads": TrainingConfig().threads, "torch": torch.__version__}}
     print(f"GRU (default params), {a.epochs} epochs x {len(train)} windows, best of {a.repeats}:")
     for bs in (int(b) for b in a.batch_sizes.split(",")):
         cfg = TrainingConfig(max_epochs=a.epochs, batch_size=bs, patience=10 * a.epochs, accelerator="cpu")

@@ -6,16 +6,22 @@ import os
 import time
 
 OFFSET = 0
+BARRIER = None
 
 
-def set_offset(offset: int) -> None:
-    global OFFSET
-    OFFSET = offset
+def set_offset(offset: int, barrier=None) -> None:
+    global OFFSET, BARRIER
+    OFFSET, BARRIER = offset, barrier
 
 
 def pid_plus_offset(x: int) -> tuple[int, int, int]:
-    """The worker's pid, its initialised offset and ``x`` after a short nap (so both workers get jobs)."""
-    time.sleep(0.2)
+    """The worker's pid, its initialised offset and ``x``; a worker's first job waits at the barrier until the
+    other worker has one too, so both take part however slowly one of them started."""
+    global BARRIER
+    if BARRIER is not None:
+        BARRIER.wait(timeout=120)
+        BARRIER = None
+    time.sleep(0.05)
     return os.getpid(), OFFSET, x
 
 
@@ -23,6 +29,12 @@ def fail_on_three(x: int) -> int:
     if x == 3:
         raise ValueError("three is not allowed")
     return x
+
+
+def data_error(x: int) -> int:
+    from thawcast.errors import DataError
+
+    raise DataError(f"file{x}.nc", "window file not found (run the windows stage)")
 
 
 def die(x: int) -> int:

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 
 import pytest
 
 import jobs
 from thawcast.config import ComputeConfig, parse_config, usable_cores
-from thawcast.errors import ConfigError, WorkerError
+from thawcast.errors import ConfigError, DataError, WorkerError
 from thawcast.parallel import map_processes
 
 
 def test_two_workers_share_the_jobs_and_each_ran_the_initializer():
-    out = dict(map_processes(jobs.pid_plus_offset, list(range(6)), 2, initializer=jobs.set_offset, initargs=(5,)))
+    barrier = multiprocessing.get_context("spawn").Barrier(2)
+    out = dict(map_processes(jobs.pid_plus_offset, list(range(6)), 2, initializer=jobs.set_offset,
+                             initargs=(5, barrier)))
     assert sorted(out) == list(range(6))
     assert [x for _, _, x in (out[i] for i in range(6))] == list(range(6))  # tagged with the input position
     pids = {pid for pid, _, _ in out.values()}
@@ -24,8 +27,11 @@ def test_two_workers_share_the_jobs_and_each_ran_the_initializer():
 def test_a_job_error_reaches_the_caller_and_a_dead_worker_is_named():
     with pytest.raises(ValueError, match="three is not allowed"):
         list(map_processes(jobs.fail_on_three, [1, 2, 3, 4], 2))
-    with pytest.raises(WorkerError, match="worker process died"):
-        list(map_processes(jobs.die, [1], 1))
+    with pytest.raises(DataError, match=r"file2\.nc: window file not found") as err:  # our errors survive the trip
+        list(map_processes(jobs.data_error, [2], 1))
+    assert err.value.path.name == "file2.nc"
+    with pytest.raises(WorkerError, match="worker process died.*Fewer tuning.workers"):
+        list(map_processes(jobs.die, [1], 1, setting="tuning.workers"))
     with pytest.raises(ValueError, match="at least 1"):
         list(map_processes(jobs.die, [1], 0))
 

@@ -117,6 +117,17 @@ def test_a_journal_trial_of_a_dead_worker_is_failed_and_a_live_or_remote_one_kep
     assert states[trials["alive"].number] == states[trials["remote"].number] == TrialState.RUNNING
 
 
+def test_a_trial_left_running_under_this_pid_is_failed_when_this_process_is_between_trials(tmp_path):
+    """A restarted container repeats pids: a RUNNING trial naming this very process cannot be running when this
+    process runs none, so optimize's own check (idle) fails it; another process's check must not."""
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "j")))
+    study = optuna.create_study(study_name="s", storage=storage)
+    stale = study.ask()
+    stale.set_user_attr("worker", tuning.worker_id())
+    assert tuning.fail_orphaned_trials(study, grace_s=60) == []  # its pid is alive: it could be running
+    assert tuning.fail_orphaned_trials(study, grace_s=60, idle=True) == [stale.number]
+
+
 def test_workers_need_a_storage_that_takes_them(tmp_path):
     with pytest.raises(ConfigError, match="SQLite .* does not"):
         parse_config({"tuning": {"workers": 2, "storage": "sqlite:///x.db"}})
@@ -124,6 +135,7 @@ def test_workers_need_a_storage_that_takes_them(tmp_path):
     out = subprocess.run([str(Path(sys.executable).parent / "thawcast"), "tune", "gru", "--workers", "2"],
                          cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) <= 3 and "concurrent writers" in out.stderr
+    assert "--workers 2:" in out.stderr
     assert "Traceback" not in out.stderr
 
 

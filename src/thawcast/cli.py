@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name in EACH_ARCHITECTURE:
             sp.add_argument("architecture", nargs="?", default=None,
                             help=f"one of: {', '.join(ARCHITECTURES)} (default: every one of training.architectures,"
-                                 " compute.workers of them side by side)")
+                                 " up to compute.workers of them side by side)")
         elif name in PER_ARCHITECTURE:
             sp.add_argument("architecture", help=f"one of: {', '.join(ARCHITECTURES)}")
         if name == "tune":
@@ -122,7 +122,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     cfg = load_config(args.params)
     if getattr(args, "workers", None) is not None:
-        cfg = with_overrides(cfg, tuning={"workers": args.workers})
+        try:
+            cfg = with_overrides(cfg, tuning={"workers": args.workers})
+        except ThawcastError as exc:
+            raise ThawcastError(f"--workers {args.workers}: {exc}") from None
     if args.command == "download":
         from thawcast.ingest.download import download_era5land, era5land_requests
 

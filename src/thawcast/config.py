@@ -434,8 +434,9 @@ class ComputeConfig(_Section):
     """Where the work runs. Results never depend on it, so no DVC stage lists it as a param."""
 
     workers: int | Literal["auto"] = Field(
-        "auto", description="processes that train models side by side (seed-spread); auto = the CPU cores this"
-                            " process may use")
+        "auto", description="processes running independent jobs side by side: seed-spread's trainings, the tune"
+                            " stage's studies, the explain stage's SHAP runs; auto = the CPU cores this process"
+                            " may use")
 
     @field_validator("workers")
     @classmethod

@@ -30,6 +30,9 @@ class DataError(ThawcastError):
         where = f"{self.path}: " if self.path is not None else ""
         super().__init__(f"{where}{problem}")
 
+    def __reduce__(self):  # rebuilt from its arguments when it crosses a process boundary
+        return type(self), (self.path, self.problem)
+
 
 class ValidationFailed(ThawcastError):
     """A Great Expectations suite failed; ``report`` is the path of the written report."""
@@ -44,6 +47,9 @@ class ValidationFailed(ThawcastError):
             f"data validation failed in stage '{stage}' ({len(failures)} failed expectation(s));"
             f" previous outputs were left untouched. Report: {report}\n  - {listed}{more}"
         )
+
+    def __reduce__(self):
+        return type(self), (self.stage, self.report, self.failures)
 
 
 class ModelInputError(ThawcastError):

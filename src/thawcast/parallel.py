@@ -23,12 +23,14 @@ R = TypeVar("R")
 
 
 def map_processes(fn: Callable[[T], R], items: Sequence[T], workers: int,
-                  initializer: Callable[..., None] | None = None, initargs: tuple = ()) -> Iterator[tuple[int, R]]:
+                  initializer: Callable[..., None] | None = None, initargs: tuple = (),
+                  setting: str = "compute.workers") -> Iterator[tuple[int, R]]:
     """Yield ``(i, fn(items[i]))`` for every item, in the order the jobs finish, from ``workers`` processes.
 
     ``fn`` and ``initializer`` must be importable module-level functions. An exception raised by ``fn``
-    reaches the caller unchanged (the jobs not yet started are cancelled); a worker that dies raises
-    :class:`WorkerError`.
+    reaches the caller unchanged (the jobs not yet started are cancelled; thawcast's errors survive the trip);
+    a worker that dies raises :class:`WorkerError`, and the pool stops the other workers (jobs that finished
+    before keep what they wrote). ``setting`` names the parameter that sets ``workers``, for that message.
     """
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
@@ -42,9 +44,19 @@ def map_processes(fn: Callable[[T], R], items: Sequence[T], workers: int,
                 yield pending.pop(future), future.result()
     except BrokenProcessPool as exc:
         raise WorkerError(f"a worker process died before its job finished ({exc}); killed, or out of memory?"
-                          " Fewer compute.workers need less memory") from exc
+                          f" Fewer {setting} need less memory") from exc
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def side_by_side(fn: Callable[[T], R], items: Sequence[T], workers: int) -> Iterator[tuple[int, R]]:
+    """``(i, fn(items[i]))`` for every item: in this process one after another when ``workers`` is 1, else
+    from that many spawned processes that log to the console (:func:`map_processes`)."""
+    if workers == 1:
+        for i, item in enumerate(items):
+            yield i, fn(item)
+        return
+    yield from map_processes(fn, items, workers, initializer=log_to_console)
 
 
 def log_to_console() -> None:

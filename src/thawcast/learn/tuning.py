@@ -1,4 +1,4 @@
-"""Optuna studies: search spaces from params, resumable storage with heartbeats, summaries, plots.
+"""Optuna studies: search spaces from params, resumable storage shared by workers, summaries, plots.
 
 One study per architecture, named ``thawcast-<arch>-<fingerprint>``: the fingerprint hashes
 everything that makes trials comparable (search space, epochs and patience per trial,
@@ -179,7 +179,7 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def fail_orphaned_trials(study: optuna.Study, grace_s: float) -> list[int]:
+def fail_orphaned_trials(study: optuna.Study, grace_s: float, idle: bool = False) -> list[int]:
     """Fail RUNNING trials whose worker is dead; returns their numbers.
 
     - Database storage: Optuna's heartbeat fails trials whose beat stopped (``fail_stale_trials``). Optuna starts
@@ -187,7 +187,9 @@ def fail_orphaned_trials(study: optuna.Study, grace_s: float) -> list[int]:
       in between leaves a trial without any beat: one older than ``grace_s`` is failed too.
     - Journal file (no heartbeat): each trial names its worker's ``host:pid`` (:func:`worker_id`); a trial of a
       process that no longer runs on this host is failed, one without a worker older than ``grace_s`` too.
-      Trials of workers on other hosts are left to those hosts.
+      Trials of workers on other hosts are left to those hosts. ``idle=True`` says this process runs no trial
+      now, so a RUNNING trial naming it belongs to an earlier process that had the same pid (a restarted
+      container repeats pids) and is failed too.
     """
     backend = getattr(study._storage, "_backend", study._storage)
     now = datetime.now()  # Optuna stamps datetime_start with naive local time
@@ -205,8 +207,9 @@ def fail_orphaned_trials(study: optuna.Study, grace_s: float) -> list[int]:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
+        now_failed = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+        failed = [t.number for t in running if t.number in now_failed]  # not those that finished meanwhile
         still = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-        failed = [t.number for t in running if t.number not in still]
         running = [t for t in running if t.number in still]
         session = backend.scoped_session()
         try:
@@ -216,12 +219,13 @@ def fail_orphaned_trials(study: optuna.Study, grace_s: float) -> list[int]:
             backend.scoped_session.remove()
         dead = [t for t in running if t._trial_id not in beating and old(t)]
     else:
-        host = socket.gethostname()
+        host, me = socket.gethostname(), worker_id()
         dead = []
         for t in running:
             worker = t.user_attrs.get(WORKER_ATTR)
             name, _, pid = str(worker).rpartition(":")
-            if (worker is None and old(t)) or (worker is not None and name == host and not _alive(int(pid))):
+            if (worker is None and old(t)) or (worker is not None and name == host and not _alive(int(pid))) \
+                    or (idle and worker == me):
                 dead.append(t)
         failed = []
     for t in dead:
@@ -249,7 +253,7 @@ def optimize(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_
     """
     if n_trials < 1:
         raise ConfigError(f"a budget of {n_trials} trials tunes nothing")
-    fail_orphaned_trials(study, grace_s)
+    fail_orphaned_trials(study, grace_s, idle=True)
     done = counted(study)
     if done >= n_trials:
         log.info("%s: %d of %d trials already done; nothing to run", study.study_name, done, n_trials)
@@ -274,7 +278,7 @@ def optimize(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        fail_orphaned_trials(study, grace_s)
+        fail_orphaned_trials(study, grace_s, idle=True)  # between trials: nothing of this process runs
         state = counts(study)
         if state["complete"] + state["pruned"] >= n_trials:
             break

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 def run(cfg: Config, arch: str | None = None, paths: Layout | None = None) -> Path:
     """Explain ``arch``, or every architecture (the DVC stage), side by side in ``compute.workers`` processes."""
-    from thawcast.parallel import log_to_console, map_processes
+    from thawcast.parallel import side_by_side
 
     paths = paths or Layout.at()
     if arch is not None:
@@ -50,13 +50,8 @@ def run(cfg: Config, arch: str | None = None, paths: Layout | None = None) -> Pa
     use_store(cfg.mlflow)  # a new store's schema, made once before the processes share it
     workers = cfg.compute.worker_count(len(archs))
     log.info("explaining %s, %d at a time", ", ".join(archs), workers)
-    if workers == 1:
-        for a in archs:
-            explain_one(cfg, a, paths)
-    else:
-        jobs = [(cfg, a, paths) for a in archs]
-        for i, out in map_processes(_explain, jobs, workers, initializer=log_to_console):
-            log.info("explained %s: %s", archs[i], out)
+    for i, out in side_by_side(_explain, [(cfg, a, paths) for a in archs], workers):
+        log.info("explained %s: %s", archs[i], out)
     return paths.explain
 
 

@@ -46,23 +46,21 @@ def trial_settings(cfg: Config, arch: str, params: dict) -> ModelSettings:
 def run(cfg: Config, arch: str | None = None, paths: Layout | None = None) -> Path:
     """Tune ``arch``, or every architecture of ``training.architectures`` (the DVC stage): their studies run side
     by side in ``compute.workers`` processes (each study in one, so each draws the same trials as alone), or one
-    after another when each study has several ``tuning.workers`` of its own."""
+    after another when each study has several ``tuning.workers`` of its own or the storage is SQLite (one
+    writer at a time)."""
+    from thawcast.parallel import side_by_side
+
     paths = paths or Layout.at()
     if arch is not None:
         return tune_one(cfg, arch, paths)
     archs = cfg.training.architectures
-    side_by_side = cfg.compute.worker_count(len(archs)) if cfg.tuning.workers == 1 else 1
-    log.info("tuning %s: %d stud%s at a time", ", ".join(archs), side_by_side, "y" if side_by_side == 1 else "ies")
-    if side_by_side == 1:
-        for a in archs:
-            tune_one(cfg, a, paths)
-    else:
-        from thawcast.parallel import log_to_console, map_processes
-
-        use_store(cfg.mlflow, cfg.tuning.experiment)  # a new store's schema, made once before the studies share it
-        jobs = [(cfg, a, paths) for a in archs]
-        for i, out in map_processes(_study, jobs, side_by_side, initializer=log_to_console):
-            log.info("study of %s done: %s", archs[i], out)
+    one_writer = cfg.tuning.storage.startswith("sqlite")
+    n = 1 if cfg.tuning.workers > 1 or one_writer else cfg.compute.worker_count(len(archs))
+    log.info("tuning %s: %d stud%s at a time%s", ", ".join(archs), n, "y" if n == 1 else "ies",
+             " (SQLite storage: one writer)" if one_writer and cfg.compute.worker_count(len(archs)) > 1 else "")
+    use_store(cfg.mlflow, cfg.tuning.experiment)  # a new store's schema, made once before the studies share it
+    for i, out in side_by_side(_study, [(cfg, a, paths) for a in archs], n):
+        log.info("study of %s done: %s", archs[i], out)
     return paths.tuning
 
 
@@ -94,7 +92,8 @@ def tune_one(cfg: Config, arch: str, paths: Layout) -> Path:
     t0 = time.perf_counter()
     with mlflow.start_run(run_id=parent_id, run_name=f"tune-{arch}", tags=tags) as parent:
         if parent_id is None:
-            study.set_user_attr("mlflow_parent_run_id", parent.info.run_id)
+            if "mlflow_parent_run_id" not in study.user_attrs:  # another machine's store may hold the first one
+                study.set_user_attr("mlflow_parent_run_id", parent.info.run_id)
             mlflow.log_params({"n_trials": budget.n_trials, "timeout_s": budget.timeout_s,
                                "max_epochs": budget.max_epochs, "patience": budget.patience,
                                "fingerprint": fp, "sampler": "TPE", "pruner": "median"})
@@ -109,7 +108,8 @@ def tune_one(cfg: Config, arch: str, paths: Layout) -> Path:
 
             log.info("%s: %d worker processes on %s", study.study_name, workers, cfg.tuning.storage)
             job = (cfg, arch, paths, fp, parent.info.run_id)
-            for i, ran in map_processes(_worker, [job] * workers, workers, initializer=log_to_console):
+            for i, ran in map_processes(_worker, [job] * workers, workers, initializer=log_to_console,
+                                        setting="tuning.workers (--workers)"):
                 log.info("%s: worker %d ran %d trial(s)", study.study_name, i, ran)
         _mark_killed(client, study)
         summ = tuning.summary(study)
@@ -208,7 +208,8 @@ def _worker(job: tuple[Config, str, Layout, str, str]) -> int:
 
 
 def _mark_killed(client, study) -> None:
-    """Nested runs of trials that died with their process (FAIL by heartbeat) are set KILLED in MLflow."""
+    """Nested runs of trials that died with their process (failed by heartbeat or dead worker) are set KILLED in
+    MLflow."""
     from mlflow.exceptions import MlflowException
     from optuna.trial import TrialState
 
