@@ -13,7 +13,7 @@ is inside the parallel wall time, as it is in the stages.
 
 Usage::
 
-    python benchmarks/bench_parallel.py            # 4 jobs of 15 epochs
+    python benchmarks/bench_parallel.py            # 8 jobs of 20 epochs
     python benchmarks/bench_parallel.py --quick    # 2 jobs of 3 epochs
 """
 
@@ -26,22 +26,13 @@ import time
 from pathlib import Path
 
 import torch
+from bench_training import BANDS, F, data  # the same random windows of the default shape
 
 from thawcast.config import TrainingConfig
-from thawcast.learn.training import WindowTensors, fit
+from thawcast.learn.training import fit
 from thawcast.models.hparams import GRUParams
 from thawcast.models.registry import build_model
 from thawcast.parallel import map_processes
-
-BANDS, W, F = 6, 24, 37
-
-
-def data(n: int, seed: int) -> WindowTensors:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, W, F, generator=g)
-    band = torch.randint(0, BANDS, (n,), generator=g)
-    y = x[:, -6:, :4].mean(dim=1) + 0.1 * torch.randn(n, 4, generator=g)
-    return WindowTensors(x, band, y)
 
 
 def job(spec: tuple[int, int, int]) -> float:
@@ -56,8 +47,8 @@ def job(spec: tuple[int, int, int]) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--jobs", type=int, default=4)
-    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--jobs", type=int, default=8)
+    p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--quick", action="store_true", help="2 jobs of 3 epochs")
     p.add_argument("--out", type=Path, default=Path("benchmarks/_out/bench_parallel.json"))
     a = p.parse_args()
