@@ -358,11 +358,16 @@ class TuningConfig(_Section):
         """Whether ``storage`` is a journal file (anything that is not a URL)."""
         return "://" not in self.storage
 
+    @property
+    def concurrent(self) -> bool:
+        """Whether ``storage`` takes several writing processes at once (SQLite does not: Optuna's FAQ)."""
+        return not self.storage.startswith("sqlite")
+
     @model_validator(mode="after")
     def _space(self) -> TuningConfig:
         if self.grace_s <= self.heartbeat_s:
             raise ValueError(f"grace_s {self.grace_s} must exceed heartbeat_s {self.heartbeat_s}")
-        if self.workers > 1 and self.storage.startswith("sqlite"):
+        if self.workers > 1 and not self.concurrent:
             raise ValueError(f"workers {self.workers} need a storage that takes concurrent writers, and SQLite"
                              f" ({self.storage}) does not (Optuna's FAQ): use a journal file (storage:"
                              " mlruns/optuna.journal) or a database server URL (postgresql://...)")

@@ -54,10 +54,9 @@ def run(cfg: Config, arch: str | None = None, paths: Layout | None = None) -> Pa
     if arch is not None:
         return tune_one(cfg, arch, paths)
     archs = cfg.training.architectures
-    one_writer = cfg.tuning.storage.startswith("sqlite")
-    n = 1 if cfg.tuning.workers > 1 or one_writer else cfg.compute.worker_count(len(archs))
+    n = cfg.compute.worker_count(len(archs)) if cfg.tuning.workers == 1 and cfg.tuning.concurrent else 1
     log.info("tuning %s: %d stud%s at a time%s", ", ".join(archs), n, "y" if n == 1 else "ies",
-             " (SQLite storage: one writer)" if one_writer and cfg.compute.worker_count(len(archs)) > 1 else "")
+             "" if cfg.tuning.concurrent else " (the SQLite storage takes one writer)")
     use_store(cfg.mlflow, cfg.tuning.experiment)  # a new store's schema, made once before the studies share it
     for i, out in side_by_side(_study, [(cfg, a, paths) for a in archs], n):
         log.info("study of %s done: %s", archs[i], out)
@@ -72,7 +71,7 @@ def tune_one(cfg: Config, arch: str, paths: Layout) -> Path:
     from thawcast.learn.training import TrainingError
 
     cfg.training.require(arch)
-    train_data = load_training_data(paths.history, paths.scaler)
+    train_data = load_training_data(paths.history, paths.scaler)  # also the input check, before any study exists
     data = data_version([str(paths.windows)], paths.lock)[str(paths.windows)]
     fp = tuning.fingerprint(cfg, arch, data)
     study = tuning.open_study(cfg, arch, fp)
