@@ -1,40 +1,20 @@
 """`dvc repro` end to end on a tiny profile, in a throw-away copy of the repository."""
 
 import json
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import yaml
 
-from conftest import REPO, TINY
-
-
-def _run(cmd, cwd, env):
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1800, check=False)
+from repo_copy import run, tiny_repo
 
 
 def test_dvc_repro_twice_is_a_noop(tmp_path):
     work = tmp_path / "repo"
-    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
-    for f in files:
-        if (REPO / f).exists():
-            (work / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / f, work / f)
-    params = yaml.safe_load((work / "params.yaml").read_text())
-    for key, value in TINY.items():
-        params[key] = {**params[key], **value} if isinstance(value, dict) else value
     # two architectures exercise every foreach stage; all five are covered by the model contract tests
-    params["training"]["architectures"] = ["gru", "tcn"]
-    (work / "params.yaml").write_text(yaml.safe_dump(params))
-    (work / "dvc.lock").unlink(missing_ok=True)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"]):
-        assert _run(cmd, work, env).returncode == 0
-    first = _run(["dvc", "repro"], work, env)
+    params, env = tiny_repo(work, ["gru", "tcn"])
+    first = run(["dvc", "repro"], work, env)
     assert first.returncode == 0, first.stderr[-3000:]
     archs = params["training"]["architectures"]
     for stage in ("raw", "static", "bands", "scenarios", "windows", "tune",
@@ -43,7 +23,7 @@ def test_dvc_repro_twice_is_a_noop(tmp_path):
         assert f"Running stage '{stage}'" in first.stdout
     assert (work / "data" / "bands" / "era5land_bands.nc").exists()
     assert (work / "data" / "windows" / "history.nc").exists()
-    metrics = _run(["dvc", "metrics", "show", "--json"], work, env)
+    metrics = run(["dvc", "metrics", "show", "--json"], work, env)
     assert metrics.returncode == 0 and "qdm_retained" in metrics.stdout
     shown = json.loads(metrics.stdout)
     evaluation = next(v["data"]["metrics/evaluation.json"]["data"] for v in shown.values())
@@ -79,14 +59,14 @@ def test_dvc_repro_twice_is_a_noop(tmp_path):
     check = ("import json, mlflow; mlflow.set_tracking_uri('sqlite:///mlruns/mlflow.db'); c = mlflow.MlflowClient();"
              "print(json.dumps({m.name: c.get_model_version_by_alias(m.name, 'champion').tags"
              "['thawcast.weights_sha256'] for m in c.search_registered_models()}))")
-    reg = _run([sys.executable, "-c", check], work, env)
+    reg = run([sys.executable, "-c", check], work, env)
     assert reg.returncode == 0, reg.stderr[-2000:]
     aliases = json.loads(reg.stdout.strip().splitlines()[-1])
     for a in archs:
         recorded = json.loads((work / "data" / "models" / a / "registration.json").read_text())
         assert aliases[f"thawcast-{a}"] == recorded["weights_sha256"] and len(recorded["weights_sha256"]) == 64
         assert "version" not in recorded and "run_id" not in recorded
-    second = _run(["dvc", "repro"], work, env)
+    second = run(["dvc", "repro"], work, env)
     assert second.returncode == 0
     assert "Running stage" not in second.stdout
     assert "up to date" in second.stdout
@@ -94,8 +74,8 @@ def test_dvc_repro_twice_is_a_noop(tmp_path):
     # Bit-reproducible: commit the build, then rebuild from nothing (no data, cache, MLflow store or
     # Optuna study, as on a fresh clone). Every stage runs again and git sees no change at all.
     tracked = ["dvc.lock", *sorted(str(p.relative_to(work)) for p in (work / "metrics").glob("*.*"))]
-    assert _run(["git", "add", "-A", *tracked], work, env).returncode == 0
-    assert _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "built"], work,
+    assert run(["git", "add", "-A", *tracked], work, env).returncode == 0
+    assert run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "built"], work,
                 env).returncode == 0
     before = {f: (work / f).read_bytes() for f in tracked}
     for folder in ("data/raw", "data/static", "data/bands", "data/scenarios", "data/windows", "data/tuning",
@@ -104,16 +84,27 @@ def test_dvc_repro_twice_is_a_noop(tmp_path):
         shutil.rmtree(work / folder, ignore_errors=True)
     for db in ("mlruns/mlflow.db", "mlruns/optuna.journal", "mlruns/optuna.db"):
         (work / db).unlink(missing_ok=True)
-    third = _run(["dvc", "repro"], work, env)
+    third = run(["dvc", "repro"], work, env)
     assert third.returncode == 0, third.stderr[-3000:]
     # every stage with an output under data/ ran again (a stage whose only outputs are git-tracked metrics
     # is up to date when its inputs came out identical, which is the point)
     for stage in data_stages(work):
         assert f"Running stage '{stage}'" in third.stdout, stage
     changed = [f for f in tracked if (work / f).read_bytes() != before[f]]
-    assert not changed, f"a rebuild from nothing changed {changed}"
-    status = _run(["git", "status", "--porcelain"], work, env)
+    assert not changed, (f"a rebuild from nothing changed {changed}; dvc.lock entries that differ: "
+                         f"{lock_changes(before['dvc.lock'], (work / 'dvc.lock').read_bytes())}")
+    status = run(["git", "status", "--porcelain"], work, env)
     assert status.stdout.strip() == "", status.stdout
+
+
+def lock_changes(old: bytes, new: bytes) -> list[str]:
+    """``stage: path`` of every dependency or output whose hash differs between two ``dvc.lock`` texts."""
+    def entries(text):
+        return {f"{name}: {e['path']}": e.get("md5") or e.get("hash")
+                for name, st in yaml.safe_load(text)["stages"].items()
+                for e in [*st.get("deps", []), *st.get("outs", [])]}
+    a, b = entries(old), entries(new)
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
 
 def data_stages(work: Path) -> list[str]:
