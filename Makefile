@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 
-.PHONY: install repro test test-all lint bench clean-venv
+.PHONY: install repro test test-all test-services services-deps lint bench clean-venv
 
 install: $(STAMP)
 
@@ -23,10 +23,20 @@ repro: install
 	dvc repro
 
 test: install
-	pytest -m "not slow" -q
+	pytest -m "not slow and not services" -q
 
 test-all: install
-	pytest -q
+	pytest -m "not services" -q
+
+# Team mode against real servers (a throw-away PostgreSQL and MLflow tracking server on localhost).
+test-services: install services-deps
+	pytest -m services -q -rs
+
+# Debian's PostgreSQL server, when its binaries are missing (needs root, or sudo).
+services-deps:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql; }
 
 lint: install
 	ruff check src tests benchmarks

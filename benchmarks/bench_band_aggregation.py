@@ -6,7 +6,9 @@ then aggregates it to band means twice, each in a fresh process:
 
 * ``stream``: thawcast's reader + ``band_means`` over dask chunks of 12 months, computed
   with ``compute_streaming`` (bounded open-file cache), as the ``bands`` stage does;
-* ``naive``: the same files loaded fully into memory first, then averaged.
+* ``naive``: the same files loaded fully into memory first, then averaged;
+* ``cluster1``, ``cluster2``: the streaming aggregation on a dask.distributed LocalCluster of 1 and 2
+  single-threaded worker processes (``compute.scheduler: local``), with each worker's peak RSS.
 
 Reports wall time and peak RSS of each and their ratios (measured in one run; the
 machines are shared and noisy, so compare ratios, not absolute numbers).
@@ -68,21 +70,33 @@ def run_mode(mode: str, folder: Path) -> dict:
     base_mib = psutil.Process().memory_info().rss / 2**20  # after imports, before any data
     t0 = time.perf_counter()
     ds = open_era5land(folder, chunks={"time": 12})
+    workers = {}
     if mode == "naive":
         out = band_means(ds.load(), geom).compute()
+    elif mode.startswith("cluster"):
+        from thawcast.parallel import dask_client
+
+        with dask_client("local", int(mode.removeprefix("cluster"))) as client:
+            out = compute_streaming(band_means(ds, geom), client=client)
+            workers = client.run(_peak_rss_mib)
     else:
         out = compute_streaming(band_means(ds, geom))
     wall = time.perf_counter() - t0
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mib = _peak_rss_mib()
     return {"mode": mode, "wall_s": wall, "peak_rss_mib": peak_mib, "work_mib": peak_mib - base_mib,
-            "checksum": float(out["t_air"].sum())}
+            "worker_peak_rss_mib": max(workers.values(), default=None), "checksum": float(out["t_air"].sum())}
+
+
+def _peak_rss_mib() -> float:
+    """Peak resident memory of this process (a dask worker when run through ``client.run``), MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--years", type=int, default=23)
     ap.add_argument("--dir", type=Path, default=HERE / "_out" / "era5land_0.1deg")
-    ap.add_argument("--mode", choices=["stream", "naive"], help=argparse.SUPPRESS)
+    ap.add_argument("--mode", choices=["stream", "naive", "cluster1", "cluster2"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.mode:
         print(json.dumps(run_mode(args.mode, args.dir)))
@@ -93,17 +107,24 @@ def main() -> None:
     print(f"cube: {cells['latitude']} x {cells['longitude']} cells x {12 * args.years} months x 16 variables,"
           f" {size_mib:.0f} MiB on disk")
     results = {}
-    for mode in ("stream", "naive"):
+    for mode in ("stream", "naive", "cluster1", "cluster2"):
         proc = subprocess.run([sys.executable, __file__, "--dir", str(args.dir), "--mode", mode],
                               capture_output=True, text=True, check=True)
         results[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
         r = results[mode]
-        print(f"{mode:>6}: wall {r['wall_s']:7.1f} s   peak RSS {r['peak_rss_mib']:8.0f} MiB"
-              f"   (above the post-import baseline: {r['work_mib']:6.0f} MiB)")
+        per_worker = (f"   peak RSS per worker {r['worker_peak_rss_mib']:6.0f} MiB"
+                      if r["worker_peak_rss_mib"] is not None else "")
+        print(f"{mode:>8}: wall {r['wall_s']:7.1f} s   peak RSS {r['peak_rss_mib']:8.0f} MiB"
+              f"   (above the post-import baseline: {r['work_mib']:6.0f} MiB){per_worker}")
     s, n = results["stream"], results["naive"]
-    assert abs(s["checksum"] - n["checksum"]) <= 1e-6 * abs(n["checksum"]), "modes disagree"
+    assert abs(s["checksum"] - n["checksum"]) <= 1e-6 * abs(n["checksum"]), "naive disagrees with stream"
+    for mode in ("cluster1", "cluster2"):  # the same chunks and sums, elsewhere: the same bits
+        assert results[mode]["checksum"] == s["checksum"], f"{mode} disagrees with stream"
     print(f"ratios stream/naive: wall {s['wall_s'] / n['wall_s']:.2f}, peak RSS {s['peak_rss_mib'] / n['peak_rss_mib']:.2f},"
           f" working memory {s['work_mib'] / n['work_mib']:.2f}")
+    c1, c2 = results["cluster1"], results["cluster2"]
+    print(f"ratios LocalCluster: 2 workers / 1 worker wall {c2['wall_s'] / c1['wall_s']:.2f};"
+          f" 2 workers / dask threads (stream) wall {c2['wall_s'] / s['wall_s']:.2f}")
 
 
 if __name__ == "__main__":

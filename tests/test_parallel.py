@@ -45,3 +45,41 @@ def test_workers_never_exceed_the_jobs_or_the_cores():
             parse_config({"compute": {"workers": bad}})
     with pytest.raises(ConfigError, match="threads"):
         parse_config({"training": {"threads": 0}})
+
+
+def test_band_means_on_a_two_worker_local_cluster_are_the_threads_bits(tiny_world, tiny_cfg, tmp_path):
+    """compute.scheduler changes where the work runs, never the result (so no DVC stage lists it)."""
+    import xarray as xr
+
+    from conftest import layout
+    from thawcast.stages import bands
+
+    out = {}
+    for scheduler in ("threads", "local"):
+        cfg = tiny_cfg.model_copy(update={"compute": ComputeConfig(workers=2, scheduler=scheduler)})
+        paths = layout(tmp_path / scheduler, raw=tiny_world / "raw")
+        bands.run(cfg, paths)
+        out[scheduler] = sorted(paths.bands.glob("*.nc"))
+    assert [p.name for p in out["threads"]] == [p.name for p in out["local"]] and len(out["local"]) >= 2
+    for a, b in zip(out["threads"], out["local"], strict=True):
+        with xr.open_dataset(a) as da, xr.open_dataset(b) as db:
+            xr.testing.assert_equal(da, db)  # exact values, every variable and coordinate
+
+
+def test_a_dask_scheduler_that_does_not_answer_is_one_clear_error():
+    import socket
+    import time
+
+    from thawcast.errors import ServiceError
+    from thawcast.parallel import dask_client
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.perf_counter()
+    with pytest.raises(ServiceError, match=f"compute.scheduler tcp://127.0.0.1:{port}: the dask scheduler"), \
+            dask_client(f"tcp://127.0.0.1:{port}", 1):
+        pass
+    assert time.perf_counter() - t0 < 60
+    with pytest.raises(ConfigError, match="scheduler must be local, threads or a scheduler address"):
+        parse_config({"compute": {"scheduler": "my-cluster:8786"}})

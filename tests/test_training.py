@@ -125,3 +125,58 @@ def test_empty_split_is_an_error():
                       feature_names=ws.feature_names, y=ws.y)
     with pytest.raises(TrainingError, match="empty"):
         WindowTensors.from_windows(empty)
+
+
+def test_under_ddp_the_processes_split_each_global_batch_between_them(monkeypatch):
+    from thawcast.learn import training
+
+    data = WindowTensors.from_windows(toy_windows())
+    n = len(data)  # 168 windows: 10 full batches of 16 and one of 8
+    alone = [y for _, _, y in TensorBatches(data, 16, shuffle=True, seed=3)]
+    shares = {}
+    for rank in (0, 1):
+        monkeypatch.setattr(training, "_rank_world", lambda rank=rank: (rank, 2))
+        batches = TensorBatches(data, 16, shuffle=True, seed=3)
+        shares[rank] = [y for _, _, y in batches]
+        assert len(batches) == len(shares[rank]) == len(alone)  # every process takes the same number of steps
+    key = lambda t: sorted(map(tuple, t.tolist()))
+    for whole, a, b in zip(alone, shares[0], shares[1], strict=True):
+        assert len(a) == len(b) == len(whole) // 2
+        assert key(torch.cat([a, b])) == key(whole)  # together the two halves are exactly the one batch
+    assert sum(len(a) + len(b) for a, b in zip(shares[0], shares[1])) == n
+    monkeypatch.setattr(training, "_rank_world", lambda: (0, 3))  # 168 = 10 x 16 + 8: the last 8 still split
+    assert len(TensorBatches(data, 16)) == 11 and len(TensorBatches(data, 80)) == 3
+    monkeypatch.setattr(training, "_rank_world", lambda: (0, 16))  # a last batch of 8 < 16 processes: dropped
+    assert len(TensorBatches(data, 16)) == len(list(TensorBatches(data, 16))) == 10
+
+
+def test_two_cpu_processes_under_ddp_train_the_model_one_process_trains():
+    """Same global batch (16 = 2 x 8), no dropout: the two processes' mean gradient is the one process's gradient,
+    so losses and weights agree to float rounding (stated tolerance: 1e-5)."""
+    train, val = (WindowTensors.from_windows(toy_windows(s)) for s in (0, 1))
+    cfg = CFG.model_copy(update={"max_epochs": 3})
+    nets, results = {}, {}
+    for devices in (0, 1, 2):
+        torch.manual_seed(0)
+        nets[devices] = build_model("gru", F, BANDS, {"hidden": 8, "layers": 1, "dropout": 0.0}, 2)
+    untrained = nets.pop(0)
+    for devices in (1, 2):
+        results[devices] = fit(nets[devices], train, val, cfg.model_copy(update={"devices": devices}), seed=0)
+    assert results[2].device == "cpu x2 (DDP)" and results[1].device == "cpu"
+    assert results[2].best_epoch == results[1].best_epoch and results[2].epochs_run == 3
+    for one, two in zip(results[1].history, results[2].history, strict=True):
+        assert two["train_loss"] == pytest.approx(one["train_loss"], rel=1e-5)
+        assert two["val_loss"] == pytest.approx(one["val_loss"], rel=1e-5)
+    for p, q in zip(nets[1].parameters(), nets[2].parameters(), strict=True):
+        assert torch.allclose(p, q, atol=1e-5)
+    assert any(not torch.allclose(p, q, atol=1e-3) for p, q in zip(untrained.parameters(), nets[2].parameters()))
+
+
+def test_a_device_count_the_machine_cannot_run_is_one_clear_error():
+    from thawcast.errors import ConfigError
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    train, val = (WindowTensors.from_windows(toy_windows(s)) for s in (0, 1))
+    with pytest.raises(ConfigError, match="training.devices 2 / accelerator gpu"):
+        fit(tiny_net(), train, val, CFG.model_copy(update={"devices": 2, "accelerator": "gpu"}), seed=0)

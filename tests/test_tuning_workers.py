@@ -51,6 +51,8 @@ def test_two_workers_run_exactly_the_budget_and_a_rerun_adds_none(tiny_pipeline,
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     workers = {t.user_attrs["worker"] for t in counted}
     assert len(workers) == 2 and f"{socket.gethostname()}:{os.getpid()}" not in workers  # two other processes
+    drawn = [json.dumps(t.params, sort_keys=True) for t in trials]
+    assert len(set(drawn)) == len(drawn), f"workers drew the same trial twice: {drawn}"
     summary = json.loads(paths.study_summary("gru").read_text())
     assert summary["trials_complete"] + summary["trials_pruned"] == 6
     assert "user_attrs_worker" not in (paths.study("gru") / "trials.csv").read_text()  # no pids in DVC outputs
@@ -137,6 +139,37 @@ def test_workers_need_a_storage_that_takes_them(tmp_path):
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) <= 3 and "concurrent writers" in out.stderr
     assert "--workers 2:" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_one_process_draws_from_the_seed_and_workers_each_from_their_own(monkeypatch):
+    cfg = parse_config({**TINY, "tuning": SLOW_TRIALS})
+
+    def first_draw(shared: bool) -> dict:
+        study = optuna.create_study(sampler=tuning.sampler(cfg, shared))
+        return tuning.suggest(study.ask(), cfg, "gru")
+
+    assert first_draw(False) == first_draw(False)  # one worker: the same trials on every rebuild
+    monkeypatch.setattr(tuning, "worker_id", lambda: "host-a:101")
+    a = first_draw(True)
+    assert first_draw(True) == a  # a worker's own seed is fixed for its life
+    monkeypatch.setattr(tuning, "worker_id", lambda: "host-a:102")
+    assert first_draw(True) != a  # a second worker draws other trials
+
+
+def test_an_unreachable_tuning_database_or_tracking_server_is_one_clear_error():
+    from thawcast.config import MlflowConfig
+    from thawcast.errors import ServiceError
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = parse_config({**TINY, "tuning": {"storage": f"postgresql+psycopg2://team@127.0.0.1:{port}/optuna"}})
+    with pytest.raises(ServiceError, match=f"tuning.storage .*:{port}/optuna: the database does not answer"):
+        tuning.storage(cfg, attempts=2)
+    t0 = time.perf_counter()
+    with pytest.raises(ServiceError, match=f"mlflow.tracking_uri http://127.0.0.1:{port}: the tracking server"):
+        use_store(MlflowConfig(tracking_uri=f"http://127.0.0.1:{port}"))
+    assert time.perf_counter() - t0 < 60  # not MLflow's default minutes of retries
 
 
 def test_studies_side_by_side_draw_the_same_trials_as_in_a_row(tiny_pipeline, tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -242,6 +243,19 @@ class TrainingConfig(_Section):
         "torch intra-op CPU threads of one training run. 1 is the fastest for these small models here, and"
         " makes a run's bits independent of the machine's core count; parallelism comes from processes"
         " (compute.workers)"))
+    devices: int = Field(1, ge=1, le=1024, description=(
+        "devices one training run uses (Lightning's ``devices``): GPUs, or CPU processes with accelerator"
+        " cpu. Above 1, data-parallel training (DDP): ``batch_size`` stays the global batch, split evenly"
+        " over the devices. Tuning trials always run on one device"))
+    strategy: Literal["auto", "ddp_spawn"] = Field("auto", description=(
+        "Lightning strategy: ``auto`` = none on one device, DDP in spawned processes (``ddp_spawn``) on"
+        " several. Lightning's plain ``ddp`` re-runs the command in each process, which would repeat a whole"
+        " stage, so it is not offered"))
+
+    @property
+    def distributed(self) -> bool:
+        """Whether a run trains on several devices (DDP)."""
+        return self.devices > 1
 
     def require(self, arch: str) -> None:
         """Raise :class:`ConfigError` unless ``arch`` is one of the trained architectures."""
@@ -443,6 +457,13 @@ class ComputeConfig(_Section):
                             " stage's studies, the explain stage's SHAP runs; auto = the CPU cores this process"
                             " may use")
 
+    scheduler: str = Field(
+        "threads", description="where dask computes the band means: threads = dask's threads in this process"
+                               " (fastest on one machine at these sizes, README 'Dask'); local = a"
+                               " dask.distributed LocalCluster of `workers` single-threaded processes on this"
+                               " machine (localhost only); tcp://host:port (or tls://) = the scheduler of a"
+                               " running cluster (dask-jobqueue, Kubernetes, `dask scheduler`)")
+
     @field_validator("workers")
     @classmethod
     def _positive(cls, v: int | str) -> int | str:
@@ -450,10 +471,22 @@ class ComputeConfig(_Section):
             raise ValueError(f"workers must be 'auto' or at least 1, got {v}")
         return v
 
+    @field_validator("scheduler")
+    @classmethod
+    def _scheduler(cls, v: str) -> str:
+        if v not in ("local", "threads") and not re.fullmatch(r"(tcp|tls|inproc|ucx)://\S+", v):
+            raise ValueError(f"scheduler must be local, threads or a scheduler address such as"
+                             f" tcp://10.0.0.5:8786, got {v!r}")
+        return v
+
+    @property
+    def processes(self) -> int:
+        """The worker processes this setting asks for (auto: the usable cores)."""
+        return usable_cores() if self.workers == "auto" else self.workers
+
     def worker_count(self, tasks: int) -> int:
         """Processes to start for ``tasks`` independent jobs: never more than the jobs or (auto) the cores."""
-        n = usable_cores() if self.workers == "auto" else self.workers
-        return max(1, min(n, tasks))
+        return max(1, min(self.processes, tasks))
 
 
 def usable_cores() -> int:

@@ -58,3 +58,8 @@ class ModelInputError(ThawcastError):
 
 class WorkerError(ThawcastError):
     """A worker process died without an answer (killed, or out of memory)."""
+
+
+class ServiceError(ThawcastError):
+    """A server that ``params.yaml`` names (MLflow tracking server, tuning database, dask scheduler) does not
+    answer or refuses the connection."""

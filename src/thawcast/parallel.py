@@ -16,7 +16,7 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from typing import TypeVar
 
-from thawcast.errors import WorkerError
+from thawcast.errors import ServiceError, WorkerError
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -77,3 +77,32 @@ def torch_threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@contextmanager
+def dask_client(scheduler: str, workers: int) -> Iterator[object | None]:
+    """A ``dask.distributed`` client for the block, or None for dask's threads in this process.
+
+    ``scheduler`` is ``compute.scheduler``: ``local`` starts a LocalCluster of ``workers`` single-threaded
+    processes bound to 127.0.0.1 with no dashboard, closed after the block; an address connects to that
+    cluster's scheduler (left running). A scheduler that does not answer is :class:`ServiceError`.
+    """
+    if scheduler == "threads":
+        yield None
+        return
+    from distributed import Client, LocalCluster
+
+    if scheduler == "local":
+        with (LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                           dashboard_address=None, silence_logs=logging.WARNING) as cluster,
+              Client(cluster) as client):
+            yield client
+        return
+    try:
+        client = Client(scheduler, timeout="10s")
+    except (OSError, TimeoutError) as exc:
+        raise ServiceError(f"compute.scheduler {scheduler}: the dask scheduler does not answer ({exc})") from None
+    try:
+        yield client
+    finally:
+        client.close()

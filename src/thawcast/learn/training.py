@@ -19,6 +19,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,11 +27,12 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch import nn
 
 from thawcast.analysis.metrics import scores
 from thawcast.config import TrainingConfig
-from thawcast.errors import DataError, ThawcastError
+from thawcast.errors import ConfigError, DataError, ThawcastError
 from thawcast.learn.settings import ModelSettings
 from thawcast.models.base import BandSequenceModel
 from thawcast.models.registry import build_model
@@ -90,27 +92,50 @@ class TensorBatches:
         self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
-        return math.ceil(len(self.data) / self.batch_size)
+        world = _rank_world()[1]
+        n = len(self.data)
+        return n // self.batch_size + (n % self.batch_size >= world)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Batches in order (or a fresh permutation); under DDP every process draws the same order and takes
+        every ``world``-th window of each global batch, so the processes together see exactly the batch one
+        process would (a last batch with fewer windows than processes is dropped)."""
         n, d = len(self.data), self.data
+        rank, world = _rank_world()
         order = torch.randperm(n, generator=self.generator) if self.shuffle else None
         for start in range(0, n, self.batch_size):
-            if order is None:
-                sl = slice(start, start + self.batch_size)
+            stop = min(start + self.batch_size, n)
+            if world > 1:
+                if stop - start < world:
+                    return
+                idx = (order[start:stop] if order is not None else torch.arange(start, stop))[rank::world]
+                yield d.x[idx], d.band[idx], d.y[idx]
+            elif order is None:
+                sl = slice(start, stop)
                 yield d.x[sl], d.band[sl], d.y[sl]
             else:
-                idx = order[start:start + self.batch_size]
+                idx = order[start:stop]
                 yield d.x[idx], d.band[idx], d.y[idx]
+
+
+def _rank_world() -> tuple[int, int]:
+    """This process's rank and the number of processes of a DDP run ((0, 1) outside one)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
 
 
 # ---------------------------------------------------------------- the module
 class SequenceRegressor(L.LightningModule):
     """Any band-sequence network trained with MSE on scaled targets and AdamW."""
 
-    def __init__(self, net: BandSequenceModel, learning_rate: float, weight_decay: float) -> None:
+    def __init__(self, net: BandSequenceModel, learning_rate: float, weight_decay: float, max_epochs: int = 1,
+                 ) -> None:
         super().__init__()
         self.net, self.learning_rate, self.weight_decay = net, learning_rate, weight_decay
+        # The per-epoch (train_loss, val_loss) record, NaN where no epoch ran: a buffer, so it travels with the
+        # weights when DDP's spawned processes hand the trained module back.
+        self.register_buffer("record", torch.full((max_epochs, 2), float("nan")))
 
     def forward(self, x: torch.Tensor, band: torch.Tensor) -> torch.Tensor:
         return self.net(x, band)
@@ -121,7 +146,7 @@ class SequenceRegressor(L.LightningModule):
         if not torch.isfinite(loss):
             raise TrainingError(f"{name} is {loss.item()} at epoch {self.current_epoch}: training diverged"
                                 " (try a lower training.learning_rate); nothing was registered")
-        self.log(name, loss, on_step=False, on_epoch=True, batch_size=len(y))
+        self.log(name, loss, on_step=False, on_epoch=True, batch_size=len(y), sync_dist=self.trainer.world_size > 1)
         return loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
@@ -149,14 +174,30 @@ class EpochRecorder(L.Callback):
         row = {"train_loss": float(m["train_loss"]), MONITOR: float(m[MONITOR])}
         epoch = trainer.current_epoch
         self.history.append({"epoch": epoch, **row})
+        module.record[epoch] = torch.tensor([row["train_loss"], row[MONITOR]])
         if self.best is None or row[MONITOR] < self.best[0]:
             state = {k: v.detach().to("cpu", copy=True) for k, v in module.net.state_dict().items()}
             self.best = (row[MONITOR], epoch, state)
         if self.on_epoch is not None:
             self.on_epoch(epoch, row)
-        if epoch == 0 or (epoch + 1) % 10 == 0:
+        if trainer.is_global_zero and (epoch == 0 or (epoch + 1) % 10 == 0):
             log.info("%s epoch %d/%d: train_loss %.4f val_loss %.4f (best %.4f at epoch %d)", self.label,
                      epoch + 1, self.max_epochs, row["train_loss"], row[MONITOR], self.best[0], self.best[1] + 1)
+
+    def on_train_end(self, trainer, module) -> None:
+        """The module ends holding the best epoch's weights (what DDP hands back to the calling process)."""
+        if self.best is not None:
+            module.net.load_state_dict(self.best[2])
+
+
+class ThreadsPerProcess(L.Callback):
+    """``threads`` torch threads in each DDP process for the fit (spawned processes start with torch's default)."""
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+
+    def on_fit_start(self, trainer, module) -> None:
+        torch.set_num_threads(self.threads)
 
 
 # ---------------------------------------------------------------- fitting
@@ -201,18 +242,26 @@ def fit(net: BandSequenceModel, train: WindowTensors, val: WindowTensors, cfg: T
     """
     if len(train) == 0 or len(val) == 0:
         raise TrainingError("training and validation splits must both have windows")
+    if cfg.distributed and callbacks:
+        raise TrainingError("extra callbacks (e.g. Optuna pruning) need training on one device (training.devices 1)")
     L.seed_everything(seed, workers=True, verbose=False)
     net.train()
-    module = SequenceRegressor(net, cfg.learning_rate, cfg.weight_decay)
-    epochs = EpochRecorder(label, cfg.max_epochs, on_epoch)
-    trainer = L.Trainer(
-        max_epochs=cfg.max_epochs, accelerator=cfg.accelerator, devices=1, deterministic=cfg.deterministic,
-        gradient_clip_val=cfg.gradient_clip or None, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-        callbacks=[EarlyStopping(MONITOR, patience=cfg.patience, mode="min", check_finite=True), epochs, *callbacks],
-    )
+    module = SequenceRegressor(net, cfg.learning_rate, cfg.weight_decay, cfg.max_epochs)
+    # Spawned DDP processes cannot call back into this one: epochs are reported from the record afterwards.
+    epochs = EpochRecorder(label, cfg.max_epochs, None if cfg.distributed else on_epoch)
+    try:
+        trainer = L.Trainer(
+            max_epochs=cfg.max_epochs, accelerator=cfg.accelerator, devices=cfg.devices,
+            strategy="ddp_spawn" if cfg.distributed else "auto", deterministic=cfg.deterministic,
+            gradient_clip_val=cfg.gradient_clip or None, logger=False, enable_checkpointing=False,
+            enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+            callbacks=[EarlyStopping(MONITOR, patience=cfg.patience, mode="min", check_finite=True), epochs,
+                       ThreadsPerProcess(cfg.threads), *callbacks],
+        )
+    except MisconfigurationException as exc:
+        raise ConfigError(f"training.devices {cfg.devices} / accelerator {cfg.accelerator}: {exc}") from None
     t0 = time.perf_counter()
-    with torch_threads(cfg.threads), warnings.catch_warnings():
+    with torch_threads(cfg.threads), _sharing_for(cfg), warnings.catch_warnings():
         # Our batches are in-memory tensor slices: there is no worker pool to size.
         warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
         # Lightning 2.6 calls a torch pytree API that torch 2.13 deprecates; not ours to fix.
@@ -220,15 +269,37 @@ def fit(net: BandSequenceModel, train: WindowTensors, val: WindowTensors, cfg: T
         trainer.fit(module, TensorBatches(train, cfg.batch_size, shuffle=True, seed=seed),
                     TensorBatches(val, max(cfg.batch_size, 256)))
     seconds = time.perf_counter() - t0
-    if epochs.best is None:
+    history = [{"epoch": e, "train_loss": float(r[0]), MONITOR: float(r[1])}
+               for e, r in enumerate(module.record.cpu().tolist()) if not math.isnan(r[1])]
+    if not history:
         raise TrainingError(f"{label}: no validation epoch completed")
-    best_loss, best_epoch, state = epochs.best
-    net.load_state_dict(state)
+    best = min(history, key=lambda row: (row[MONITOR], row["epoch"]))  # the first best epoch, as kept
+    best_loss, best_epoch = best[MONITOR], best["epoch"]
+    if cfg.distributed and on_epoch is not None:
+        for row in history:
+            on_epoch(row["epoch"], {"train_loss": row["train_loss"], MONITOR: row[MONITOR]})
     net.to("cpu").eval()
-    device = str(trainer.strategy.root_device)
+    device = str(trainer.strategy.root_device) + (f" x{cfg.devices} (DDP)" if cfg.distributed else "")
     log.info("%s: best val_loss %.4f at epoch %d of %d (%.1f s on %s)", label, best_loss, best_epoch + 1,
-             len(epochs.history), seconds, device)
-    return FitResult(best_epoch, best_loss, len(epochs.history), epochs.history, seconds, device)
+             len(history), seconds, device)
+    return FitResult(best_epoch, best_loss, len(history), history, seconds, device)
+
+
+@contextmanager
+def _sharing_for(cfg: TrainingConfig) -> Iterator[None]:
+    """For DDP's spawned processes, tensors handed over through shared-memory files: torch's default, file
+    descriptors, fails to start them here ("bad value(s) in fds_to_keep"). Restored afterwards."""
+    if not cfg.distributed:
+        yield
+        return
+    import torch.multiprocessing as mp
+
+    before = mp.get_sharing_strategy()
+    mp.set_sharing_strategy("file_system")
+    try:
+        yield
+    finally:
+        mp.set_sharing_strategy(before)
 
 
 @dataclass
@@ -281,7 +352,7 @@ def train_many(jobs: Sequence[tuple[ModelSettings, int, str]], data: TrainingDat
     each receiving ``data`` once. A job's model does not depend on where or beside what it ran: every run
     trains with ``training.threads`` threads from its own seed.
     """
-    if workers == 1:
+    if workers == 1 or any(settings.training.distributed for settings, _, _ in jobs):  # DDP spawns its own
         for i, (settings, seed, label) in enumerate(jobs):
             yield i, train_model(settings, data, seed, label=label)[0]
         return
@@ -290,9 +361,11 @@ def train_many(jobs: Sequence[tuple[ModelSettings, int, str]], data: TrainingDat
 
 @torch.no_grad()
 def predict(net: nn.Module, data: WindowTensors, batch_size: int = 1024) -> np.ndarray:
-    """Scaled predictions ``[N, n_targets]`` of ``net`` (eval mode, CPU) for every window."""
+    """Scaled predictions ``[N, n_targets]`` of ``net`` (eval mode, CPU) for every window, on one torch thread:
+    the bits of every prediction and score then do not depend on the machine's core count (or on its load)."""
     net = net.to("cpu").eval()
-    out = [net(data.x[i:i + batch_size], data.band[i:i + batch_size]) for i in range(0, len(data), batch_size)]
+    with torch_threads(1):
+        out = [net(data.x[i:i + batch_size], data.band[i:i + batch_size]) for i in range(0, len(data), batch_size)]
     return torch.cat(out).numpy()
 
 

@@ -34,7 +34,7 @@ import sqlalchemy.exc
 from optuna.trial import TrialState
 
 from thawcast.config import Config, SearchDim
-from thawcast.errors import ConfigError
+from thawcast.errors import ConfigError, ServiceError
 from thawcast.layout import absolute_sqlite
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def fingerprint(cfg: Config, arch: str, data_version: str) -> str:
         "sampler_startup_trials": t.sampler_startup_trials, "pruner_startup_trials": t.pruner_startup_trials,
         "pruner_warmup_epochs": t.pruner_warmup_epochs, "seed": cfg.seed,
         "models": cfg.models.hparams(arch).model_dump(), "band_embedding_dim": cfg.models.band_embedding_dim,
-        "training": cfg.training.model_dump(mode="json", exclude={"architectures", "max_epochs", "patience"}),
+        "training": cfg.training.model_dump(mode="json", exclude={"architectures", "max_epochs", "patience", "devices", "strategy"}),
         "data": data_version,
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:8]
@@ -122,22 +122,41 @@ def storage(cfg: Config, attempts: int = 5) -> optuna.storages.BaseStorage:
             return optuna.storages.RDBStorage(url, heartbeat_interval=cfg.tuning.heartbeat_s,
                                               grace_period=cfg.tuning.grace_s)
 
-    for attempt in range(1, attempts):
+    for attempt in range(1, attempts + 1):
         try:
             return connect()
+        except ImportError:  # Optuna's wording for a missing database driver
+            raise ConfigError(f"tuning.storage {cfg.tuning.storage}: its database driver is not installed"
+                              " (for PostgreSQL: pip install -e '.[team]', which adds psycopg2)") from None
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as err:
+            if attempt == attempts:
+                first = str(err.orig if getattr(err, "orig", None) is not None else err).strip().splitlines()
+                raise ServiceError(f"tuning.storage {cfg.tuning.storage}: the database does not answer or refuses"
+                                   f" ({first[0] if first else type(err).__name__})") from None
             log.info("optuna storage busy (%s); retrying", type(err).__name__)
             time.sleep(0.2 * attempt)
-    return connect()  # the last attempt raises what it gets
+    raise AssertionError("unreachable")
 
 
-def open_study(cfg: Config, arch: str, fp: str, store: optuna.storages.BaseStorage | None = None) -> optuna.Study:
-    """Create or resume the study of ``arch`` (seeded TPE, median pruner), enqueuing the defaults if new."""
+def sampler(cfg: Config, shared: bool = False) -> optuna.samplers.TPESampler:
+    """The TPE sampler, seeded with ``seed``; ``shared``: one of several processes on the study, seeded with
+    ``seed`` and this process (workers seeded alike would draw the same trials, e.g. the same random start-up
+    points)."""
+    seed = cfg.seed
+    if shared:
+        seed = int.from_bytes(hashlib.sha256(f"{cfg.seed}:{worker_id()}".encode()).digest()[:4], "little")
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=cfg.tuning.sampler_startup_trials)
+
+
+def open_study(cfg: Config, arch: str, fp: str, store: optuna.storages.BaseStorage | None = None,
+               shared: bool = False) -> optuna.Study:
+    """Create or resume the study of ``arch`` (seeded TPE, median pruner), enqueuing the defaults if new.
+    ``shared``: this process is one of several workers on the study (:func:`sampler`)."""
     t = cfg.tuning
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         study_name=study_name(arch, fp), storage=store or storage(cfg), direction="minimize", load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=t.sampler_startup_trials),
+        sampler=sampler(cfg, shared),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=t.pruner_startup_trials,
                                            n_warmup_steps=t.pruner_warmup_epochs))
     if not study.trials:

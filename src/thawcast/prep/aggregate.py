@@ -42,8 +42,11 @@ def band_means(ds: xr.Dataset, geometry: BandGeometry, source: str | None = None
     crop = {"lat": slice(used_lat[0], used_lat[-1] + 1), "lon": slice(used_lon[0], used_lon[-1] + 1)}
     sub, w = ds.isel(crop), weights.isel(crop)
     dims = ["lat", "lon"]
+    # Products summed by numpy's own (pairwise) sum, not a BLAS or einsum dot: those split or order the sum by
+    # thread count and memory alignment, so the last bits of a band mean varied between dask's threads and a
+    # dask worker process, and with load. Twice the time of a dot (benchmarks/bench_band_aggregation.py).
     out = xr.Dataset({
-        name: xr.dot(da.fillna(0.0), w, dim=dims) / xr.dot(da.notnull().astype(w.dtype), w, dim=dims)
+        name: (da.fillna(0.0) * w).sum(dims) / (da.notnull() * w).sum(dims)
         for name, da in sub.data_vars.items()
     })
     for name in ds.data_vars:
@@ -58,15 +61,24 @@ def band_means(ds: xr.Dataset, geometry: BandGeometry, source: str | None = None
     return out.transpose("band", ...)
 
 
-def compute_streaming(ds: xr.Dataset, max_open_files: int = 4) -> xr.Dataset:
-    """Compute a lazy (dask-backed) result with at most ``max_open_files`` files held open.
+def compute_streaming(ds: xr.Dataset, max_open_files: int = 4, client=None) -> xr.Dataset:
+    """Compute a lazy (dask-backed) result with at most ``max_open_files`` files held open (per process).
 
     Each open NetCDF file keeps HDF5 chunk caches of the data read from it, so with
     xarray's default of 128 cached file handles a cube of yearly files ends up resident
     in memory anyway. Bounding the handle cache keeps memory at a few chunks (measured in
-    ``benchmarks/bench_band_aggregation.py``).
+    ``benchmarks/bench_band_aggregation.py``). ``client``: a ``dask.distributed`` client
+    (:func:`thawcast.parallel.dask_client`) whose workers compute it, else dask's threads here.
     """
-    from dask.diagnostics import ProgressBar
+    if client is None:
+        from dask.diagnostics import ProgressBar
 
-    with xr.set_options(file_cache_maxsize=max_open_files), ProgressBar(minimum=5.0):
-        return ds.compute()
+        with xr.set_options(file_cache_maxsize=max_open_files), ProgressBar(minimum=5.0):
+            return ds.compute()
+    client.run(_cap_open_files, max_open_files)
+    return client.compute(ds, sync=True)
+
+
+def _cap_open_files(n: int) -> None:
+    """On a dask worker: at most ``n`` NetCDF files held open (xarray's file cache, for the worker's life)."""
+    xr.set_options(file_cache_maxsize=n)

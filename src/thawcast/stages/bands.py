@@ -22,6 +22,7 @@ from thawcast.ingest.cmip5 import open_cmip5
 from thawcast.ingest.common import select_years
 from thawcast.ingest.era5land import open_era5land
 from thawcast.layout import Layout
+from thawcast.parallel import dask_client
 from thawcast.prep.aggregate import band_means, compute_streaming
 from thawcast.prep.geometry import BandGeometry
 from thawcast.quality.provenance import is_synthetic, provenance, staged_output
@@ -33,9 +34,9 @@ log = logging.getLogger(__name__)
 METHOD = "area-weighted band mean: cell area (cos lat) x fraction of the cell on the band's land"
 
 
-def _compute(ds: xr.Dataset, label: str) -> xr.Dataset:
+def _compute(ds: xr.Dataset, label: str, client) -> xr.Dataset:
     log.info("aggregating %s (%d months, %d variables)", label, ds.sizes["time"], len(ds.data_vars))
-    return compute_streaming(ds)
+    return compute_streaming(ds, client=client)
 
 
 def run(cfg: Config, paths: Layout | None = None) -> Path:
@@ -45,17 +46,20 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
     era_dir = raw_dir / "era5land"
     era = open_era5land(era_dir)
     era = select_years(era, cfg.period.start_year, cfg.period.end_year, str(era_dir))
-    era_b = _compute(band_means(era, geom, source=str(era_dir)), "ERA5-Land")
+    cmip = {}
+    with dask_client(cfg.compute.scheduler, cfg.compute.processes) as client:
+        if client is not None:
+            log.info("dask: %s", client)
+        era_b = _compute(band_means(era, geom, source=str(era_dir)), "ERA5-Land", client)
+        for exp in cfg.cmip5.experiments:
+            ds = open_cmip5(raw_dir / "cmip5", exp, cfg.cmip5.model, cfg.cmip5.ensemble)
+            out = _compute(band_means(ds, geom, source=f"{raw_dir / 'cmip5'} ({exp})"), f"CMIP5 {exp}", client)
+            out.attrs = provenance("bands", METHOD, ds.attrs["source_files"], synthetic=is_synthetic(ds.attrs),
+                                   model_id=cfg.cmip5.model, experiment_id=exp, ensemble=cfg.cmip5.ensemble,
+                                   calendar_note="CMIP months mapped to month starts (365_day calendar)")
+            cmip[exp] = out
     era_b.attrs = provenance("bands", METHOD, era.attrs.get("source_files", str(era_dir)),
                              synthetic=is_synthetic(era.attrs), source_format=era.attrs.get("source_format", ""))
-    cmip = {}
-    for exp in cfg.cmip5.experiments:
-        ds = open_cmip5(raw_dir / "cmip5", exp, cfg.cmip5.model, cfg.cmip5.ensemble)
-        out = _compute(band_means(ds, geom, source=f"{raw_dir / 'cmip5'} ({exp})"), f"CMIP5 {exp}")
-        out.attrs = provenance("bands", METHOD, ds.attrs["source_files"], synthetic=is_synthetic(ds.attrs),
-                               model_id=cfg.cmip5.model, experiment_id=exp, ensemble=cfg.cmip5.ensemble,
-                               calendar_note="CMIP months mapped to month starts (365_day calendar)")
-        cmip[exp] = out
 
     era_frame = band_table_frame(era_b)
     cmip_frame = pd.concat(

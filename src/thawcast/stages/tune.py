@@ -37,9 +37,11 @@ log = logging.getLogger(__name__)
 
 
 def trial_settings(cfg: Config, arch: str, params: dict) -> ModelSettings:
-    """Settings of one trial: the drawn params over the defaults, with the tuning budget's epochs."""
+    """Settings of one trial: the drawn params over the defaults, with the tuning budget's epochs, on one device
+    (the pruning callback reports from one process; parallel trials come from ``tuning.workers``)."""
     b = cfg.tuning.budget
-    training = cfg.training.model_copy(update={"max_epochs": b.max_epochs, "patience": b.patience})
+    training = cfg.training.model_copy(update={"max_epochs": b.max_epochs, "patience": b.patience,
+                                               "devices": 1, "strategy": "auto"})
     return settings_from(cfg, arch, params, "trial", training)
 
 
@@ -66,6 +68,7 @@ def run(cfg: Config, arch: str | None = None, paths: Layout | None = None) -> Pa
 def tune_one(cfg: Config, arch: str, paths: Layout) -> Path:
     """One architecture's study: trials until the budget, then ``data/tuning/<arch>/``."""
     import mlflow
+    from optuna.trial import TrialState
 
     from thawcast.learn import tuning
     from thawcast.learn.training import TrainingError
@@ -101,6 +104,8 @@ def tune_one(cfg: Config, arch: str, paths: Layout) -> Path:
         resumed = tuning.counted(study)
         workers = cfg.tuning.workers
         if workers == 1:
+            if any(t.state == TrialState.RUNNING for t in study.get_trials(deepcopy=False)):
+                study.sampler = tuning.sampler(cfg, shared=True)  # other machines' workers are on this study
             work(cfg, arch, study, train_data, parent.info.run_id)
         else:
             from thawcast.parallel import log_to_console, map_processes
@@ -202,7 +207,7 @@ def _worker(job: tuple[Config, str, Layout, str, str]) -> int:
 
     cfg, arch, paths, fp, parent_run_id = job
     use_store(cfg.mlflow, cfg.tuning.experiment)
-    study = tuning.open_study(cfg, arch, fp)
+    study = tuning.open_study(cfg, arch, fp, shared=True)
     return work(cfg, arch, study, load_training_data(paths.history, paths.scaler), parent_run_id)
 
 

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from thawcast.config import MlflowConfig
-from thawcast.errors import DataError, ThawcastError
+from thawcast.errors import DataError, ServiceError, ThawcastError
 from thawcast.layout import absolute_sqlite
 
 log = logging.getLogger(__name__)
@@ -37,14 +37,26 @@ def tracking_uri(cfg: MlflowConfig) -> str:
     return absolute_sqlite(cfg.tracking_uri)
 
 
+def is_server(uri: str) -> bool:
+    """Whether ``uri`` names a tracking server (team mode) rather than a local store."""
+    return uri.startswith(("http://", "https://"))
+
+
 def use_store(cfg: MlflowConfig, experiment: str | None = None) -> str:
-    """Point MLflow at the configured store and experiment (created if new); return its id."""
+    """Point MLflow at the configured store and experiment (created if new); return its id.
+
+    A local store keeps a new experiment's artifacts under ``mlflow.artifacts``; a tracking server (team mode)
+    chooses their place itself (``--artifacts-destination``, proxied), so ``mlflow.artifacts`` is not used.
+    """
     mlflow = _mlflow()
-    mlflow.set_tracking_uri(tracking_uri(cfg))
-    mlflow.set_registry_uri(tracking_uri(cfg))
+    uri = tracking_uri(cfg)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
     name = experiment or cfg.experiment
-    exp = mlflow.get_experiment_by_name(name)
-    if exp is None:
+    exp = _reach(uri, lambda: mlflow.get_experiment_by_name(name))
+    if exp is None and is_server(uri):
+        exp_id = mlflow.create_experiment(name)
+    elif exp is None:
         artifacts = Path(cfg.artifacts).resolve()
         artifacts.mkdir(parents=True, exist_ok=True)
         exp_id = mlflow.create_experiment(name, artifact_location=artifacts.as_uri())
@@ -52,6 +64,31 @@ def use_store(cfg: MlflowConfig, experiment: str | None = None) -> str:
         exp_id = exp.experiment_id
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
+
+
+def _reach(uri: str, call):
+    """``call()``, the first request to the store: a server that does not answer is one clear error, soon.
+
+    MLflow retries a failing HTTP request for minutes by default; the first request here retries a few times
+    over about ten seconds (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``/``..._TIMEOUT`` still win where set).
+    """
+    if not is_server(uri):
+        return call()
+    mlflow = _mlflow()
+    patience = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+    saved = {k: os.environ.get(k) for k in patience}
+    os.environ.update({k: v for k, v in patience.items() if saved[k] is None})
+    try:
+        return call()
+    except mlflow.exceptions.MlflowException as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ServiceError(f"mlflow.tracking_uri {uri}: the tracking server does not answer ({first[:300]}); start it "
+                        "(README 'Team mode') or point mlflow.tracking_uri elsewhere") from None
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
 
 
 def registered_name(cfg: MlflowConfig, architecture: str) -> str:
