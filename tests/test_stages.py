@@ -114,3 +114,9 @@ def test_ingest_of_user_files(tiny_world, tiny_cfg, tmp_path):
     with pytest.raises(DataError, match="no IPSL-CM5A-MR r1i1p1 CMIP5 files"):
         raw.run(cfg_bad, layout(tmp_path))
     assert len(list((tmp_path / "raw" / "era5land").glob("*.nc"))) == 3  # previous output kept
+    # a broken file is named where the user has it, not as its copy in the staging folder (gone by then)
+    broken = sorted((ext / "era5land").glob("*.nc"))[1]
+    broken.write_bytes(broken.read_bytes()[:2000])
+    with pytest.raises(DataError) as info:
+        raw.run(cfg, layout(tmp_path))
+    assert str(info.value).startswith(f"{broken}:") and ".tmp-" not in str(info.value)

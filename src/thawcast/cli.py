@@ -111,6 +111,13 @@ def main(argv: list[str] | None = None) -> int:
     except ThawcastError as exc:
         print(f"thawcast {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # permissions, read-only or full disks: the user's to fix, not a bug
+        from thawcast.quality.provenance import USER_OS_ERRORS, os_error_hint
+
+        if exc.errno not in USER_OS_ERRORS:
+            raise
+        print(f"thawcast {args.command}: error: {os_error_hint(exc)}", file=sys.stderr)
+        return 2
 
 
 def _dispatch(args: argparse.Namespace) -> int:

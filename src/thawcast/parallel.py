@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TypeVar
 
 from thawcast.errors import ServiceError, WorkerError
@@ -106,3 +108,18 @@ def dask_client(scheduler: str, workers: int) -> Iterator[object | None]:
         yield client
     finally:
         client.close()
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine is alive (another user's counts; a zombie, killed but not yet
+    reaped by its parent, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True

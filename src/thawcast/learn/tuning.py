@@ -36,6 +36,7 @@ from optuna.trial import TrialState
 from thawcast.config import Config, SearchDim
 from thawcast.errors import ConfigError, ServiceError
 from thawcast.layout import absolute_sqlite
+from thawcast.parallel import process_alive
 
 log = logging.getLogger(__name__)
 
@@ -185,19 +186,6 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: alive
-        return True
-    try:  # a killed child its parent has not reaped yet is a zombie: dead
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
 def fail_orphaned_trials(study: optuna.Study, grace_s: float, idle: bool = False) -> list[int]:
     """Fail RUNNING trials whose worker is dead; returns their numbers.
 
@@ -243,7 +231,7 @@ def fail_orphaned_trials(study: optuna.Study, grace_s: float, idle: bool = False
         for t in running:
             worker = t.user_attrs.get(WORKER_ATTR)
             name, _, pid = str(worker).rpartition(":")
-            if (worker is None and old(t)) or (worker is not None and name == host and not _alive(int(pid))) \
+            if (worker is None and old(t)) or (worker is not None and name == host and not process_alive(int(pid))) \
                     or (idle and worker == me):
                 dead.append(t)
         failed = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from thawcast import __version__
+from thawcast.parallel import process_alive
 
 log = logging.getLogger(__name__)
 
@@ -57,27 +59,78 @@ def is_synthetic(attrs: dict) -> bool:
     return str(attrs.get("thawcast_synthetic", "false")).lower() == "true"
 
 
+#: errno values of failures a user causes and can fix (permissions, read-only or full disks).
+USER_OS_ERRORS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
+
+
+def os_error_hint(exc: OSError) -> str:
+    """``<file>: <what the system said> (<what to do>)`` for an :data:`USER_OS_ERRORS` failure."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    return (f"{where}{exc.strerror or os.strerror(exc.errno)} (free disk space, or check the folder's"
+            " permissions, then run the stage again)")
+
+
 @contextlib.contextmanager
 def staged_output(final: Path) -> Iterator[Path]:
     """Write a stage's output folder all-or-nothing.
 
-    Yields a fresh temporary folder next to ``final``. If the block succeeds, ``final`` is
-    replaced by it; if the block raises, the temporary folder is removed and the previous
-    ``final`` is left untouched.
+    Yields a fresh temporary folder ``.<name>.tmp-<pid>`` next to ``final``. If the block succeeds, ``final``
+    is replaced by it; if the block or the replacement fails, the temporary folder is removed and the previous
+    ``final`` is left as it was. Before starting, leftovers of runs that died (their process is gone) are
+    cleared: a run killed between moving ``final`` aside and moving the new folder in gets its previous
+    ``final`` back. A folder that cannot be written (permissions, read-only or full disk) is a
+    :class:`~thawcast.errors.DataError` naming it.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
     old = final.parent / f".{final.name}.old-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        _clear_dead_runs(final)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    except OSError as exc:
+        raise _unwritable(final, exc) from None
     try:
         yield tmp
-    except BaseException:
+        if final.exists():
+            final.rename(old)
+        tmp.rename(final)
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not final.exists():
+            try:
+                old.rename(final)
+            except OSError:  # the next run restores it (see _clear_dead_runs)
+                log.error("%s: the previous output could not be moved back; it is in %s", final, old)
+        if isinstance(exc, OSError) and exc.errno in USER_OS_ERRORS:
+            raise _unwritable(final, exc) from None
         raise
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
     shutil.rmtree(old, ignore_errors=True)
     log.info("wrote %s", final)
+
+
+def _unwritable(final: Path, exc: OSError) -> Exception:
+    from thawcast.errors import DataError
+
+    if exc.errno not in USER_OS_ERRORS:
+        return exc
+    return DataError(final, f"cannot write ({exc.strerror or os.strerror(exc.errno)}, at {exc.filename or final});"
+                            " the previous output is left as it was: free disk space or fix the folder's"
+                            " permissions, then run the stage again")
+
+
+def _clear_dead_runs(final: Path) -> None:
+    """Remove ``.<name>.tmp-<pid>`` / ``.<name>.old-<pid>`` of processes that are gone; restore ``final`` from
+    such an ``.old`` folder when ``final`` is missing (that run died between its two renames)."""
+    for leftover in sorted(final.parent.glob(f".{final.name}.*-*")):
+        kind, _, pid = leftover.name.removeprefix(f".{final.name}.").partition("-")
+        if kind not in ("tmp", "old") or not pid.isdigit() or int(pid) == os.getpid() or process_alive(int(pid)):
+            continue
+        if kind == "old" and not final.exists():
+            leftover.rename(final)
+            log.warning("%s: restored the previous output from %s (a run died while replacing it)", final,
+                        leftover.name)
+        else:
+            shutil.rmtree(leftover, ignore_errors=True)
+            log.info("removed %s, left by a run that died", leftover)

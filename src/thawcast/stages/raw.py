@@ -45,18 +45,22 @@ def _generate(cfg: Config, tmp: Path) -> None:
     write_lithology(cfg, tmp / "static" / "lithology.nc", lith_rng)
 
 
-def _ingest(cfg: Config, tmp: Path) -> None:
+def _ingest(cfg: Config, tmp: Path) -> dict[Path, Path]:
+    """Copy the user's files into ``tmp``; return each copy (and copied folder) -> the user's original."""
     src = cfg.source
     era = list_netcdf(src.era5land_dir)
+    origins = {tmp / "era5land": Path(src.era5land_dir), tmp / "cmip5": Path(src.cmip5_dir)}
     (tmp / "era5land").mkdir()
     for f in era:
         shutil.copy2(f, tmp / "era5land" / f.name)
+        origins[tmp / "era5land" / f.name] = Path(f)
     (tmp / "cmip5").mkdir()
     n = 0
     for exp in cfg.cmip5.experiments:
         for paths in find_cmip5_files(src.cmip5_dir, cfg.cmip5.model, exp, cfg.cmip5.ensemble).values():
             for p in paths:
                 shutil.copy2(p, tmp / "cmip5" / p.name)
+                origins[tmp / "cmip5" / p.name] = Path(p)
                 n += 1
     if n == 0:
         raise DataError(src.cmip5_dir, f"no {cfg.cmip5.model} {cfg.cmip5.ensemble} CMIP5 files found")
@@ -65,7 +69,17 @@ def _ingest(cfg: Config, tmp: Path) -> None:
             raise DataError(src.lithology_file, "lithology file not found")
         (tmp / "static").mkdir()
         shutil.copy2(src.lithology_file, tmp / "static" / "lithology.nc")
+        origins[tmp / "static" / "lithology.nc"] = Path(src.lithology_file)
     log.info("ingested %d ERA5-Land and %d CMIP5 files", len(era), n)
+    return origins
+
+
+def _by_origin(exc: DataError, origins: dict[Path, Path]) -> DataError:
+    """``exc`` naming the user's file instead of its copy in the staging folder (gone when they read it)."""
+    problem = exc.problem
+    for copy, original in sorted(origins.items(), key=lambda kv: -len(str(kv[0]))):
+        problem = problem.replace(str(copy), str(original))
+    return DataError(origins.get(exc.path, exc.path), problem)
 
 
 def validation_sections(cfg: Config, raw_dir: Path, suite_dir: Path) -> list[dict]:
@@ -94,7 +108,12 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
     with staged_output(paths.raw) as tmp:
         if cfg.source.kind == "synthetic":
             _generate(cfg, tmp)
+            origins = {}
         else:
-            _ingest(cfg, tmp)
-        validate_stage("raw", validation_sections(cfg, tmp, paths.expectations), paths.validation_reports)
+            origins = _ingest(cfg, tmp)
+        try:
+            sections = validation_sections(cfg, tmp, paths.expectations)
+        except DataError as exc:
+            raise _by_origin(exc, origins) from None
+        validate_stage("raw", sections, paths.validation_reports)
     return paths.raw
