@@ -1,0 +1,107 @@
+"""The README's tables of results are the committed metrics: a quoted number that drifts from ``metrics/*.json``
+fails here (at the precision the README prints). Tables measured in separate experiments say so in the README.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import REPO
+
+README = (REPO / "README.md").read_text()
+METRICS = REPO / "metrics"
+#: README row names of the baselines -> their keys in ``metrics/evaluation.json``.
+NAMES = {"seasonal persistence": "seasonal_persistence", "ridge (flat window)": "ridge"}
+
+
+def table(header: str) -> list[list[str]]:
+    """The body rows of the README table whose header row starts with ``header`` (cells stripped)."""
+    lines = README.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith(header)]
+    assert len(starts) == 1, f"README has {len(starts)} tables headed {header!r}"
+    rows = []
+    for line in lines[starts[0] + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+    assert rows, f"README table {header!r} has no rows"
+    return rows
+
+
+def metrics(name: str) -> dict:
+    return json.loads((METRICS / name).read_text())
+
+
+def pm(stats: dict) -> str:
+    return f"{stats['mean']:.3f} +- {stats['std']:.3f}"
+
+
+def test_the_evaluation_table_is_the_committed_evaluation():
+    ev = metrics("evaluation.json")
+    rows = table("| model | test RMSE (degC) |")
+    assert sorted(NAMES.get(r[0], r[0]) for r in rows) == sorted(ev["models"])
+    rmses = []
+    for row in rows:
+        name = NAMES.get(row[0], row[0])
+        overall = ev["models"][name]["overall"]
+        assert row[1:4] == [f"{overall[k]:.3f}" for k in ("rmse", "mae", "r2")], name
+        reduction = ev["rmse_reduction"].get(name)
+        expected = ["", ""] if reduction is None else [f"{reduction[b]:+.0%}" for b in ("climatology",
+                                                                                        "seasonal_persistence")]
+        assert row[4:6] == expected, name
+        rmses.append((name in ev["rmse_reduction"], overall["rmse"]))
+    # networks first, each group from best to worst, as the README says
+    assert rmses == sorted(rmses, key=lambda t: (not t[0], t[1]))
+
+
+def test_the_tuning_table_is_the_committed_studies_and_seed_42_runs():
+    tuning, spread = metrics("tuning.json"), metrics("seed_spread.json")
+    rows = table("| architecture | validation RMSE, defaults -> tuned |")
+    assert [r[0] for r in rows] == list(tuning)
+    first = spread["seeds"].index(42)
+    for arch, val, test, trials in rows:
+        study, runs = tuning[arch], spread["architectures"][arch]
+        assert val == f"{study['default_value']:.3f} -> {study['best_value']:.3f}", arch
+        assert test == (f"{runs['defaults']['test_rmse']['values'][first]:.3f} ->"
+                        f" {runs['tuned']['test_rmse']['values'][first]:.3f}"), arch
+        assert trials == f"{study['trials_complete']} / {study['trials_pruned']}", arch
+
+
+def test_the_seed_spread_table_is_the_committed_seed_spread():
+    spread = metrics("seed_spread.json")
+    rows = table("| architecture | defaults | tuned | tuned - defaults (+- SE) |")
+    assert [r[0] for r in rows] == list(spread["architectures"])
+    for arch, defaults, tuned, effect in rows:
+        runs = spread["architectures"][arch]
+        assert defaults == pm(runs["defaults"]["test_rmse"]) and tuned == pm(runs["tuned"]["test_rmse"]), arch
+        e = runs["tuning_effect"]
+        text = f"{e['tuned_minus_defaults_test_rmse']:+.3f} +- {e['standard_error']:.3f}"
+        assert effect == (f"**{text}**" if e["beyond_two_standard_errors"] else text), arch
+
+
+def _std_range(s: dict) -> tuple[float, float]:
+    stds = [r[k]["test_rmse"]["std"] for r in s["architectures"].values() for k in ("defaults", "tuned")]
+    return min(stds), max(stds)
+
+
+@pytest.mark.parametrize("phrase, values", [
+    ("median seed std of one configuration's test RMSE is {:.3f} degC (largest: {:.3f})",
+     lambda s: (s["summary"]["median_test_std"], s["summary"]["max_test_std"])),
+    ("the test RMSE of one configuration moves by {:.2f}-{:.2f} degC (std)", _std_range),
+])
+def test_seed_spread_numbers_in_the_prose(phrase, values):
+    assert phrase.format(*values(metrics("seed_spread.json"))) in " ".join(README.split())
+
+
+def test_the_tuning_prose_is_the_committed_studies():
+    tuning, spread = metrics("tuning.json"), metrics("seed_spread.json")
+    gains = [1 - s["best_value"] / s["default_value"] for s in tuning.values()]
+    first = spread["seeds"].index(42)
+    worse = [a for a, r in spread["architectures"].items()
+             if r["tuned"]["test_rmse"]["values"][first] > r["defaults"]["test_rmse"]["values"][first]]
+    words = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}
+    text = " ".join(README.split())
+    assert all(g > 0 for g in gains) and f"(by {min(gains):.0%}-{max(gains):.0%})".replace("%-", "-") in text
+    assert f"got worse for {words.get(len(worse), 'none')} of five" in text
