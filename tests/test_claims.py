@@ -105,3 +105,35 @@ def test_the_tuning_prose_is_the_committed_studies():
     text = " ".join(README.split())
     assert all(g > 0 for g in gains) and f"(by {min(gains):.0%}-{max(gains):.0%})".replace("%-", "-") in text
     assert f"got worse for {words.get(len(worse), 'none')} of five" in text
+
+
+def _quoted(text: str, value: float) -> bool:
+    """Whether ``text`` (e.g. ``-0.160``, ``89%``) is ``value`` rounded to the precision it is printed with."""
+    if text.endswith("%"):
+        return round(value * 100) == int(text[:-1])
+    decimals = len(text.split(".")[1]) if "." in text else 0
+    return abs(float(text) - value) <= 0.5 * 10 ** -decimals + 1e-12
+
+
+def test_the_bias_correction_spread_table_and_its_summary_are_the_committed_metrics():
+    spread = metrics("scenario_spread.json")["spread"]
+    rows = table("| variable | raw GCM | after EQM | after QDM |")
+    for name, *cells in rows:
+        s = spread[name.split()[0]]
+        for text, key in zip(cells, ("raw", "eqm", "qdm", "eqm_retained", "qdm_retained"), strict=True):
+            assert _quoted(text, s[key]), (name, key, text, s[key])
+    kept = {m: [spread[v][f"{m}_retained"] for v in ("t_air", "t_surface", "r_thermal")] for m in ("qdm", "eqm")}
+    said = {m: f"{round(100 * min(k))}-{round(100 * max(k))}%" for m, k in kept.items()}
+    assert (f"QDM keeps {said['qdm']} of the temperature and longwave spread; EQM keeps {said['eqm']} of it"
+            in " ".join(README.split()))
+
+
+def test_the_12_month_check_numbers_are_the_committed_projection_periods():
+    period = metrics("projection_period.json")
+    members, mean = period["members"], period["ensemble_mean"]
+    assert members["all_series_12_months"] and mean["all_series_12_months"]
+    text = " ".join(README.split())
+    assert (f"all {members['n_series']} member series (4 scenarios x 5 models x 6 bands x 4 layers; periods"
+            f" {members['period_min_months']:.1f}-{members['period_max_months']:.1f} months) and all"
+            f" {mean['n_series']} ensemble-mean series have a 12-month period") in text
+    assert members["n_series"] == 4 * 5 * 6 * 4
