@@ -137,3 +137,36 @@ def test_the_12_month_check_numbers_are_the_committed_projection_periods():
             f" {members['period_min_months']:.1f}-{members['period_max_months']:.1f} months) and all"
             f" {mean['n_series']} ensemble-mean series have a 12-month period") in text
     assert members["n_series"] == 4 * 5 * 6 * 4
+
+
+def test_the_thaw_numbers_in_the_prose_are_the_committed_thaw_metrics():
+    thaw = metrics("thaw.json")
+    rcps, north = ("rcp26", "rcp45", "rcp60", "rcp85"), "69.3-71.3N"
+    band = {s: thaw[s][north] for s in rcps}
+    spans = [b["alt_model_max_cm"] - b["alt_model_min_cm"] for b in band.values()]
+    trends = [b["alt_trend_cm_per_decade"] for b in band.values()]
+    air = [-b["t_air_trend_degC_per_decade"] for b in band.values()]
+    text = " ".join(README.split())
+    levels = " / ".join(f"{band[s]['alt_mean_cm']:.0f}" for s in rcps)
+    assert (f"in 69.3-71.3 N, ALT averages {thaw['observed'][north]['alt_mean_cm']:.0f} cm observed (2001-2023)"
+            f" and {levels} cm under RCP2.6 / 4.5 / 6.0 / 8.5"
+            f" (2024-2030), with a range across architectures of {min(spans):.0f}-{max(spans):.0f} cm") in text
+    assert f"trends* are negative ({min(trends):.0f} to {max(trends):.0f} cm per decade in 69.3-71.3 N)" in text
+    assert max(trends) < 0 and f"falls by {min(air):.2f}-{max(air):.2f} degC per decade in that band" in text
+    for b in ("65.3-67.3N", "67.3-69.3N", north):  # "the scenarios stay in forcing order in every northern band"
+        alt = [thaw[s][b]["alt_mean_cm"] for s in rcps]
+        assert alt == sorted(alt), b
+
+
+def test_the_shap_summary_is_the_committed_shap_metrics():
+    shap = metrics("shap.json")
+    tops = {arch: row["top"] for arch, row in shap.items()}
+    in_all = {f for f in ("t_air", "t_surface", "r_thermal") if all(f in t for t in tops.values())}
+    assert in_all == {"t_air", "t_surface", "r_thermal"}
+    assert [sum(f in t for t in tops.values()) for f in ("w1", "month_sin")] == [3, 3]
+    largest = sorted(((v, f, a) for a, t in tops.items() for f, v in t.items()), reverse=True)[:2]
+    assert [(f, a) for _, f, a in largest] == [("q_latent", "transformer"), ("month_sin", "conv_lstm")]
+    gaps = [row["additivity_gap_degc"] for row in shap.values()]
+    text = " ".join(README.split())
+    assert (f"latent heat flux in the Transformer ({largest[0][0]:.2f} degC) and the season in the Conv1D-LSTM"
+            f" ({largest[1][0]:.2f} degC). The additivity gap is {min(gaps):.2f}-{max(gaps):.2f} degC") in text
