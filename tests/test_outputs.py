@@ -104,3 +104,33 @@ def test_the_cli_prints_a_disk_or_permission_error_as_one_line(monkeypatch, caps
     err = capsys.readouterr().err.strip()
     assert err == ("thawcast static: error: data/static/soil.nc: No space left on device (free disk space, or"
                    " check the folder's permissions, then run the stage again)")
+
+
+def test_an_mlflow_run_left_running_by_a_killed_process_is_marked_killed_and_a_live_ones_kept(tmp_path):
+    import mlflow
+
+    from thawcast.config import MlflowConfig
+    from thawcast.tracking.registry import use_store
+
+    cfg = MlflowConfig(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifacts=tmp_path / "art")
+    start = ("import os, signal, sys, time\n"
+             "from thawcast.config import MlflowConfig\n"
+             "from thawcast.tracking.registry import start_run, use_store\n"
+             f"use_store(MlflowConfig(tracking_uri={cfg.tracking_uri!r}, artifacts={str(cfg.artifacts)!r}))\n"
+             "run = start_run(run_name=sys.argv[1])\n"
+             "print(run.info.run_id, flush=True)\n"
+             "time.sleep(60) if sys.argv[1] == 'alive' else os.kill(os.getpid(), signal.SIGKILL)\n")
+    use_store(cfg)  # the store exists before the two processes open it
+    procs = {name: subprocess.Popen([sys.executable, "-c", start, name], stdout=subprocess.PIPE, text=True)
+             for name in ("killed", "alive")}
+    try:
+        ids = {name: p.stdout.readline().strip() for name, p in procs.items()}
+        procs["killed"].wait(60)
+        assert procs["killed"].returncode == -9
+        use_store(cfg)  # the next stage to start on this machine
+        client = mlflow.MlflowClient()
+        assert client.get_run(ids["killed"]).info.status == "KILLED"
+        assert client.get_run(ids["alive"]).info.status == "RUNNING"  # a live process's run is left alone
+    finally:
+        procs["alive"].kill()
+        procs["alive"].wait()

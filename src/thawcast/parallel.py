@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import socket
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -123,3 +124,14 @@ def process_alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return True
+
+
+def process_id() -> str:
+    """``host:pid`` of this process, as recorded on Optuna trials and MLflow runs to find those of dead ones."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def dead_here(owner: str | None) -> bool:
+    """Whether ``owner`` (a :func:`process_id`) names a process of this host that is gone."""
+    host, _, pid = (owner or "").rpartition(":")
+    return host == socket.gethostname() and pid.isdigit() and not process_alive(int(pid))

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import socket
 import time
 import warnings
@@ -36,7 +35,7 @@ from optuna.trial import TrialState
 from thawcast.config import Config, SearchDim
 from thawcast.errors import ConfigError, ServiceError
 from thawcast.layout import absolute_sqlite
-from thawcast.parallel import process_alive
+from thawcast.parallel import process_alive, process_id
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +182,7 @@ def counted(study: optuna.Study) -> int:
 
 def worker_id() -> str:
     """``host:pid`` of this process: the trial attribute by which a dead worker's trials are found."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    return process_id()
 
 
 def fail_orphaned_trials(study: optuna.Study, grace_s: float, idle: bool = False) -> list[int]:

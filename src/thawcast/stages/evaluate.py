@@ -40,7 +40,7 @@ from thawcast.ingest.common import open_netcdf
 from thawcast.layout import Layout
 from thawcast.prep.windows import WindowSet, load_scalers, open_windows
 from thawcast.quality.provenance import git_commit, is_synthetic, provenance, staged_output
-from thawcast.tracking.registry import load_registration, read_registration, use_store
+from thawcast.tracking.registry import load_registration, read_registration, start_run, use_store
 from thawcast.variables import TARGETS
 
 log = logging.getLogger(__name__)
@@ -113,12 +113,12 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
     md_file.write_text(f"# Test-period evaluation\n\n{table}")
     figs = paths.evaluation / "figures"
     for arch, (_, mv) in regs.items():
-        with mlflow.start_run(run_id=mv.run_id):
+        with start_run(run_id=mv.run_id):
             mlflow.log_metrics(flat_scores("eval_test_", metrics["models"][arch]))
             mlflow.log_metrics({f"rmse_reduction_vs_{b}": v for b, v in metrics["rmse_reduction"][arch].items()})
             mlflow.log_artifact(str(figs / fig_paths[arch].name), "figures")
             mlflow.log_artifact(str(figs / bars.name), "figures")
-    with mlflow.start_run(run_name="evaluate", tags={"thawcast.stage": "evaluate", "git_commit": git_commit()}):
+    with start_run(run_name="evaluate", tags={"thawcast.stage": "evaluate", "git_commit": git_commit()}):
         for name in bases:
             mlflow.log_metrics(flat_scores(f"{name}_test_", metrics["models"][name]))
         mlflow.log_params({f"model.{a}": v for a, v in metrics["registered"].items()})

@@ -31,7 +31,7 @@ from thawcast.ingest.common import open_netcdf
 from thawcast.layout import Layout
 from thawcast.prep.windows import open_windows
 from thawcast.quality.provenance import git_commit, is_synthetic, provenance, staged_output
-from thawcast.tracking.registry import load_registration, read_registration, use_store
+from thawcast.tracking.registry import load_registration, read_registration, start_run, use_store
 from thawcast.variables import TARGETS
 
 log = logging.getLogger(__name__)
@@ -109,10 +109,10 @@ def explain_one(cfg: Config, arch: str, paths: Layout) -> Path:
         figs = plots(sv, x.mean(axis=1), features, imp, f"{arch} ({reg.label}): SHAP on test windows",
                      tmp / "figures", e.top)
     final = paths.explanation(arch)
-    with mlflow.start_run(run_id=mv.run_id):
+    with start_run(run_id=mv.run_id):
         mlflow.log_artifacts(str(final), "shap")
         mlflow.log_metric("shap_additivity_gap_degc", gap)
-    with mlflow.start_run(run_name=f"explain-{arch}", tags={
+    with start_run(run_name=f"explain-{arch}", tags={
             "thawcast.stage": "explain", "thawcast.architecture": arch, "git_commit": git_commit(),
             "registered_model": name, "model_version": str(mv.version), "model_run_id": mv.run_id}):
         mlflow.log_params({"registered_model": name, "model_version": str(mv.version), "model_run_id": mv.run_id,

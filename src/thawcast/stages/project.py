@@ -38,7 +38,7 @@ from thawcast.ingest.common import open_netcdf
 from thawcast.layout import Layout
 from thawcast.prep.windows import open_windows
 from thawcast.quality.provenance import git_commit, is_synthetic, provenance, staged_output
-from thawcast.tracking.registry import load_registration, read_registration, use_store
+from thawcast.tracking.registry import load_registration, read_registration, start_run, use_store
 from thawcast.variables import TARGETS
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
     period_file = paths.metric("projection_period.json")
     period_file.parent.mkdir(parents=True, exist_ok=True)
     period_file.write_text(json.dumps(diag, indent=2) + "\n")
-    with mlflow.start_run(run_name="project", tags={"thawcast.stage": "project", "git_commit": git_commit(),
+    with start_run(run_name="project", tags={"thawcast.stage": "project", "git_commit": git_commit(),
                                                    "bias_correction": cfg.bias_correction.method}):
         mlflow.log_params({f"model.{a}": f"{mv.name}/{mv.version}" for a, mv in mlflow_versions.items()})
         mlflow.log_params({f"run.{a}": mv.run_id for a, mv in mlflow_versions.items()})

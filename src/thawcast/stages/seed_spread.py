@@ -32,7 +32,7 @@ from thawcast.learn.settings import default_settings, resolve_settings
 from thawcast.learn.training import load_training_data, score_degc, train_many
 from thawcast.prep.windows import open_windows
 from thawcast.quality.provenance import git_commit
-from thawcast.tracking.registry import use_store
+from thawcast.tracking.registry import start_run, use_store
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
     json_file.write_text(json.dumps(table, indent=2) + "\n")
     md_file.write_text(markdown(table, seeds))
     use_store(cfg.mlflow)
-    with mlflow.start_run(run_name="seed-spread", tags={"thawcast.stage": "seed-spread", "git_commit": git_commit()}):
+    with start_run(run_name="seed-spread", tags={"thawcast.stage": "seed-spread", "git_commit": git_commit()}):
         mlflow.log_params({"seeds": ",".join(map(str, seeds)), "architectures": ",".join(variants)})
         mlflow.log_metrics({f"{arch}_{name}_test_rmse_{stat}": row[name]["test_rmse"][stat]
                             for arch, row in table["architectures"].items() for name in ("defaults", "tuned")

@@ -37,7 +37,14 @@ from thawcast.models.packed import PackedModel
 from thawcast.prep.windows import open_windows
 from thawcast.quality.provenance import git_commit, staged_output
 from thawcast.tracking.dvclock import data_version
-from thawcast.tracking.registry import Registration, register, registered_name, set_alias, use_store
+from thawcast.tracking.registry import (
+    Registration,
+    register,
+    registered_name,
+    set_alias,
+    start_run,
+    use_store,
+)
 from thawcast.variables import TARGETS
 
 log = logging.getLogger(__name__)
@@ -62,7 +69,7 @@ def run(cfg: Config, arch: str, paths: Layout | None = None) -> Path:
     tags = {"thawcast.stage": "train", "thawcast.architecture": arch, "git_commit": git_commit(),
             "thawcast_version": __version__, "synthetic_data": str(cfg.source.kind == "synthetic").lower(),
             **{f"dvc.md5.{p}": h for p, h in versions.items()}}
-    with mlflow.start_run(run_name=f"train-{arch}", tags=tags) as run:
+    with start_run(run_name=f"train-{arch}", tags=tags) as run:
         mlflow.log_params(settings.flat())
         mlflow.log_dict(config_to_dict(cfg), "config.json")
         mlflow.log_dict(settings.to_dict(), "settings.json")

@@ -31,7 +31,7 @@ from thawcast.learn.settings import ModelSettings, settings_from, write_best_par
 from thawcast.learn.training import load_training_data
 from thawcast.quality.provenance import git_commit, staged_output
 from thawcast.tracking.dvclock import data_version
-from thawcast.tracking.registry import use_store
+from thawcast.tracking.registry import start_run, use_store
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def tune_one(cfg: Config, arch: str, paths: Layout) -> Path:
             "optuna.storage": cfg.tuning.storage, "git_commit": git_commit(), f"dvc.md5.{paths.windows}": data}
 
     t0 = time.perf_counter()
-    with mlflow.start_run(run_id=parent_id, run_name=f"tune-{arch}", tags=tags) as parent:
+    with start_run(run_id=parent_id, run_name=f"tune-{arch}", tags=tags) as parent:
         if parent_id is None:
             if "mlflow_parent_run_id" not in study.user_attrs:  # another machine's store may hold the first one
                 study.set_user_attr("mlflow_parent_run_id", parent.info.run_id)
@@ -162,7 +162,7 @@ def work(cfg: Config, arch: str, study, train_data, parent_run_id: str) -> int:
         ran.append(trial.number)
         params = tuning.suggest(trial, cfg, arch)
         settings = trial_settings(cfg, arch, params)
-        run = mlflow.start_run(run_name=f"trial-{trial.number}", nested=True, parent_run_id=parent_run_id,
+        run = start_run(run_name=f"trial-{trial.number}", nested=True, parent_run_id=parent_run_id,
                                tags={"optuna.trial": str(trial.number), "thawcast.architecture": arch})
         trial.set_user_attr("mlflow_run_id", run.info.run_id)
         mlflow.log_params(params)

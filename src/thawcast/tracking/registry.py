@@ -63,7 +63,43 @@ def use_store(cfg: MlflowConfig, experiment: str | None = None) -> str:
     else:
         exp_id = exp.experiment_id
     mlflow.set_experiment(experiment_id=exp_id)
+    mark_killed_runs(exp_id)
     return exp_id
+
+
+#: Run tag naming the ``host:pid`` of the process running it (:func:`start_run`).
+OWNER_TAG = "thawcast.process"
+
+
+def start_run(**kwargs):
+    """``mlflow.start_run(**kwargs)``, tagged with this process (:data:`OWNER_TAG`) so that a run whose process
+    was killed can be found and closed (:func:`mark_killed_runs`). Use as ``with start_run(...) as run:``."""
+    from thawcast.parallel import process_id
+
+    run = _mlflow().start_run(**kwargs)
+    _mlflow().set_tag(OWNER_TAG, process_id())
+    return run
+
+
+def mark_killed_runs(experiment_id: str) -> list[str]:
+    """Set KILLED the RUNNING runs of the experiment whose process (on this host) is gone; return their ids.
+
+    A process killed with SIGKILL (or out of memory) cannot end its run, which would stay RUNNING forever;
+    the next stage started on this machine closes it, as Optuna's heartbeat does for trials. Runs of other
+    hosts, and runs without the tag, are left alone.
+    """
+    from thawcast.parallel import dead_here
+
+    client = _mlflow().MlflowClient()
+    killed = []
+    for run in client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=1000):
+        if dead_here(run.data.tags.get(OWNER_TAG)):
+            client.set_tag(run.info.run_id, "thawcast.killed", "its process died before the run ended")
+            client.set_terminated(run.info.run_id, "KILLED")
+            killed.append(run.info.run_id)
+            log.warning("MLflow run %s (%s) was left RUNNING by a process that died: marked KILLED",
+                        run.info.run_id, run.info.run_name)
+    return killed
 
 
 def _reach(uri: str, call):
