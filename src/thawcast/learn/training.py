@@ -165,7 +165,6 @@ class EpochRecorder(L.Callback):
     def __init__(self, label: str, max_epochs: int, on_epoch: Callable[[int, dict], None] | None = None) -> None:
         self.label, self.max_epochs, self.on_epoch = label, max_epochs, on_epoch
         self.best: tuple[float, int, dict] | None = None
-        self.history: list[dict[str, float]] = []
 
     def on_train_epoch_end(self, trainer, module) -> None:
         m = trainer.callback_metrics
@@ -173,7 +172,6 @@ class EpochRecorder(L.Callback):
             return
         row = {"train_loss": float(m["train_loss"]), MONITOR: float(m[MONITOR])}
         epoch = trainer.current_epoch
-        self.history.append({"epoch": epoch, **row})
         module.record[epoch] = torch.tensor([row["train_loss"], row[MONITOR]])
         if self.best is None or row[MONITOR] < self.best[0]:
             state = {k: v.detach().to("cpu", copy=True) for k, v in module.net.state_dict().items()}

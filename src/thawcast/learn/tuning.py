@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import socket
 import time
 import warnings
 from collections.abc import Callable
@@ -35,7 +34,7 @@ from optuna.trial import TrialState
 from thawcast.config import Config, SearchDim
 from thawcast.errors import ConfigError, ServiceError
 from thawcast.layout import absolute_sqlite
-from thawcast.parallel import process_alive, process_id
+from thawcast.parallel import dead_here, process_id
 
 log = logging.getLogger(__name__)
 
@@ -225,13 +224,11 @@ def fail_orphaned_trials(study: optuna.Study, grace_s: float, idle: bool = False
             backend.scoped_session.remove()
         dead = [t for t in running if t._trial_id not in beating and old(t)]
     else:
-        host, me = socket.gethostname(), worker_id()
+        me = worker_id()
         dead = []
         for t in running:
             worker = t.user_attrs.get(WORKER_ATTR)
-            name, _, pid = str(worker).rpartition(":")
-            if (worker is None and old(t)) or (worker is not None and name == host and not process_alive(int(pid))) \
-                    or (idle and worker == me):
+            if (worker is None and old(t)) or dead_here(worker) or (idle and worker == me):
                 dead.append(t)
         failed = []
     for t in dead:

@@ -63,11 +63,14 @@ def is_synthetic(attrs: dict) -> bool:
 USER_OS_ERRORS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
 
 
+#: What a user does about a :data:`USER_OS_ERRORS` failure.
+OS_ERROR_ADVICE = "free disk space, or check the folder's permissions, then run the stage again"
+
+
 def os_error_hint(exc: OSError) -> str:
     """``<file>: <what the system said> (<what to do>)`` for an :data:`USER_OS_ERRORS` failure."""
     where = f"{exc.filename}: " if exc.filename else ""
-    return (f"{where}{exc.strerror or os.strerror(exc.errno)} (free disk space, or check the folder's"
-            " permissions, then run the stage again)")
+    return f"{where}{exc.strerror or os.strerror(exc.errno)} ({OS_ERROR_ADVICE})"
 
 
 @contextlib.contextmanager
@@ -116,8 +119,7 @@ def _unwritable(final: Path, exc: OSError) -> Exception:
     if exc.errno not in USER_OS_ERRORS:
         return exc
     return DataError(final, f"cannot write ({exc.strerror or os.strerror(exc.errno)}, at {exc.filename or final});"
-                            " the previous output is left as it was: free disk space or fix the folder's"
-                            " permissions, then run the stage again")
+                            f" the previous output is left as it was: {OS_ERROR_ADVICE}")
 
 
 def _clear_dead_runs(final: Path) -> None:
