@@ -40,7 +40,9 @@ def _journal_trials(path: Path) -> list[optuna.trial.FrozenTrial]:
 
 
 def test_two_workers_run_exactly_the_budget_and_a_rerun_adds_none(tiny_pipeline, tmp_path):
-    raw = {**TINY, "tuning": {**SLOW_TRIALS, "workers": 2, "storage": str(tmp_path / "optuna.journal")},
+    # trials of 1-2 s each, so that one worker cannot finish the whole budget before the other has started
+    long = {"budget": {**SLOW_TRIALS["budget"], "max_epochs": 60, "patience": 60}, "pruner_warmup_epochs": 60}
+    raw = {**TINY, "tuning": {**SLOW_TRIALS, **long, "workers": 2, "storage": str(tmp_path / "optuna.journal")},
            "mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "artifacts": str(tmp_path / "art")}}
     cfg = parse_config(raw)
     paths = layout(tmp_path, windows=tiny_pipeline / "windows")
