@@ -104,3 +104,14 @@ def trained(tiny_pipeline, tmp_path_factory):
 @pytest.fixture()
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+#: Session fixtures that build the tiny world through the stages (about a minute); tests that use them are
+#: marked ``world``, so that ``make mutate`` can run only the unit tests, which build their inputs in place.
+WORLD_FIXTURES = frozenset({"tiny_world", "tiny_pipeline", "trained"})
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if WORLD_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.world)

@@ -21,10 +21,10 @@ def test_band_of_uses_table1_edges():
 
 
 def test_land_areas_match_table1_for_bands_0_to_4():
-    area = GEOM.band_area_km2()
-    ratio = area / PAPER_AREA_KM2
-    assert np.all(np.abs(ratio[:5] - 1) < 0.15), ratio
-    assert area.sum() == pytest.approx(PAPER_AREA_KM2.sum(), rel=0.15)
+    """The README: within 11% of Table 1 for bands 0-4, ratios 0.90, 1.04, 1.01, 1.07, 1.05, band 5 at 1.6x."""
+    ratio = GEOM.band_area_km2() / PAPER_AREA_KM2
+    assert np.all(np.abs(ratio[:5] - 1) < 0.11), ratio
+    np.testing.assert_allclose(ratio, [0.90, 1.04, 1.01, 1.07, 1.05, 1.6], atol=[0.005] * 5 + [0.05])
 
 
 def test_one_geometry_for_fine_and_coarse_grids():

@@ -57,18 +57,40 @@ def test_zero_curtain_holds_soil_near_freezing():
 
 
 def test_snow_insulates():
-    """Same air temperature; snowfall keeps the winter soil warmer."""
+    """Same air temperature; snowfall keeps the winter soil warmer, the more so the more snow falls (the
+    default world's 1.5 mm/day gives about +17 K in the coldest months)."""
     steps = 365 * 6
     t = np.arange(steps, dtype=float)
     air = (-8.0 + 15.0 * np.sin(2 * np.pi * (t - 100) / 365.0))[:, None]
-    snowfall = np.where(air < 0, 1.5, 0.0)
     winter = (np.sin(2 * np.pi * (t - 100) / 365.0) < -0.7)[-365 * 2:]
-    out = {}
-    for snow in (False, True):
-        temps, _depth, _z = simulate(air, snowfall, air, 1.0, np.array([0.3]), SoilParams(),
-                                   t_init=np.array([-5.0]), snow=snow)
-        out[snow] = temps[-365 * 2:, 0, 2][winter].mean()
-    assert out[True] > out[False] + 3.0
+
+    def winter_soil(rate, snow=True):
+        temps, _depth, _z = simulate(air, np.where(air < 0, rate, 0.0), air, 1.0, np.array([0.3]), SoilParams(),
+                                     t_init=np.array([-5.0]), snow=snow)
+        return temps[-365 * 2:, 0, 2][winter].mean()
+
+    bare = winter_soil(1.5, snow=False)
+    effect = [winter_soil(rate) - bare for rate in (0.5, 1.5, 3.0)]
+    assert 5.0 < effect[0] < effect[1] < effect[2] and effect[1] > 15.0, effect
+    assert bare + effect[2] < 0.0  # insulated, still frozen: snow cannot carry the soil past the freezing point
+
+
+def test_a_snow_pack_adds_its_resistance_depth_over_k_snow():
+    """Steady state under constant cold air with a snow pack that neither grows nor melts: heat from below
+    (the geothermal flux G) crosses the pack's resistance depth / k_snow, so every node is warmer by exactly
+    G * depth / k_snow than without snow, with depth = SWE / snow density."""
+    params = SoilParams()
+    steps, dt = 4000, 30.0
+    air = np.full((steps, 1), -10.0)
+    snowfall = np.zeros((steps, 1))
+    snowfall[0] = 200.0 / dt  # 200 mm w.e. on the first step, then none
+    runs = {snow: simulate(air, snowfall, air, dt, np.array([0.0]), params, t_init=np.array([-10.0]),
+                           latent=False, snow=snow) for snow in (False, True)}
+    depth = 200.0 / params.snow_density
+    assert runs[True][1][-1, 0] == pytest.approx(depth, rel=1e-6)
+    assert runs[False][1][-1, 0] == 0.0
+    warming = runs[True][0][-1, 0] - runs[False][0][-1, 0]
+    np.testing.assert_allclose(warming, params.geothermal_flux * depth / params.k_snow, rtol=1e-4)
 
 
 def test_insolation_known_values():

@@ -110,23 +110,48 @@ def test_retraining_adds_a_version_and_moves_the_alias(trained, tmp_path):
     assert str(resolve_registration(after).version) == str(champion.version)
 
 
-def test_a_run_that_dies_half_way_registers_nothing_and_writes_nothing(trained, tmp_path, monkeypatch):
+def _die(*args, **kwargs):
+    raise RuntimeError("killed half way")
+
+
+def _register_then_die(*args, **kwargs):
+    train_register(*args, **kwargs)
+    _die()
+
+
+train_register = train.register
+#: Where a train stage can die after it has started logging: after the model and metrics went to MLflow,
+#: right after the new version was registered, and while the hand-off files were being written.
+FAILURE_POINTS = {"after logging": (mlflow, "log_artifact", _die),
+                  "after registering": (train, "register", _register_then_die),
+                  "during the final write": (train.pd.DataFrame, "to_csv", _die)}
+
+
+@pytest.mark.parametrize("where", list(FAILURE_POINTS))
+def test_a_run_that_dies_half_way_moves_no_alias_and_writes_nothing(trained, tmp_path, monkeypatch, where):
     cfg, root, world = trained
     use_store(cfg.mlflow)
     client = mlflow.MlflowClient()
-    n_versions = len(client.search_model_versions("name='thawcast-tcn'"))
+    exp = client.get_experiment_by_name(cfg.mlflow.experiment).experiment_id
+    runs_before = {r.info.run_id for r in client.search_runs([exp])}
+    versions_before = {v.version for v in client.search_model_versions("name='thawcast-tcn'")}
+    champion = client.get_model_version_by_alias("thawcast-tcn", "champion").version
 
-    def boom(*args, **kwargs):
-        raise RuntimeError("killed half way")
-
-    monkeypatch.setattr(train, "train_model", boom)
+    monkeypatch.setattr(*FAILURE_POINTS[where])
     with pytest.raises(RuntimeError, match="half way"):
         train.run(cfg, "tcn", layout(tmp_path, windows=world / "windows", tuning=root / "tuning"))
+    monkeypatch.undo()
+    # nothing on disk, not even a staging folder; the alias downstream stages follow did not move
     assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())
-    assert len(client.search_model_versions("name='thawcast-tcn'")) == n_versions
-    failed = client.search_runs([client.get_experiment_by_name(cfg.mlflow.experiment).experiment_id],
-                                "attributes.status = 'FAILED'")
-    assert len(failed) >= 1
+    assert client.get_model_version_by_alias("thawcast-tcn", "champion").version == champion
+    (new_run,) = [r for r in client.search_runs([exp]) if r.info.run_id not in runs_before]
+    assert "test_rmse" in new_run.data.metrics  # it did die after training, scoring and logging
+    new_versions = {v.version for v in client.search_model_versions("name='thawcast-tcn'")} - versions_before
+    if where == "after logging":
+        assert new_run.info.status == "FAILED" and not new_versions
+    else:  # registered, but no alias points at the version and no hand-off names it
+        assert len(new_versions) == 1 and champion not in new_versions
+        assert not client.get_model_version("thawcast-tcn", new_versions.pop()).aliases
 
 
 def test_tuned_best_params_override_the_defaults(tmp_path, tiny_cfg):

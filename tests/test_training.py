@@ -1,15 +1,27 @@
 """The generic training loop: batching, determinism, best-epoch weights, failure on bad data."""
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from thawcast.config import TrainingConfig
+from conftest import TINY
+from thawcast.config import TrainingConfig, parse_config
 from thawcast.errors import ModelInputError
-from thawcast.learn.training import TensorBatches, TrainingError, WindowTensors, fit, predict
-from thawcast.models.registry import build_model
-from thawcast.prep.windows import WindowSet
+from thawcast.learn.settings import default_settings
+from thawcast.learn.training import (
+    TensorBatches,
+    TrainingData,
+    TrainingError,
+    WindowTensors,
+    fit,
+    predict,
+    train_model,
+)
+from thawcast.models.registry import ARCHITECTURES, build_model
+from thawcast.prep.windows import Scaler, WindowSet
 
 W, F, BANDS, MONTHS = 6, 3, 2, 90
 
@@ -74,6 +86,27 @@ def test_fit_is_deterministic_for_a_seed():
         runs.append((r.history, predict(net, val)))
     assert runs[0][0] == runs[1][0]
     np.testing.assert_array_equal(runs[0][1], runs[1][1])
+
+
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+def test_train_model_builds_the_same_model_from_a_seed_whatever_ran_before(arch):
+    """train_model seeds the weights' initialisation and the batch order itself: whatever state the global
+    RNGs are in, one seed gives one model, bit for bit, and another seed another model."""
+    windows = toy_windows(0)
+    data = TrainingData(windows, toy_windows(1), Scaler.fit(windows.y, ("a", "b", "c", "d")))
+    base = default_settings(parse_config(TINY), arch)
+    settings = replace(base, training=base.training.model_copy(update={"max_epochs": 2}))
+
+    def weights(seed, noise):
+        torch.manual_seed(noise)
+        np.random.seed(noise)
+        torch.rand(noise)  # a different amount of global randomness used before each run
+        net, _ = train_model(settings, data, seed)
+        return torch.cat([p.detach().flatten() for p in net.state_dict().values()])
+
+    a = weights(5, noise=1)
+    assert torch.equal(a, weights(5, noise=7))
+    assert not torch.allclose(a, weights(6, noise=1))
 
 
 def test_fit_trains_with_the_configured_threads_and_gives_the_process_its_own_back():

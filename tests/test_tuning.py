@@ -212,6 +212,18 @@ def test_tuning_never_sees_the_test_years(tuned, tmp_path):
     a, b = _summary(root), _summary(tmp_path)
     assert b["best_value"] == pytest.approx(a["best_value"], rel=1e-9)
     assert b["best_params"] == a["best_params"]
+    # positive control: the same corruption of the validation year's months does change the study
+    control = tmp_path / "control"
+    shutil.copytree(world / "windows", control / "windows")
+    with xr.open_dataset(control / "windows" / "history.nc") as ds:
+        ds = ds.load()
+    validation_months = ds["time"].dt.year.values == cfg.windows.validation.end_year
+    assert validation_months.any() and not (validation_months & test_months).any()
+    for var in ("x", "y", "y_degc"):
+        ds[var].values[:, validation_months] = ds[var].values[:, validation_months] * 3 + 1000
+    ds.to_netcdf(control / "windows" / "history.nc")
+    tune.run(cfg_with(root=control), "gru", layout(control, windows=control / "windows"))
+    assert _summary(control)["best_value"] != pytest.approx(a["best_value"], rel=1e-3)
 
 
 def test_compare_studies_table(tuned, tmp_path):
@@ -239,8 +251,8 @@ def _states(db: Path, name_prefix: str) -> list[tuple[int, str, dict]]:
     return [(t.number, t.state.name, t.params) for t in study.get_trials(deepcopy=False)]
 
 
-def _complete_count(db: Path, name_prefix: str) -> int:
-    """Completed trials, read without touching the schema: the tuning process may still be creating it, and
+def _count(db: Path, name_prefix: str, state: str) -> int:
+    """Trials in ``state``, read without touching the schema: the tuning process may still be creating it, and
     optuna's RDBStorage would race it to write the alembic version row."""
     if not db.exists():
         return 0
@@ -248,7 +260,7 @@ def _complete_count(db: Path, name_prefix: str) -> int:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
             (count,) = con.execute(
                 "SELECT COUNT(*) FROM trials JOIN studies ON trials.study_id = studies.study_id "
-                "WHERE studies.study_name LIKE ? AND trials.state = 'COMPLETE'", (name_prefix + "%",)).fetchone()
+                "WHERE studies.study_name LIKE ? AND trials.state = ?", (name_prefix + "%", state)).fetchone()
     except sqlite3.OperationalError:  # tables not created yet, or the database is locked for a moment
         return 0
     return count
@@ -269,7 +281,8 @@ def test_killed_tuning_resumes_reusing_completed_trials(tiny_pipeline, tmp_path)
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
-        if _complete_count(db, "thawcast-gru") >= 2:
+        # killed mid-trial: two trials done and a third running
+        if _count(db, "thawcast-gru", "COMPLETE") >= 2 and _count(db, "thawcast-gru", "RUNNING") == 1:
             break
         time.sleep(0.1)
     assert proc.poll() is None, "tuning finished before it could be killed: " + proc.stderr.read().decode()[-2000:]
@@ -278,7 +291,7 @@ def test_killed_tuning_resumes_reusing_completed_trials(tiny_pipeline, tmp_path)
     before = _states(db, "thawcast-gru")
     complete_before = {n: p for n, s, p in before if s == "COMPLETE"}
     running_before = [n for n, s, _ in before if s == "RUNNING"]
-    assert len(complete_before) >= 2 and len(complete_before) < budget
+    assert len(complete_before) >= 2 and len(complete_before) < budget and len(running_before) == 1
     assert not (tmp_path / "data" / "tuning" / "gru").exists()  # nothing half-written
     time.sleep(3)  # past the heartbeat grace period
     again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
