@@ -53,10 +53,22 @@ def test_climatology_sees_training_months_only():
 
 
 def test_persistence_and_seasonal_persistence():
-    y = _periodic()
+    """On a 0.5 degC/month trend, persistence (last observed month) is 0.5 degC behind every target and
+    seasonal persistence (the target month a year earlier) 6 degC behind; on an exact yearly cycle seasonal
+    persistence is perfect."""
+    k = np.arange(len(TIMES))
+    trend = 10.0 * np.arange(N_BANDS)[:, None, None] + 0.5 * k[None, :, None] + np.arange(4)[None, None, :]
     ws = _windows(2003, 2006)
-    np.testing.assert_allclose(predict_persistence(y, ws), y[ws.band, ws.last])
-    # an exact yearly cycle is predicted perfectly by last year's same month
+    target = trend[ws.band, ws.last + 1]
+    np.testing.assert_allclose(target - predict_persistence(trend, ws), 0.5)
+    np.testing.assert_allclose(target - predict_seasonal_persistence(trend, ws), 6.0)
+    # the window whose target is January 2004 in band 2, layer 3: December 2003 and January 2003
+    i = np.flatnonzero((ws.band == 2) & (TIMES[ws.last + 1] == pd.Timestamp("2004-01-01")))
+    assert len(i) == 1
+    dec, jan = TIMES.get_loc(pd.Timestamp("2003-12-01")), TIMES.get_loc(pd.Timestamp("2003-01-01"))
+    assert predict_persistence(trend, ws)[i[0], 3] == 20.0 + 0.5 * dec + 3
+    assert predict_seasonal_persistence(trend, ws)[i[0], 3] == 20.0 + 0.5 * jan + 3
+    y = _periodic()
     np.testing.assert_allclose(predict_seasonal_persistence(y, ws), y[ws.band, ws.last + 1])
     with pytest.raises(DataError, match="one year earlier"):
         predict_seasonal_persistence(y, _windows(2001, 2001))

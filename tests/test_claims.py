@@ -170,3 +170,15 @@ def test_the_shap_summary_is_the_committed_shap_metrics():
     text = " ".join(README.split())
     assert (f"latent heat flux in the Transformer ({largest[0][0]:.2f} degC) and the season in the Conv1D-LSTM"
             f" ({largest[1][0]:.2f} degC). The additivity gap is {min(gaps):.2f}-{max(gaps):.2f} degC") in text
+
+
+def test_the_calibration_band_means_are_the_bands_stage_s():
+    """README, synthetic Alaska: the layer-1 band means over the period, as the bands stage measured them."""
+    calib = metrics("bands.json")
+    layer1 = list(calib["soil_temperature_band_means"]["t_soil1"].values())
+    assert len(layer1) == 6 and calib["synthetic"] is True
+    quoted = ", ".join(f"{v:+.2f}" for v in layer1)
+    text = " ".join(README.split())  # the sentence is wrapped
+    assert f"layer-1 band means {calib['period']} on the default settings are {quoted} C for bands 0-5" in text
+    # the paper's figures the README compares them with: about +3 in band 0 to -2.3 C in band 5
+    assert layer1[0] == pytest.approx(3.0, abs=0.5) and layer1[-1] == pytest.approx(-2.3, abs=0.1)

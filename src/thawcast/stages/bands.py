@@ -3,6 +3,8 @@
 * ``era5land_bands.nc``: dims ``band, time`` over ``period``; the 12 dynamic features and
   the 4 soil temperatures (targets), canonical units.
 * ``cmip5_<experiment>.nc``: dims ``band, time`` over each experiment's full span.
+* ``metrics/bands.json``: each band's mean ERA5-Land soil temperature per layer over ``period``
+  (the calibration figures the README quotes, layer 1 against the paper's).
 
 Band means are area-weighted over each band's land (see :mod:`thawcast.prep.geometry`) and
 computed chunk by chunk with dask, so the full 0.1 degree ERA5-Land cube streams in
@@ -11,6 +13,7 @@ bounded memory.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -81,4 +84,18 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
         era_b.to_netcdf(tmp / paths.era5_bands.name)
         for exp, ds in cmip.items():
             ds.to_netcdf(tmp / paths.cmip5_bands(exp).name)
+        _write_calibration(era_b, cfg, paths.metric("bands.json"))
     return paths.bands
+
+
+def _write_calibration(era_b: xr.Dataset, cfg: Config, path: Path) -> None:
+    """Band means of the soil temperatures over the whole period, degC, rounded to 0.0001."""
+    layers = [v for v in era_b.data_vars if v.startswith("t_soil")]
+    labels = cfg.study_area.band_labels
+    table = {"period": f"{cfg.period.start_year}-{cfg.period.end_year}", "units": "degC",
+             "synthetic": is_synthetic(era_b.attrs),
+             "soil_temperature_band_means": {
+                 v: {labels[int(b)]: round(float(era_b[v].sel(band=b).mean("time")), 4) for b in era_b["band"].values}
+                 for v in layers}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(table, indent=2) + "\n")
