@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 
-.PHONY: install repro test test-all test-services services-deps lint bench clean-venv
+.PHONY: install repro test test-all test-services services-deps mutate lint bench clean-venv
 
 install: $(STAMP)
 
@@ -37,6 +37,11 @@ services-deps:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql; }
+
+# Mutation testing of the core modules against their unit tests (about an hour on 2 cores; resumable).
+mutate: install
+	$(VENV)/bin/python -m pip install --quiet -e '.[mutate]'
+	python tests/mutation.py
 
 lint: install
 	ruff check src tests benchmarks

@@ -24,7 +24,29 @@ def test_land_areas_match_table1_for_bands_0_to_4():
     """The README: within 11% of Table 1 for bands 0-4, ratios 0.90, 1.04, 1.01, 1.07, 1.05, band 5 at 1.6x."""
     ratio = GEOM.band_area_km2() / PAPER_AREA_KM2
     assert np.all(np.abs(ratio[:5] - 1) < 0.11), ratio
-    np.testing.assert_allclose(ratio, [0.90, 1.04, 1.01, 1.07, 1.05, 1.6], atol=[0.005] * 5 + [0.05])
+    np.testing.assert_allclose(ratio[:5], [0.90, 1.04, 1.01, 1.07, 1.05], atol=0.005)
+    assert ratio[5] == pytest.approx(1.6, abs=0.05)
+
+
+def test_a_cell_weighs_its_area_times_its_share_of_band_land():
+    """0.4-degree cells: inland, wholly in band 1 -> its area (cos-lat scaled deg2); centred on the band 0/1
+    edge -> half its area in each band; a cell reaching 0.1 degree past the study box's east edge (-141)
+    -> three quarters of its area (to the lattice's 0.05 degree)."""
+    edge = GEOM.edges[1]
+    lat = edge + 0.4 * np.arange(-6, 27)  # row 6 centred on the edge
+    lon = -141.1 - 0.4 * np.arange(68)[::-1]  # the last column spans -141.3..-140.9
+    w = band_weights(lat, lon, GEOM).values
+    area = 0.16 * np.cos(np.deg2rad(lat))
+    inland = int(np.argmin(np.abs(lon + 146.3)))
+    np.testing.assert_allclose(w[:, 6, inland] / area[6], [0.5, 0.5, 0, 0, 0, 0], atol=1e-9)
+    np.testing.assert_allclose(w[:, 9, inland] / area[9], [0, 1, 0, 0, 0, 0], atol=1e-9)
+    assert lat[14] == pytest.approx(64.4755, abs=1e-4)  # band 2, on the Yukon border
+    np.testing.assert_allclose(w[:, 14, -1] / area[14], [0, 0, 0.75, 0, 0, 0], atol=0.06)
+    # and a grid that stops short of the study latitudes by less than a degree is refused
+    with pytest.raises(DataError, match=r"band 0 \(59.26-61.28 N\)"):
+        band_weights(lat[lat > 59.6], lon, GEOM)
+    with pytest.raises(DataError, match=r"band 5 \(69.32-71.34 N\)"):
+        band_weights(lat[lat < 71.0], lon, GEOM)
 
 
 def test_one_geometry_for_fine_and_coarse_grids():
@@ -37,8 +59,17 @@ def test_constant_field_aggregates_to_the_constant():
     for lat, lon in ((ERA_LAT[::3], ERA_LON[::3]), (CMIP_LAT, CMIP_LON)):
         ds = xr.Dataset({"x": (("time", "lat", "lon"), np.full((2, lat.size, lon.size), 3.25))},
                         coords={"time": [0, 1], "lat": lat, "lon": lon})
+        ds["x"].attrs = {"units": "K", "long_name": "test field"}
         out = band_means(ds, GEOM)
         np.testing.assert_allclose(out["x"].values, 3.25)
+        assert out["x"].attrs == {"units": "K", "long_name": "test field"}  # the variable's metadata kept
+        np.testing.assert_allclose(out["lat_min"], GEOM.edges[:-1])
+        np.testing.assert_allclose(out["lat_max"], GEOM.edges[1:])
+        assert out["lat_min"].attrs == {"units": "degrees_north", "long_name": "band lower latitude"}
+        assert out["lat_max"].attrs == {"units": "degrees_north", "long_name": "band upper latitude"}
+        assert out["band"].attrs["long_name"] == "latitude band index (Table 1 of Rahaman 2025)"
+    with pytest.raises(DataError, match="short.nc"):
+        band_means(ds.sel(lat=slice(None, 68.0)), GEOM, source="short.nc")
 
 
 def test_latitude_field_gives_area_weighted_band_centres():
@@ -49,6 +80,10 @@ def test_latitude_field_gives_area_weighted_band_centres():
     edges = np.array(GEOM.edges)
     assert np.all(means > edges[:-1]) and np.all(means < edges[1:])
     assert np.all(np.diff(means) > 0)
+    # exactly the weighted mean of the cell latitudes under the band weights, every weighted row included
+    w = band_weights(lat, lon, GEOM).values
+    expected = (w * lat[None, :, None]).sum(axis=(1, 2)) / w.sum(axis=(1, 2))
+    np.testing.assert_allclose(means, expected, rtol=1e-12)
 
 
 def test_nan_cells_drop_out_of_the_mean():

@@ -14,6 +14,7 @@ from thawcast.analysis.thaw import (
     zero_curtain_months,
 )
 from thawcast.errors import DataError
+from thawcast.variables import TARGETS
 
 
 def test_layer_mid_depths_are_the_era5_land_ones():
@@ -108,3 +109,46 @@ def test_yearly_metrics_on_a_known_profile():
     assert float(m["thawing_degree_months"].sel(band=0, layer="t_soil1", year=2024)) == pytest.approx(expected_tdm)
     with pytest.raises(DataError, match="whole calendar years"):
         yearly_metrics(da.isel(time=slice(1, 13)))
+
+
+def test_the_thaw_summary_and_its_tables_on_known_yearly_metrics():
+    """Two bands, three years: band 0's ALT deepens 2 cm a year (+20 cm per decade), band 1's stays; layer-1
+    months above 0 and thawing degree-months known; one scenario whose members span 10 cm around the mean."""
+    import xarray as xr
+
+    from thawcast.analysis.thaw import long_table, markdown, summarise
+
+    years, layers = [2001, 2002, 2003], list(TARGETS)
+    alt = np.array([[50.0, 52.0, 54.0], [100.0, 100.0, 100.0]])
+    per_layer = np.zeros((2, 4, 3))
+    per_layer[:, 0] = [[4.0, 5.0, 6.0], [2.0, 2.0, 2.0]]
+    coords = {"band": [0, 1], "layer": layers, "year": years}
+    obs = xr.Dataset({"alt_cm": (("band", "year"), alt), "months_above_zero": (("band", "layer", "year"), per_layer),
+                      "thawing_degree_months": (("band", "layer", "year"), 3 * per_layer),
+                      "zero_curtain_months": (("band", "layer", "year"), 0 * per_layer)}, coords=coords)
+    ens = xr.Dataset({"alt_cm_mean": (("scenario", "band", "year"), alt[None] + 1),
+                      "alt_cm_min": (("scenario", "band", "year"), alt[None] - 4),
+                      "alt_cm_max": (("scenario", "band", "year"), alt[None] + 6),
+                      "months_above_zero_mean": (("scenario", "band", "layer", "year"), per_layer[None] + 1),
+                      "thawing_degree_months_mean": (("scenario", "band", "layer", "year"), 2 * per_layer[None])},
+                     coords={**coords, "scenario": ["rcp85"]})
+    air = {"observed": xr.DataArray([0.5, 0.25], dims="band"), "rcp85": xr.DataArray([0.75, 1.0], dims="band")}
+    s = summarise(obs, ens, ["south", "north"], air)
+    assert s["observed"]["south"] == {
+        "alt_mean_cm": 52.0, "alt_trend_cm_per_decade": 20.0, "months_above_zero_layer1": 5.0,
+        "thawing_degree_months_layer1": 15.0, "thawing_degree_months_layer1_trend_per_decade": 30.0,
+        "t_air_trend_degC_per_decade": 0.5}
+    assert s["rcp85"]["north"] == {
+        "alt_mean_cm": 101.0, "alt_model_min_cm": 96.0, "alt_model_max_cm": 106.0,
+        "alt_trend_cm_per_decade": 0.0, "months_above_zero_layer1": 3.0, "thawing_degree_months_layer1": 4.0,
+        "thawing_degree_months_layer1_trend_per_decade": 0.0, "t_air_trend_degC_per_decade": 1.0}
+    md = markdown(s, "2001-2003", "2024-2030")
+    assert "| south | 52.0 (+20.0) | 53.0 [48.0-58.0] (+20.0) |" in md
+    assert "| north | 2.0 | 6.0 | 3.0 | 4.0 |" in md
+    assert "| south | +20.0 / +30.0 / +0.50 | +20.0 / +20.0 / +0.75 |" in md
+    assert "ERA5-Land 2001-2003" in md and "architectures 2024-2030" in md
+    rows = long_table(obs, source="observed")
+    assert len(rows) == 2 * 3 + 3 * 2 * 4 * 3 and set(rows["source"]) == {"observed"}
+    one = rows[(rows.metric == "thawing_degree_months") & (rows.band == 0) & (rows.layer == "t_soil1")]
+    assert one.sort_values("year")["value"].tolist() == [12.0, 15.0, 18.0]
+    assert (rows.loc[rows.metric == "alt_cm", "layer"] == "").all()
