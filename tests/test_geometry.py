@@ -97,7 +97,33 @@ def test_nan_cells_drop_out_of_the_mean():
 
 def test_grid_that_misses_a_band_is_an_error():
     with pytest.raises(DataError, match=r"does not cover band 5"):
-        band_weights(np.arange(59.0, 68.0, 0.5), np.arange(-168, -141, 0.5), GEOM, source="short.nc")
+        band_weights(np.arange(59.0, 68.0, 0.5), np.arange(-168, -140.9, 0.5), GEOM, source="short.nc")
+
+
+def test_a_grid_short_of_the_study_longitudes_is_an_error():
+    """The issue's case: -160..-141 of the -168..-141 study area passed, and each band mean covered part of
+    its band; both ends are checked."""
+    for lon in (np.arange(-160.0, -140.9, 0.25), np.arange(-168.0, -142.0, 0.25)):
+        with pytest.raises(DataError, match=r"narrow.nc: grid covers longitudes .* the study area spans"
+                                            r" -168.00..-141.00 E"):
+            band_weights(ERA_LAT[::3], lon, GEOM, source="narrow.nc")
+
+
+def test_a_hole_on_band_land_is_an_error_and_coast_or_a_lake_is_not():
+    from thawcast.prep.geometry import check_holes
+
+    lat, lon = ERA_LAT[::2], ERA_LON[::2]  # 0.2 degree
+    valid = np.ones((lat.size, lon.size), dtype=bool)
+    weights = band_weights(lat, lon, GEOM)
+    check_holes(valid, weights, GEOM, source="full.nc")
+    lake = valid.copy()
+    lake[np.ix_(np.abs(lat - 62.2) < 0.15, np.abs(lon + 150.0) < 0.15)] = False
+    check_holes(lake, weights, GEOM, source="lake.nc")  # one inland cell: far below 2% of band 1
+    hole = valid.copy()
+    hole[np.ix_((lat > 63.4) & (lat < 64.6), (lon > -152.0) & (lon < -146.0))] = False
+    with pytest.raises(DataError, match=r"hole.nc: no data in \d+ cells wholly on the land of band 2 \(63.29-65.30"
+                                        r" N\), \d+% of the band, at latitudes 63.40\.\.64.40 N"):
+        check_holes(hole, weights, GEOM, source="hole.nc")
 
 
 def test_wrap_lon():

@@ -76,6 +76,25 @@ def test_missing_variable(tmp_path):
         open_era5land(tmp_path)
 
 
+@pytest.mark.parametrize(("old", "new"), [("t2m", "T2M"), ("stl1", "stl_1"), ("swvl4", "SWVL4")])
+def test_a_renamed_variable_is_named_in_its_file(tmp_path, old, new):
+    """Renamed in one file of three: that file, the expected name and the one found (not missing months)."""
+    paths = write_cds(canonical_cube(years=(2001, 2002, 2003)), tmp_path)
+    rewrite(paths[1], lambda ds: ds.rename({old: new}))
+    with pytest.raises(DataError, match=rf"{paths[1].name}: no variable '{old}' .* but '{new}'.* names it '{old}'"):
+        open_era5land(tmp_path)
+
+
+def test_a_file_holding_some_of_the_variables_is_no_rename(tmp_path):
+    """CDS splits variables across files: a file without stl1 (and no look-alike) is fine when another holds it;
+    stl2..4 are never taken for a renamed stl1."""
+    cube = canonical_cube(years=(2001,))
+    write_cds(cube[["t_soil1"]], tmp_path / "a")
+    write_cds(cube.drop_vars("t_soil1"), tmp_path / "b")
+    both = open_era5land([tmp_path / "a", tmp_path / "b"]).load()
+    assert set(both.data_vars) == set(cube.data_vars)
+
+
 def test_celsius_where_kelvin_expected(tmp_path):
     (path,) = write_cds(canonical_cube(years=(2001,)), tmp_path)
 

@@ -98,6 +98,45 @@ def test_years_outside_the_data(tiny_world, tmp_path):
     assert not (tmp_path / "bands").exists()
 
 
+def _rewrite(path, fn):
+    ds = xr.load_dataset(path)
+    path.unlink()
+    fn(ds).to_netcdf(path)
+
+
+@pytest.mark.parametrize("fault", ["narrow longitudes", "hole", "renamed variable"])
+def test_user_files_that_miss_part_of_the_study_area_or_a_variable_are_named(tiny_world, tiny_cfg, tmp_path, fault):
+    """Issue 16's cases: a grid over -160..-141 of the -168..-141 study area, a block of inland cells with no
+    data, and 't2m' renamed 'T2M', each in one of three ERA5-Land files, are refused where the files are
+    read, naming the user's file, and the previous raw output stays."""
+    ext = tmp_path / "external"
+    shutil.copytree(tiny_world / "raw" / "era5land", ext / "era5land")
+    shutil.copytree(tiny_world / "raw" / "cmip5", ext / "cmip5")
+    cfg = tiny_cfg.model_copy(update={"source": tiny_cfg.source.model_copy(update={
+        "kind": "files", "era5land_dir": ext / "era5land", "cmip5_dir": ext / "cmip5"})})
+    raw.run(cfg, layout(tmp_path))
+    before = sorted(p.name for p in (tmp_path / "raw" / "era5land").iterdir())
+    target = sorted((ext / "era5land").glob("*.nc"))[1]
+    if fault == "narrow longitudes":
+        _rewrite(target, lambda ds: ds.isel(longitude=ds["longitude"].values >= -160))
+        match = r"grid covers longitudes -160.50..-140.50 E, the study area spans -168.00..-141.00 E"
+    elif fault == "hole":
+        def hole(ds):
+            lat, lon = ds["latitude"].values, ds["longitude"].values
+            box = ((lat >= 63.5) & (lat <= 65.5))[:, None] & ((lon >= -156) & (lon <= -146))[None, :]
+            ds["t2m"] = ds["t2m"].where(~xr.DataArray(box, dims=("latitude", "longitude")))
+            return ds
+        _rewrite(target, hole)
+        match = r"no 't_air' in \d+ cells wholly on the land of band 2 \(63.29-65.30 N\)"
+    else:
+        _rewrite(target, lambda ds: ds.rename({"t2m": "T2M"}))
+        match = r"no variable 't2m' .* but 'T2M'"
+    with pytest.raises(DataError, match=match) as info:
+        raw.run(cfg, layout(tmp_path))
+    assert str(info.value).startswith(f"{target}:"), str(info.value)
+    assert sorted(p.name for p in (tmp_path / "raw" / "era5land").iterdir()) == before
+
+
 def test_ingest_of_user_files(tiny_world, tiny_cfg, tmp_path):
     """source.kind = files: the same readers and contracts on 'downloaded' files."""
     ext = tmp_path / "external"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -106,3 +107,16 @@ def check_shared_time(arrays: dict[str, xr.DataArray], where: Path | str) -> Non
                 f"'{n}' covers {t[0]:%Y-%m}..{t[-1]:%Y-%m} but '{ref_name}' covers"
                 f" {ref[0]:%Y-%m}..{ref[-1]:%Y-%m}: variables must share one time axis",
             )
+
+
+def look_alike(wanted: str, present: Iterable[str]) -> str | None:
+    """The name among ``present`` that looks like ``wanted`` renamed (same letters in another case, or a
+    near spelling such as ``t2m`` / ``t_2m``), or None. Callers pass only names that are not themselves
+    expected, so ``stl2`` is never taken for a renamed ``stl1``."""
+    names = list(present)
+    for name in names:
+        if name.lower() == wanted.lower():
+            return name
+    close = difflib.get_close_matches(wanted.lower(), [n.lower() for n in names], n=1, cutoff=0.75)
+    return next((n for n in names if close and n.lower() == close[0]), None)
+

@@ -27,6 +27,7 @@ from thawcast.errors import DataError
 from thawcast.ingest.common import (
     check_months,
     check_shared_time,
+    look_alike,
     month_starts,
     normalise_grid,
     open_netcdf,
@@ -80,6 +81,7 @@ def open_era5land_file(
     """One CDS file with normalised time and grid; the requested variables it holds,
     converted to canonical names and units (others are dropped)."""
     ds = open_netcdf(path, chunks=chunks)
+    _check_names(ds, path, variables)
     ds = _normalise_time(ds, path)
     ds = normalise_grid(ds, path)
     check_months(pd.DatetimeIndex(ds["time"].values), path, "time axis")
@@ -87,6 +89,16 @@ def open_era5land_file(
     out = xr.Dataset({da.name: da for da in converted})
     out.attrs = dict(ds.attrs)
     return out
+
+
+def _check_names(ds: xr.Dataset, path: Path, variables: Sequence[str]) -> None:
+    """A requested variable that is absent while a look-alike is present was renamed: say so (a file that
+    simply lacks it is fine, CDS splits variables across files)."""
+    unknown = [str(n) for n in ds.data_vars if str(n) not in ERA5_NAMES]
+    for v in variables:
+        if v not in ds and (alike := look_alike(v, unknown)) is not None:
+            raise DataError(path, f"no variable '{v}' ({VARIABLES[ERA5_NAMES[v]].long_name}) but '{alike}': ERA5-Land"
+                            f" names it '{v}'; rename it back (the file has {sorted(map(str, ds.data_vars))})")
 
 
 def open_era5land(
@@ -137,7 +149,8 @@ def open_era5land(
     missing = [v for v, got in pieces.items() if not got]
     if missing:
         where = files[0].parent if len(files) > 1 else files[0]
-        raise DataError(where, f"variable(s) {missing} not found in {len(files)} ERA5-Land file(s)")
+        raise DataError(where, f"variable(s) {missing} not found in {len(files)} ERA5-Land file(s) (variables are"
+                        " found by their ERA5-Land short names, as the CDS writes them)")
     out = {}
     for v, items in pieces.items():
         items.sort(key=lambda item: item[1]["time"].values[0])

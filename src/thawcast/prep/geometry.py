@@ -158,6 +158,12 @@ def band_weights(
             for b in np.unique(band[land]):
                 if b >= 0:
                     w[b, i, cols] = area * (land & (band == b)).mean(axis=(1, 2))
+    if lon_e[0] > geometry.lon_min + 1e-6 or lon_e[-1] < geometry.lon_max - 1e-6:
+        raise DataError(
+            source,
+            f"grid covers longitudes {lon_e[0]:.2f}..{lon_e[-1]:.2f} E, the study area spans"
+            f" {geometry.lon_min:.2f}..{geometry.lon_max:.2f} E: every band would be averaged over part of its land",
+        )
     missing = [b for b in range(geometry.n_bands) if w[b].sum() <= 0]
     if missing or span_lo > geometry.edges[0] + 1e-6 or span_hi < geometry.edges[-1] - 1e-6:
         bad = missing or [b for b in range(geometry.n_bands)
@@ -173,3 +179,38 @@ def band_weights(
         coords={"band": np.arange(geometry.n_bands), "lat": lat, "lon": lon},
         attrs={"long_name": "cell area x overlap fraction with band land", "units": "deg2 (cos-lat scaled)"},
     )
+
+
+#: Largest share of a band's land weight that may fall on cells wholly on that land yet without data
+#: (a lake masked out, say). More is a hole in the file, and the band mean would be over part of the band.
+MAX_HOLE_SHARE = 0.02
+
+
+def check_holes(valid: np.ndarray, weights: xr.DataArray, geometry: BandGeometry, source: str | None = None,
+                what: str = "data") -> None:
+    """Raise if cells lying wholly on a band's land (not coast) lack data over more than
+    :data:`MAX_HOLE_SHARE` of that band's land weight. ``valid`` is ``[lat, lon]``, True where a cell has
+    data; ``weights`` the grid's :func:`band_weights`.
+
+    Raises
+    ------
+    DataError
+        Naming the band, the share it lost and the latitude/longitude range of the empty cells.
+    """
+    lat, lon = weights["lat"].values, weights["lon"].values
+    w = weights.values
+    lat_e, lon_e = cell_edges(lat), cell_edges(lon)
+    area = np.diff(lat_e)[:, None] * np.diff(lon_e)[None, :] * np.cos(np.deg2rad(lat))[:, None]
+    empty = ~np.asarray(valid, dtype=bool)
+    for b in range(w.shape[0]):
+        hole = (w[b] >= 0.999 * area) & empty
+        share = w[b][hole].sum() / w[b].sum()
+        if share > MAX_HOLE_SHARE:
+            rows, cols = np.nonzero(hole)
+            where = f" ({geometry.edges[b]:.2f}-{geometry.edges[b + 1]:.2f} N)"
+            raise DataError(
+                source,
+                f"no {what} in {hole.sum()} cells wholly on the land of band {b}{where}, {share:.0%} of the band,"
+                f" at latitudes {lat[rows].min():.2f}..{lat[rows].max():.2f} N, longitudes {lon[cols].min():.2f}.."
+                f"{lon[cols].max():.2f} E: a hole in the grid (the band mean would cover part of the band)",
+            )

@@ -185,28 +185,30 @@ def _months_between(times: pd.Series) -> pd.Series:
     return idx.diff().fillna(1).astype(int)
 
 
-def grid_summary(ds: xr.Dataset, source_file: str) -> pd.DataFrame:
-    """Per-month min/max and missing-on-land count of each variable of one raw file.
+def grid_summary(ds: xr.Dataset, source_file: str) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Per-month min/max and missing-on-land count of each variable of one raw file, and each variable's
+    ``[lat, lon]`` land mask.
 
     A land cell is one with data in at least one month of the file; NaN there in other
     months is a fill-value problem. Streams over the file's time chunks.
     """
     import dask
 
-    stats = {}
+    stats, masks = {}, {}
     for v in ds.data_vars:
         da = ds[v]
         land = da.notnull().any("time")
+        masks[v] = land.transpose("lat", "lon")
         stats[f"{v}__min"] = da.min(("lat", "lon"))
         stats[f"{v}__max"] = da.max(("lat", "lon"))
         stats[f"{v}__nan_land"] = (da.isnull() & land).sum(("lat", "lon"))
-    (computed,) = dask.compute(stats)
+    computed, land_masks = dask.compute(stats, masks)
     frame = pd.DataFrame({k: np.asarray(val) for k, val in computed.items()})
     frame.insert(0, "time", pd.DatetimeIndex(ds["time"].values).strftime("%Y-%m"))
     frame.insert(1, "source_file", source_file)
     for v in ds.data_vars:
         frame[f"{v}__units"] = ds[v].attrs.get("units", "")
-    return frame
+    return frame, {v: np.asarray(m) for v, m in land_masks.items()}
 
 
 def finish_summary(frame: pd.DataFrame, group: str | None = None) -> pd.DataFrame:

@@ -21,6 +21,7 @@ from thawcast.errors import DataError
 from thawcast.ingest.cmip5 import find_cmip5_files, open_cmip5
 from thawcast.ingest.era5land import list_netcdf, open_era5land_file
 from thawcast.layout import Layout
+from thawcast.prep.geometry import BandGeometry, band_weights, check_holes
 from thawcast.quality.provenance import staged_output
 from thawcast.quality.suites import finish_summary, grid_summary
 from thawcast.quality.validation import run_suite, validate_stage
@@ -82,16 +83,32 @@ def _by_origin(exc: DataError, origins: dict[Path, Path]) -> DataError:
     return DataError(origins.get(exc.path, exc.path), problem)
 
 
+def _check_coverage(land: dict[str, np.ndarray], weights, geom: BandGeometry, source: Path) -> None:
+    """Every variable has data somewhere in the file on the bands' land (coast and small lakes may lack it)."""
+    for v, mask in land.items():
+        check_holes(mask, weights, geom, str(source), what=f"'{v}'")
+
+
 def validation_sections(cfg: Config, raw_dir: Path, suite_dir: Path) -> list[dict]:
-    """Read every raw file back through the readers and run the raw suites."""
-    era = []
+    """Read every raw file back through the readers, check that each grid covers the study area without holes,
+    and run the raw suites."""
+    geom = BandGeometry.from_config(cfg.study_area)
+    era, weights = [], {}
     for f in list_netcdf(raw_dir / "era5land"):
-        era.append(grid_summary(open_era5land_file(f, chunks={"time": 12}), f.name))
+        ds = open_era5land_file(f, chunks={"time": 12})
+        grid = (ds["lat"].values.tobytes(), ds["lon"].values.tobytes())
+        if grid not in weights:  # one grid in a sound download; another one is checked (and refused) on its own
+            weights[grid] = band_weights(ds["lat"].values, ds["lon"].values, geom, source=str(f))
+        summary, land = grid_summary(ds, f.name)
+        _check_coverage(land, weights[grid], geom, f)
+        era.append(summary)
     era_frame = finish_summary(pd.concat(era, ignore_index=True))
     cmip = []
     for exp in cfg.cmip5.experiments:
         ds = open_cmip5(raw_dir / "cmip5", exp, cfg.cmip5.model, cfg.cmip5.ensemble)
-        summary = grid_summary(ds, f"{cfg.cmip5.model}_{exp}")
+        where = raw_dir / "cmip5" / f"{cfg.cmip5.model} {exp}"
+        summary, land = grid_summary(ds, f"{cfg.cmip5.model}_{exp}")
+        _check_coverage(land, band_weights(ds["lat"].values, ds["lon"].values, geom, source=str(where)), geom, where)
         summary.insert(0, "experiment", exp)
         cmip.append(summary)
     cmip_frame = finish_summary(pd.concat(cmip, ignore_index=True), group="experiment")
