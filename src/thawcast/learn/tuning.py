@@ -32,7 +32,7 @@ import sqlalchemy.exc
 from optuna.trial import TrialState
 
 from thawcast.config import Config, SearchDim
-from thawcast.errors import ConfigError, ServiceError
+from thawcast.errors import ConfigError, DataError, ServiceError
 from thawcast.layout import absolute_sqlite
 from thawcast.parallel import dead_here, process_id
 
@@ -111,6 +111,7 @@ def storage(cfg: Config, attempts: int = 5) -> optuna.storages.BaseStorage:
     if cfg.tuning.journal:
         path = Path(cfg.tuning.storage).resolve()
         path.parent.mkdir(parents=True, exist_ok=True)
+        _check_journal(path)
         return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
     url = absolute_sqlite(cfg.tuning.storage)
 
@@ -134,7 +135,30 @@ def storage(cfg: Config, attempts: int = 5) -> optuna.storages.BaseStorage:
                                    f" ({first[0] if first else type(err).__name__})") from None
             log.info("optuna storage busy (%s); retrying", type(err).__name__)
             time.sleep(0.2 * attempt)
+        except sqlalchemy.exc.DatabaseError as err:  # not a database at all (OperationalError etc. caught above)
+            raise DataError(url.removeprefix("sqlite:///"), f"{CORRUPT} ({str(err.orig or err).splitlines()[0]})"
+                            ) from None
     raise AssertionError("unreachable")
+
+
+def _check_journal(path: Path) -> None:
+    """An existing journal file must hold Optuna's JSON operations, one per line (a last line cut short by a
+    killed writer is left to Optuna); anything else is refused before Optuna appends to it."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    *complete, last = path.read_bytes().split(b"\n")
+    for line in complete or [last]:
+        try:
+            ok = isinstance(op := json.loads(line), dict) and "op_code" in op
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            ok = False
+        if not ok:
+            raise DataError(path, f"{CORRUPT} (a line is not an Optuna journal operation: {line[:60]!r})")
+
+
+#: What a study storage that cannot be read is, and what to do about it.
+CORRUPT = ("not a readable Optuna storage (corrupt or another file?): move it aside and `thawcast tune` starts the"
+           " studies afresh, or restore it from a backup")
 
 
 def sampler(cfg: Config, shared: bool = False) -> optuna.samplers.TPESampler:
@@ -153,11 +177,16 @@ def open_study(cfg: Config, arch: str, fp: str, store: optuna.storages.BaseStora
     ``shared``: this process is one of several workers on the study (:func:`sampler`)."""
     t = cfg.tuning
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        study_name=study_name(arch, fp), storage=store or storage(cfg), direction="minimize", load_if_exists=True,
-        sampler=sampler(cfg, shared),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=t.pruner_startup_trials,
-                                           n_warmup_steps=t.pruner_warmup_epochs))
+    try:
+        study = optuna.create_study(
+            study_name=study_name(arch, fp), storage=store or storage(cfg), direction="minimize",
+            load_if_exists=True, sampler=sampler(cfg, shared),
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=t.pruner_startup_trials,
+                                               n_warmup_steps=t.pruner_warmup_epochs))
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError) as err:  # journal lines that are not Optuna JSON
+        if not t.journal:
+            raise
+        raise DataError(Path(t.storage).resolve(), f"{CORRUPT} ({type(err).__name__}: {str(err)[:120]})") from None
     if not study.trials:
         study.set_user_attr("architecture", arch)
         study.set_user_attr("fingerprint", fp)

@@ -69,7 +69,7 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
     obs = y_degc[test.band, test.last + 1].astype(float)
     if np.isnan(obs).any():
         raise DataError(paths.history, "observed test targets contain NaN")
-    use_store(cfg.mlflow)
+    use_store(cfg.mlflow, create=False)
     nets, regs = network_predictions(cfg, test, paths)
     bases, extra = baseline_predictions(cfg.windows, train, val, test, y_degc,
                                         load_scalers(paths.scaler)["targets"])

@@ -47,7 +47,7 @@ def run(cfg: Config, arch: str | None = None, paths: Layout | None = None) -> Pa
     archs = cfg.training.architectures
     for a in archs:  # every model is in place before any process starts
         read_registration(paths.registration(a), a)
-    use_store(cfg.mlflow)  # a new store's schema, made once before the processes share it
+    use_store(cfg.mlflow, create=False)  # the store train made, opened once before the processes share it
     workers = cfg.compute.worker_count(len(archs))
     log.info("explaining %s, %d at a time", ", ".join(archs), workers)
     for i, out in side_by_side(_explain, [(cfg, a, paths) for a in archs], workers):
@@ -67,7 +67,7 @@ def explain_one(cfg: Config, arch: str, paths: Layout) -> Path:
 
     cfg.training.require(arch)
     e = cfg.explain
-    use_store(cfg.mlflow)
+    use_store(cfg.mlflow, create=False)
     reg = read_registration(paths.registration(arch), arch)
     name = reg.registered_model
     model, mv = load_registration(reg)

@@ -48,7 +48,7 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
     import mlflow
 
     paths = paths or Layout.at()
-    use_store(cfg.mlflow)
+    use_store(cfg.mlflow, create=False)
     months = projection_months(cfg.projection)
     models, versions, mlflow_versions = {}, {}, {}
     for arch in cfg.training.architectures:

@@ -42,18 +42,35 @@ def is_server(uri: str) -> bool:
     return uri.startswith(("http://", "https://"))
 
 
-def use_store(cfg: MlflowConfig, experiment: str | None = None) -> str:
+def use_store(cfg: MlflowConfig, experiment: str | None = None, *, create: bool = True) -> str:
     """Point MLflow at the configured store and experiment (created if new); return its id.
 
     A local store keeps a new experiment's artifacts under ``mlflow.artifacts``; a tracking server (team mode)
     chooses their place itself (``--artifacts-destination``, proxied), so ``mlflow.artifacts`` is not used.
+    ``create=False`` (stages that read models the train stage registered): a local store or an experiment
+    that does not exist is an error naming what was looked for, not a new empty store.
+
+    Raises
+    ------
+    RegistryError
+        ``create=False`` and no such local store or experiment.
+    DataError
+        A local store that cannot be read (corrupt, or not an MLflow database).
     """
     mlflow = _mlflow()
+    name = experiment or cfg.experiment
+    local = _local_store(cfg.tracking_uri)
+    if not create and local is not None and not local.exists():
+        raise RegistryError(f"no MLflow store at {local} (mlflow.tracking_uri: {cfg.tracking_uri}); the train stage"
+                            " creates it: run `dvc repro` (or `thawcast train <arch>`), or fix the URI")
     uri = tracking_uri(cfg)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    name = experiment or cfg.experiment
     exp = _reach(uri, lambda: mlflow.get_experiment_by_name(name))
+    if exp is None and not create:
+        known = sorted(e.name for e in mlflow.search_experiments())
+        raise RegistryError(f"the MLflow store {uri} has no experiment {name!r} (it has {known or 'none'}); the"
+                            " train stage creates it: run `dvc repro`, or fix mlflow.experiment")
     if exp is None and is_server(uri):
         exp_id = mlflow.create_experiment(name)
     elif exp is None:
@@ -102,15 +119,30 @@ def mark_killed_runs(experiment_id: str) -> list[str]:
     return killed
 
 
+def _local_store(uri: str) -> Path | None:
+    """The file of a local SQLite store (relative paths from the working folder), or None for other stores."""
+    prefix = "sqlite:///"
+    return Path(uri[len(prefix):]).resolve() if uri.startswith(prefix) else None
+
+
 def _reach(uri: str, call):
     """``call()``, the first request to the store: a server that does not answer is one clear error, soon.
 
     MLflow retries a failing HTTP request for minutes by default; the first request here retries a few times
     over about ten seconds (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``/``..._TIMEOUT`` still win where set).
     """
-    if not is_server(uri):
-        return call()
     mlflow = _mlflow()
+    if not is_server(uri):
+        import sqlalchemy.exc
+
+        try:
+            return call()
+        except (sqlalchemy.exc.DatabaseError, mlflow.exceptions.MlflowException) as exc:
+            cause = getattr(exc, "orig", None) or exc
+            first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(exc).__name__
+            raise DataError(_local_store(uri) or uri, f"the MLflow store cannot be read ({first[:300]}): restore it"
+                            " or move it aside (a new one is made by the next train stage), or point"
+                            " mlflow.tracking_uri elsewhere") from None
     patience = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
     saved = {k: os.environ.get(k) for k in patience}
