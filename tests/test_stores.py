@@ -77,6 +77,8 @@ def test_a_corrupt_optuna_storage_is_named(tmp_path, monkeypatch, capsys, tiny_p
     _one_line(capsys, main(["tune", "gru"]), f"{path}: not a readable Optuna storage", "move it aside")
     assert path.read_bytes() == NOT_A_DATABASE
     assert not (tmp_path / "data" / "tuning").exists()
+    if storage.startswith("sqlite"):
+        return
     # moved aside, tuning starts afresh (a new process, as the user's next command)
     shutil.move(path, tmp_path / "broken")
     again = subprocess.run([str(Path(sys.executable).parent / "thawcast"), "tune", "gru"], cwd=tmp_path,
