@@ -109,21 +109,33 @@ def test_a_grid_short_of_the_study_longitudes_is_an_error():
             band_weights(ERA_LAT[::3], lon, GEOM, source="narrow.nc")
 
 
-def test_a_hole_on_band_land_is_an_error_and_coast_or_a_lake_is_not():
-    from thawcast.prep.geometry import check_holes
+def test_a_hole_the_data_surround_is_an_error_and_the_sea_coast_or_a_lake_is_not():
+    from thawcast.prep.geometry import MAX_HOLE_SHARE, check_holes, enclosed
 
     lat, lon = ERA_LAT[::2], ERA_LON[::2]  # 0.2 degree
-    valid = np.ones((lat.size, lon.size), dtype=bool)
     weights = band_weights(lat, lon, GEOM)
-    check_holes(valid, weights, GEOM, source="full.nc")
-    lake = valid.copy()
-    lake[np.ix_(np.abs(lat - 62.2) < 0.15, np.abs(lon + 150.0) < 0.15)] = False
-    check_holes(lake, weights, GEOM, source="lake.nc")  # one inland cell: far below 2% of band 1
-    hole = valid.copy()
-    hole[np.ix_((lat > 63.4) & (lat < 64.6), (lon > -152.0) & (lon < -146.0))] = False
-    with pytest.raises(DataError, match=r"hole.nc: no data in \d+ cells wholly on the land of band 2 \(63.29-65.30"
-                                        r" N\), \d+% of the band, at latitudes 63.40\.\.64.40 N"):
-        check_holes(hole, weights, GEOM, source="hole.nc")
+    on_land = weights.values.sum(axis=0) > 0
+    check_holes(np.ones(on_land.shape, bool), weights, GEOM, source="full.nc")
+    # ERA5-Land style: no data over the sea, coastal cells included, and inland cells next to the coast too:
+    # all of it reaches the grid's edge through empty cells, so none of it is a hole
+    coast = on_land & ~np.roll(on_land, 1, axis=1) | on_land & ~np.roll(on_land, -1, axis=0)
+    check_holes(on_land & ~coast, weights, GEOM, source="sea.nc")
+    assert not enclosed(~(on_land & ~coast)).any()
+
+    def block(half_deg):
+        box = np.zeros(on_land.shape, bool)
+        box[np.ix_(np.abs(lat - 64.3) <= half_deg, np.abs(lon + 150.0) <= 2 * half_deg)] = True
+        return box
+
+    w2 = weights.values[2]
+    lake, hole = block(0.1), block(0.4)  # a few cells and 4 x 8 cells of band 2, inland
+    assert w2[lake].sum() / w2.sum() < MAX_HOLE_SHARE < w2[hole].sum() / w2.sum()
+    np.testing.assert_array_equal(enclosed(hole), hole)
+    check_holes(~lake, weights, GEOM, source="lake.nc")
+    with pytest.raises(DataError, match=r"hole.nc: no data in 32 cells of band 2 \(63.29-65.30 N\) that data"
+                                        r" surround, 2.9% of the band's land, at latitudes 64.00\.\.64.60 N,"
+                                        r" longitudes -150.60\.\.-149.20 E"):
+        check_holes(~hole, weights, GEOM, source="hole.nc")
 
 
 def test_wrap_lon():

@@ -85,6 +85,13 @@ def test_a_renamed_variable_is_named_in_its_file(tmp_path, old, new):
         open_era5land(tmp_path)
 
 
+def test_other_era5_variables_are_not_taken_for_renamed_ones(tmp_path):
+    """ssr and str (net solar and thermal radiation) are ERA5 variables of their own, not renamed ssrd/strd."""
+    (path,) = write_cds(canonical_cube(years=(2001,)), tmp_path)
+    rewrite(path, lambda ds: ds.assign(ssr=ds["ssrd"] * 0.8, str=ds["strd"] * 0.1))
+    assert "r_solar" in open_era5land(tmp_path).data_vars
+
+
 def test_a_file_holding_some_of_the_variables_is_no_rename(tmp_path):
     """CDS splits variables across files: a file without stl1 (and no look-alike) is fine when another holds it;
     stl2..4 are never taken for a renamed stl1."""

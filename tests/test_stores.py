@@ -41,7 +41,7 @@ def test_a_stage_that_reads_models_creates_no_store_where_none_is(tmp_path, monk
     monkeypatch.chdir(tmp_path)
     _project(tmp_path, mlflow={"tracking_uri": "sqlite:///mlrunz/mlflow.db"})
     line = _one_line(capsys, main(["project"]), f"no MLflow store at {tmp_path / 'mlrunz' / 'mlflow.db'}",
-                     "sqlite:///mlrunz/mlflow.db", "run `dvc repro`")
+                     "sqlite:///mlrunz/mlflow.db", "the train stage creates it")
     assert not (tmp_path / "mlrunz").exists(), line
     # positive control: a stage that writes (train) may create it
     cfg = parse_config({**TINY, "mlflow": {"tracking_uri": "sqlite:///mlrunz/mlflow.db"}})
@@ -55,7 +55,8 @@ def test_a_corrupt_mlflow_store_is_named(tmp_path, monkeypatch, capsys):
     store = tmp_path / "mlruns" / "mlflow.db"
     store.parent.mkdir()
     store.write_bytes(NOT_A_DATABASE)
-    _one_line(capsys, main(["project"]), f"{store}: the MLflow store cannot be read", "not a database")
+    _one_line(capsys, main(["project"]), f"{store}: the MLflow store cannot be opened", "not a database",
+              "move it aside")
     assert store.read_bytes() == NOT_A_DATABASE  # left as it was
 
 
@@ -85,3 +86,25 @@ def test_a_corrupt_optuna_storage_is_named(tmp_path, monkeypatch, capsys, tiny_p
                            capture_output=True, text=True, timeout=600, check=False)
     assert again.returncode == 0, again.stderr[-2000:]
     assert (tmp_path / "data" / "tuning" / "gru" / "best_params.json").exists()
+
+
+@pytest.mark.parametrize("fault", ["a bad line between good ones", "a last line cut short"])
+def test_a_journal_with_a_bad_line_is_refused_before_optuna_writes_to_it(tmp_path, fault):
+    from thawcast.errors import DataError
+    from thawcast.learn import tuning
+
+    cfg = parse_config({**TINY, "tuning": {**TINY["tuning"], "storage": str(tmp_path / "optuna.journal")}})
+    study = tuning.open_study(cfg, "gru", "fp")  # a sound journal: one study, the defaults enqueued
+    study.enqueue_trial({"hidden": 4})
+    good = (tmp_path / "optuna.journal").read_bytes()
+    lines = good.split(b"\n")
+    assert len(lines) >= 3 and lines[-1] == b""
+    bad = (b"\n".join([lines[0], b"{not json", *lines[1:]]) if fault.startswith("a bad line")
+           else good + b'{"op_code": 4, "worker_id": "x"')
+    (tmp_path / "optuna.journal").write_bytes(bad)
+    with pytest.raises(DataError, match="not a readable Optuna storage"):
+        tuning.open_study(cfg, "gru", "fp")
+    assert (tmp_path / "optuna.journal").read_bytes() == bad  # nothing appended
+    (tmp_path / "optuna.journal").write_bytes(good)
+    assert len(tuning.open_study(cfg, "gru", "fp").trials) == 2  # the sound one opens, both trials waiting
+

@@ -10,6 +10,7 @@ stage's folder elsewhere.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,3 +156,9 @@ def absolute_sqlite(url: str) -> str:
         db.parent.mkdir(parents=True, exist_ok=True)
         url = prefix + str(db)
     return url
+
+
+def redacted(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (``postgresql://user:***@host/db``), for messages."""
+    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
+

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import difflib
 import logging
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -110,13 +110,18 @@ def check_shared_time(arrays: dict[str, xr.DataArray], where: Path | str) -> Non
 
 
 def look_alike(wanted: str, present: Iterable[str]) -> str | None:
-    """The name among ``present`` that looks like ``wanted`` renamed (same letters in another case, or a
-    near spelling such as ``t2m`` / ``t_2m``), or None. Callers pass only names that are not themselves
-    expected, so ``stl2`` is never taken for a renamed ``stl1``."""
-    names = list(present)
-    for name in names:
-        if name.lower() == wanted.lower():
-            return name
-    close = difflib.get_close_matches(wanted.lower(), [n.lower() for n in names], n=1, cutoff=0.75)
-    return next((n for n in names if close and n.lower() == close[0]), None)
+    """The name among ``present`` that is ``wanted`` written another way (case, ``_``/``-``/``.``
+    separators: ``T2M``, ``stl_1``), or None. Fuzzy matches are not taken: ``ssr`` and ``str`` are ERA5
+    variables of their own, not renamed ``ssrd`` and ``strd``.
 
+    Parameters
+    ----------
+    wanted
+        The expected variable name.
+    present
+        Names found in the file that are not themselves expected.
+    """
+    def key(name: str) -> str:
+        return re.sub(r"[^0-9a-z]", "", name.lower())
+
+    return next((name for name in present if key(name) == key(wanted)), None)

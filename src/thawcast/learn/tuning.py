@@ -33,7 +33,7 @@ from optuna.trial import TrialState
 
 from thawcast.config import Config, SearchDim
 from thawcast.errors import ConfigError, DataError, ServiceError
-from thawcast.layout import absolute_sqlite
+from thawcast.layout import absolute_sqlite, redacted
 from thawcast.parallel import dead_here, process_id
 
 log = logging.getLogger(__name__)
@@ -131,23 +131,35 @@ def storage(cfg: Config, attempts: int = 5) -> optuna.storages.BaseStorage:
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as err:
             if attempt == attempts:
                 first = str(err.orig if getattr(err, "orig", None) is not None else err).strip().splitlines()
-                raise ServiceError(f"tuning.storage {cfg.tuning.storage}: the database does not answer or refuses"
+                raise ServiceError(f"tuning.storage {redacted(url)}: the database does not answer or refuses"
                                    f" ({first[0] if first else type(err).__name__})") from None
             log.info("optuna storage busy (%s); retrying", type(err).__name__)
             time.sleep(0.2 * attempt)
-        except sqlalchemy.exc.DatabaseError as err:  # not a database at all (OperationalError etc. caught above)
-            raise DataError(url.removeprefix("sqlite:///"), f"{CORRUPT} ({str(err.orig or err).splitlines()[0]})"
-                            ) from None
+        except sqlalchemy.exc.DatabaseError as err:  # OperationalError and IntegrityError are caught above
+            first = str(err.orig or err).strip().splitlines()[0]
+            if url.startswith("sqlite:///"):  # a local file that is no database
+                raise DataError(url.removeprefix("sqlite:///"), f"{CORRUPT} ({first})") from None
+            raise ServiceError(f"tuning.storage {redacted(url)}: the database refuses ({first})") from None
     raise AssertionError("unreachable")
 
 
-def _check_journal(path: Path) -> None:
-    """An existing journal file must hold Optuna's JSON operations, one per line (a last line cut short by a
-    killed writer is left to Optuna); anything else is refused before Optuna appends to it."""
+def _check_journal(path: Path, waits: int = 5) -> None:
+    """An existing journal file must hold Optuna's JSON operations, one per line, and end with a complete one.
+
+    Optuna appends its next operation to the end of the file, so a last line cut short (a writer killed in the
+    middle of it) would glue the two into a line no one can read. Another worker may be writing that line at
+    this moment: it is read again a few times over about a second before it counts as cut short.
+    """
     if not path.exists() or path.stat().st_size == 0:
         return
-    *complete, last = path.read_bytes().split(b"\n")
-    for line in complete or [last]:
+    for attempt in range(waits):
+        *complete, last = path.read_bytes().split(b"\n")
+        if not last:
+            break
+        time.sleep(0.05 * 2 ** attempt)
+    else:
+        raise DataError(path, f"{CORRUPT} (its last line is cut short: {last[:60]!r})")
+    for line in complete:
         try:
             ok = isinstance(op := json.loads(line), dict) and "op_code" in op
         except (UnicodeDecodeError, json.JSONDecodeError):
@@ -157,8 +169,8 @@ def _check_journal(path: Path) -> None:
 
 
 #: What a study storage that cannot be read is, and what to do about it.
-CORRUPT = ("not a readable Optuna storage (corrupt or another file?): move it aside and `thawcast tune` starts the"
-           " studies afresh, or restore it from a backup")
+CORRUPT = ("not a readable Optuna storage (corrupt or another file?): move it aside (tuning then starts the studies"
+           " afresh) or restore it from a backup")
 
 
 def sampler(cfg: Config, shared: bool = False) -> optuna.samplers.TPESampler:
@@ -177,15 +189,14 @@ def open_study(cfg: Config, arch: str, fp: str, store: optuna.storages.BaseStora
     ``shared``: this process is one of several workers on the study (:func:`sampler`)."""
     t = cfg.tuning
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    store = store or storage(cfg)
+    search = {"sampler": sampler(cfg, shared),
+              "pruner": optuna.pruners.MedianPruner(n_startup_trials=t.pruner_startup_trials,
+                                                    n_warmup_steps=t.pruner_warmup_epochs)}
     try:
-        study = optuna.create_study(
-            study_name=study_name(arch, fp), storage=store or storage(cfg), direction="minimize",
-            load_if_exists=True, sampler=sampler(cfg, shared),
-            pruner=optuna.pruners.MedianPruner(n_startup_trials=t.pruner_startup_trials,
-                                               n_warmup_steps=t.pruner_warmup_epochs))
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError) as err:  # journal lines that are not Optuna JSON
-        if not t.journal:
-            raise
+        study = optuna.create_study(study_name=study_name(arch, fp), storage=store, direction="minimize",
+                                    load_if_exists=True, **search)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:  # a journal whose lines are not Optuna's JSON
         raise DataError(Path(t.storage).resolve(), f"{CORRUPT} ({type(err).__name__}: {str(err)[:120]})") from None
     if not study.trials:
         study.set_user_attr("architecture", arch)

@@ -181,36 +181,61 @@ def band_weights(
     )
 
 
-#: Largest share of a band's land weight that may fall on cells wholly on that land yet without data
-#: (a lake masked out, say). More is a hole in the file, and the band mean would be over part of the band.
+#: Largest share of a band's land weight that may lie on enclosed empty cells (a lake the data masks out, say).
+#: More is a hole in the file, and the band mean would be over part of the band.
 MAX_HOLE_SHARE = 0.02
+
+
+def enclosed(empty: np.ndarray) -> np.ndarray:
+    """The ``True`` cells of a ``[lat, lon]`` mask that cannot reach the grid's edge through other ``True`` cells
+    (4-neighbour steps): for a mask of cells without data, the holes and lakes, not the sea and its bays."""
+    empty = np.asarray(empty, dtype=bool)
+    open_ = np.zeros_like(empty)
+    open_[[0, -1], :] = empty[[0, -1], :]
+    open_[:, [0, -1]] |= empty[:, [0, -1]]
+    while True:
+        grown = open_.copy()
+        grown[1:] |= open_[:-1]
+        grown[:-1] |= open_[1:]
+        grown[:, 1:] |= open_[:, :-1]
+        grown[:, :-1] |= open_[:, 1:]
+        grown &= empty
+        if np.array_equal(grown, open_):
+            return empty & ~open_
+        open_ = grown
 
 
 def check_holes(valid: np.ndarray, weights: xr.DataArray, geometry: BandGeometry, source: str | None = None,
                 what: str = "data") -> None:
-    """Raise if cells lying wholly on a band's land (not coast) lack data over more than
-    :data:`MAX_HOLE_SHARE` of that band's land weight. ``valid`` is ``[lat, lon]``, True where a cell has
-    data; ``weights`` the grid's :func:`band_weights`.
+    """Raise if cells without data that the data surround (not coast: the sea reaches the grid's edge) carry more
+    than :data:`MAX_HOLE_SHARE` of any band's land weight.
+
+    Parameters
+    ----------
+    valid
+        ``[lat, lon]`` booleans, True where the cell has data (in any month).
+    weights
+        The grid's :func:`band_weights` (``band, lat, lon``; cos-lat scaled deg2).
+    geometry
+        The band geometry the weights were made with (for the band edges in the message).
+    source, what
+        The file and the variable named in the message.
 
     Raises
     ------
     DataError
         Naming the band, the share it lost and the latitude/longitude range of the empty cells.
     """
-    lat, lon = weights["lat"].values, weights["lon"].values
-    w = weights.values
-    lat_e, lon_e = cell_edges(lat), cell_edges(lon)
-    area = np.diff(lat_e)[:, None] * np.diff(lon_e)[None, :] * np.cos(np.deg2rad(lat))[:, None]
-    empty = ~np.asarray(valid, dtype=bool)
+    lat, lon, w = weights["lat"].values, weights["lon"].values, weights.values
+    hole = enclosed(~np.asarray(valid, dtype=bool))
     for b in range(w.shape[0]):
-        hole = (w[b] >= 0.999 * area) & empty
         share = w[b][hole].sum() / w[b].sum()
         if share > MAX_HOLE_SHARE:
-            rows, cols = np.nonzero(hole)
-            where = f" ({geometry.edges[b]:.2f}-{geometry.edges[b + 1]:.2f} N)"
+            rows, cols = np.nonzero(hole & (w[b] > 0))
             raise DataError(
                 source,
-                f"no {what} in {hole.sum()} cells wholly on the land of band {b}{where}, {share:.0%} of the band,"
-                f" at latitudes {lat[rows].min():.2f}..{lat[rows].max():.2f} N, longitudes {lon[cols].min():.2f}.."
-                f"{lon[cols].max():.2f} E: a hole in the grid (the band mean would cover part of the band)",
+                f"no {what} in {rows.size} cells of band {b} ({geometry.edges[b]:.2f}-{geometry.edges[b + 1]:.2f} N)"
+                f" that data surround, {share:.1%} of the band's land, at latitudes {lat[rows].min():.2f}.."
+                f"{lat[rows].max():.2f} N, longitudes {lon[cols].min():.2f}..{lon[cols].max():.2f} E: a hole in the"
+                " grid (the band mean would cover part of the band)",
             )

@@ -31,6 +31,7 @@ from thawcast.prep.geometry import BandGeometry
 from thawcast.quality.provenance import is_synthetic, provenance, staged_output
 from thawcast.quality.suites import band_table_frame
 from thawcast.quality.validation import run_suite, validate_stage
+from thawcast.variables import TARGETS, VARIABLES
 
 log = logging.getLogger(__name__)
 
@@ -90,12 +91,11 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
 
 def _write_calibration(era_b: xr.Dataset, cfg: Config, path: Path) -> None:
     """Band means of the soil temperatures over the whole period, degC, rounded to 0.0001."""
-    layers = [v for v in era_b.data_vars if v.startswith("t_soil")]
     labels = cfg.study_area.band_labels
-    table = {"period": f"{cfg.period.start_year}-{cfg.period.end_year}", "units": "degC",
+    table = {"period": f"{cfg.period.start_year}-{cfg.period.end_year}", "units": VARIABLES[TARGETS[0]].unit,
              "synthetic": is_synthetic(era_b.attrs),
              "soil_temperature_band_means": {
                  v: {labels[int(b)]: round(float(era_b[v].sel(band=b).mean("time")), 4) for b in era_b["band"].values}
-                 for v in layers}}
+                 for v in TARGETS}}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(table, indent=2) + "\n")

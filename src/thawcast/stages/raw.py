@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import xarray as xr
 
 from thawcast.config import Config
 from thawcast.errors import DataError
@@ -83,10 +84,11 @@ def _by_origin(exc: DataError, origins: dict[Path, Path]) -> DataError:
     return DataError(origins.get(exc.path, exc.path), problem)
 
 
-def _check_coverage(land: dict[str, np.ndarray], weights, geom: BandGeometry, source: Path) -> None:
-    """Every variable has data somewhere in the file on the bands' land (coast and small lakes may lack it)."""
+def _check_coverage(land: dict[str, np.ndarray], weights: xr.DataArray, geom: BandGeometry, source: Path,
+                    of: str = "") -> None:
+    """Every variable has data on the bands' land wherever data surround it (the sea and small lakes excepted)."""
     for v, mask in land.items():
-        check_holes(mask, weights, geom, str(source), what=f"'{v}'")
+        check_holes(mask, weights, geom, str(source), what=f"'{v}'{of}")
 
 
 def validation_sections(cfg: Config, raw_dir: Path, suite_dir: Path) -> list[dict]:
@@ -106,9 +108,10 @@ def validation_sections(cfg: Config, raw_dir: Path, suite_dir: Path) -> list[dic
     cmip = []
     for exp in cfg.cmip5.experiments:
         ds = open_cmip5(raw_dir / "cmip5", exp, cfg.cmip5.model, cfg.cmip5.ensemble)
-        where = raw_dir / "cmip5" / f"{cfg.cmip5.model} {exp}"
+        where = raw_dir / "cmip5"
         summary, land = grid_summary(ds, f"{cfg.cmip5.model}_{exp}")
-        _check_coverage(land, band_weights(ds["lat"].values, ds["lon"].values, geom, source=str(where)), geom, where)
+        _check_coverage(land, band_weights(ds["lat"].values, ds["lon"].values, geom, source=str(where)), geom, where,
+                        f" of {cfg.cmip5.model} {exp}")
         summary.insert(0, "experiment", exp)
         cmip.append(summary)
     cmip_frame = finish_summary(pd.concat(cmip, ignore_index=True), group="experiment")

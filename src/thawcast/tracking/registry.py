@@ -16,7 +16,7 @@ from pathlib import Path
 
 from thawcast.config import MlflowConfig
 from thawcast.errors import DataError, ServiceError, ThawcastError
-from thawcast.layout import absolute_sqlite
+from thawcast.layout import absolute_sqlite, redacted
 
 log = logging.getLogger(__name__)
 
@@ -62,15 +62,15 @@ def use_store(cfg: MlflowConfig, experiment: str | None = None, *, create: bool 
     local = _local_store(cfg.tracking_uri)
     if not create and local is not None and not local.exists():
         raise RegistryError(f"no MLflow store at {local} (mlflow.tracking_uri: {cfg.tracking_uri}); the train stage"
-                            " creates it: run `dvc repro` (or `thawcast train <arch>`), or fix the URI")
+                            " creates it: run that first, or fix the URI")
     uri = tracking_uri(cfg)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     exp = _reach(uri, lambda: mlflow.get_experiment_by_name(name))
     if exp is None and not create:
         known = sorted(e.name for e in mlflow.search_experiments())
-        raise RegistryError(f"the MLflow store {uri} has no experiment {name!r} (it has {known or 'none'}); the"
-                            " train stage creates it: run `dvc repro`, or fix mlflow.experiment")
+        raise RegistryError(f"the MLflow store {redacted(uri)} has no experiment {name!r} (it has {known or 'none'});"
+                            " the train stage creates it: run that first, or fix mlflow.experiment")
     if exp is None and is_server(uri):
         exp_id = mlflow.create_experiment(name)
     elif exp is None:
@@ -139,10 +139,18 @@ def _reach(uri: str, call):
             return call()
         except (sqlalchemy.exc.DatabaseError, mlflow.exceptions.MlflowException) as exc:
             cause = getattr(exc, "orig", None) or exc
-            first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(exc).__name__
-            raise DataError(_local_store(uri) or uri, f"the MLflow store cannot be read ({first[:300]}): restore it"
-                            " or move it aside (a new one is made by the next train stage), or point"
-                            " mlflow.tracking_uri elsewhere") from None
+            first = (str(cause).strip().splitlines() or [type(exc).__name__])[0][:300]
+            if isinstance(exc, sqlalchemy.exc.OperationalError):  # locked, unreadable folder, full disk
+                advice = "check that the file and its folder can be read and written and no other program holds it"
+            elif isinstance(exc, sqlalchemy.exc.DatabaseError):  # not a database at all
+                advice = ("restore it, or move it aside (the next train stage makes a new one), or point"
+                          " mlflow.tracking_uri elsewhere")
+            elif "schema" in first.lower():
+                advice = f"upgrade it with `mlflow db upgrade {uri}` (back it up first)"
+            else:
+                advice = "see the MLflow message; point mlflow.tracking_uri elsewhere to use another store"
+            raise DataError(_local_store(uri) or uri, f"the MLflow store cannot be opened ({first}): {advice}"
+                            ) from None
     patience = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
     saved = {k: os.environ.get(k) for k in patience}
