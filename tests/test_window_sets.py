@@ -118,6 +118,13 @@ def test_window_files_round_trip_split_by_split(history, tmp_path):
     with xr.open_dataset(path) as ds:
         np.testing.assert_array_equal(ds["y_degc"].values, hist.y_degc)
         assert ds.attrs["note"] == "test" and ds.attrs["window_length_months"] == W
+        assert ds.attrs["feature_order"].split() == list(hist.windows.feature_names)
+        assert list(ds["feature"].values) == list(NAMES) and list(ds["target"].values) == list(TARGETS)
+        assert ds["y_degc"].attrs["units"] == "degC"
+        # CF flags: the split codes say which split they are
+        assert ds["window_split"].attrs["flag_meanings"].split() == list(SPLITS)
+        assert list(ds["window_split"].attrs["flag_values"]) == [0, 1, 2]
+        assert all(ds[v].attrs.get("long_name") for v in ("x", "y", "y_degc", "z", "window_band", "window_last"))
     scenario = tmp_path / "rcp.nc"
     to_dataset(replace(hist.windows, y=None), None, None, TARGETS, {}).to_netcdf(scenario)
     with pytest.raises(DataError, match="no splits"):

@@ -131,6 +131,7 @@ class Layout:
 
 #: Git-tracked metrics and tables each stage writes (``dvc.yaml`` lists them as metrics or outs).
 METRIC_FILES: dict[str, tuple[str, ...]] = {
+    "bands": ("bands.json",),
     "scenarios": ("scenario_spread.json",),
     "compare-studies": ("tuning.json", "tuning.md"),
     "seed-spread": ("seed_spread.json", "seed_spread.md"),
