@@ -104,30 +104,32 @@ def _rewrite(path, fn):
     fn(ds).to_netcdf(path)
 
 
+def _user_files(tiny_world, tiny_cfg, root):
+    """Copies of the tiny world's raw ERA5-Land and CMIP5 files under ``root/external`` and the files-mode config
+    reading them: (config, folder)."""
+    ext = root / "external"
+    for kind in ("era5land", "cmip5"):
+        shutil.copytree(tiny_world / "raw" / kind, ext / kind)
+    return tiny_cfg.model_copy(update={"source": tiny_cfg.source.model_copy(update={
+        "kind": "files", "era5land_dir": ext / "era5land", "cmip5_dir": ext / "cmip5"})}), ext
+
+
 @pytest.fixture(scope="module")
 def ingested(tiny_world, tiny_cfg, tmp_path_factory):
-    """Files mode on copies of the tiny world's raw files, ingested once: (config, user files, raw output)."""
+    """Files mode on copies of the tiny world's raw files, ingested once: the raw output folder."""
     root = tmp_path_factory.mktemp("ingested")
-    ext = root / "external"
-    shutil.copytree(tiny_world / "raw" / "era5land", ext / "era5land")
-    shutil.copytree(tiny_world / "raw" / "cmip5", ext / "cmip5")
-    cfg = tiny_cfg.model_copy(update={"source": tiny_cfg.source.model_copy(update={
-        "kind": "files", "era5land_dir": ext / "era5land", "cmip5_dir": ext / "cmip5"})})
-    raw.run(cfg, layout(root))
-    return cfg, ext, root / "raw"
+    raw.run(_user_files(tiny_world, tiny_cfg, root)[0], layout(root))
+    return root / "raw"
 
 
 @pytest.mark.parametrize("fault", ["narrow longitudes", "hole", "renamed variable"])
-def test_user_files_that_miss_part_of_the_study_area_or_a_variable_are_named(ingested, tmp_path, fault):
+def test_user_files_that_miss_part_of_the_study_area_or_a_variable_are_named(ingested, tiny_world, tiny_cfg,
+                                                                           tmp_path, fault):
     """Issue 16's cases: a grid over -160..-141 of the -168..-141 study area, a block of inland cells with no
     data, and 't2m' renamed 'T2M', each in one of three ERA5-Land files, are refused where the files are
     read, naming the user's file, and the previous raw output stays."""
-    cfg, good, built = ingested
-    ext = tmp_path / "external"
-    shutil.copytree(good, ext)
-    cfg = cfg.model_copy(update={"source": cfg.source.model_copy(update={
-        "era5land_dir": ext / "era5land", "cmip5_dir": ext / "cmip5"})})
-    shutil.copytree(built, tmp_path / "raw")
+    cfg, ext = _user_files(tiny_world, tiny_cfg, tmp_path)
+    shutil.copytree(ingested, tmp_path / "raw")
     before = sorted(p.name for p in (tmp_path / "raw" / "era5land").iterdir())
     target = sorted((ext / "era5land").glob("*.nc"))[1]
     if fault == "narrow longitudes":
@@ -152,11 +154,7 @@ def test_user_files_that_miss_part_of_the_study_area_or_a_variable_are_named(ing
 
 def test_ingest_of_user_files(tiny_world, tiny_cfg, tmp_path):
     """source.kind = files: the same readers and contracts on 'downloaded' files."""
-    ext = tmp_path / "external"
-    shutil.copytree(tiny_world / "raw" / "era5land", ext / "era5land")
-    shutil.copytree(tiny_world / "raw" / "cmip5", ext / "cmip5")
-    cfg = tiny_cfg.model_copy(update={"source": tiny_cfg.source.model_copy(update={
-        "kind": "files", "era5land_dir": ext / "era5land", "cmip5_dir": ext / "cmip5"})})
+    cfg, ext = _user_files(tiny_world, tiny_cfg, tmp_path)
     raw.run(cfg, layout(tmp_path))
     assert len(list((tmp_path / "raw" / "era5land").glob("*.nc"))) == 3
     assert not (tmp_path / "raw" / "static").exists()

@@ -162,4 +162,3 @@ def absolute_sqlite(url: str) -> str:
 def redacted(url: str) -> str:
     """``url`` with any password replaced by ``***`` (``postgresql://user:***@host/db``), for messages."""
     return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
-

@@ -189,15 +189,11 @@ def open_study(cfg: Config, arch: str, fp: str, store: optuna.storages.BaseStora
     ``shared``: this process is one of several workers on the study (:func:`sampler`)."""
     t = cfg.tuning
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    store = store or storage(cfg)
-    search = {"sampler": sampler(cfg, shared),
-              "pruner": optuna.pruners.MedianPruner(n_startup_trials=t.pruner_startup_trials,
-                                                    n_warmup_steps=t.pruner_warmup_epochs)}
-    try:
-        study = optuna.create_study(study_name=study_name(arch, fp), storage=store, direction="minimize",
-                                    load_if_exists=True, **search)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:  # a journal whose lines are not Optuna's JSON
-        raise DataError(Path(t.storage).resolve(), f"{CORRUPT} ({type(err).__name__}: {str(err)[:120]})") from None
+    study = optuna.create_study(  # a journal was checked line by line when its storage was opened
+        study_name=study_name(arch, fp), storage=store or storage(cfg), direction="minimize", load_if_exists=True,
+        sampler=sampler(cfg, shared),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=t.pruner_startup_trials,
+                                           n_warmup_steps=t.pruner_warmup_epochs))
     if not study.trials:
         study.set_user_attr("architecture", arch)
         study.set_user_attr("fingerprint", fp)
