@@ -20,6 +20,7 @@ TINY = {
     "synthetic": {"resolution_deg": 1.0, "hist_start_year": 2001, "scenario_end_year": 2030,
                   "spinup_years": 2, "soil_dt_days": 5.0},
     "bias_correction": {"calibration": {"start_year": 2001, "end_year": 2002}, "nquantiles": 5},
+    "projection": {"start_year": 2024, "end_year": 2030},
     "windows": {"length_months": 6, "train": {"start_year": 2001, "end_year": 2002},
                 "validation": {"start_year": 2002, "end_year": 2002},
                 "test": {"start_year": 2003, "end_year": 2003}},

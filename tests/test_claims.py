@@ -182,3 +182,20 @@ def test_the_calibration_band_means_are_the_bands_stage_s():
     assert f"layer-1 band means {calib['period']} on the default settings are {quoted} C for bands 0-5" in text
     # the paper's figures the README compares them with: about +3 in band 0 to -2.3 C in band 5
     assert layer1[0] == pytest.approx(3.0, abs=0.5) and layer1[-1] == pytest.approx(-2.3, abs=0.1)
+
+
+def test_the_perfect_model_table_is_the_committed_perfect_model_metrics():
+    m = metrics("perfect_model.json")
+    rows = table("| model | test 2019-2023 |")
+    header = next(line for line in README.splitlines() if line.startswith("| model | test 2019-2023 |"))
+    columns = [c.strip() for c in header.strip().strip("|").split("|")][2:-1]
+    assert {r[0] for r in rows} == set(m["test_rmse"])
+    for name, test, *cells, bias in rows:
+        assert test == f"{m['test_rmse'][name]:.2f}", name
+        for text, col in zip(cells, columns, strict=True):
+            rcp, decade = col.split()
+            assert text == f"{m['scores'][rcp.lower().replace('.', '')][name][decade]['rmse']:.2f}", (name, col)
+        assert bias == f"{m['scores']['rcp85'][name]['2090-2100']['bias']:+.2f}", name
+    sampling = m["truth_sampling_rmse"]
+    assert (f"lie {min(sampling.values()):.2f}-{max(sampling.values()):.2f} degC RMSE from the full grid's"
+            in " ".join(README.split()))

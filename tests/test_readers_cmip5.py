@@ -12,7 +12,7 @@ from thawcast.ingest.synthetic.world import write_cmip5
 @pytest.fixture(scope="module")
 def cmip_dir(tmp_path_factory, tiny_cfg):
     folder = tmp_path_factory.mktemp("cmip")
-    write_cmip5(tiny_cfg, folder, np.random.default_rng(1))
+    write_cmip5(tiny_cfg, folder, np.random.default_rng(1), years_per_file=10)
     return folder
 
 

@@ -85,6 +85,16 @@ def test_dominant_period_finds_the_annual_cycle_not_harmonics_or_noise():
         dominant_period_months(series[:12])
 
 
+def test_dominant_period_is_not_fooled_by_a_century_trend():
+    """A deep layer to 2100: a small annual cycle on a warming of 8 K over 77 years (the trend's own
+    periodogram peak sits at the record length; the line is removed before the cycle is looked for)."""
+    t = np.arange(924)
+    deep = 0.8 * np.sin(2 * np.pi * t / 12) + 8.0 * t / 924
+    assert dominant_period_months(deep) == pytest.approx(12.0)
+    no_line = np.abs(np.fft.rfft(deep - deep.mean(), n=8 * 924)) ** 2  # what the check did before
+    assert 1.0 / np.fft.rfftfreq(8 * 924)[1 + np.argmax(no_line[1:])] > 900
+
+
 def test_yearly_metrics_on_a_known_profile():
     import pandas as pd
     import xarray as xr
@@ -135,11 +145,12 @@ def test_the_thaw_summary_and_its_tables_on_known_yearly_metrics():
     air = {"observed": xr.DataArray([0.5, 0.25], dims="band"), "rcp85": xr.DataArray([0.75, 1.0], dims="band")}
     s = summarise(obs, ens, ["south", "north"], air)
     assert s["observed"]["south"] == {
-        "alt_mean_cm": 52.0, "alt_trend_cm_per_decade": 20.0, "months_above_zero_layer1": 5.0,
+        "alt_mean_cm": 52.0, "alt_share_years_at_bound": 0.0, "alt_trend_cm_per_decade": 20.0,
+        "months_above_zero_layer1": 5.0,
         "thawing_degree_months_layer1": 15.0, "thawing_degree_months_layer1_trend_per_decade": 30.0,
         "t_air_trend_degC_per_decade": 0.5}
     assert s["rcp85"]["north"] == {
-        "alt_mean_cm": 101.0, "alt_model_min_cm": 96.0, "alt_model_max_cm": 106.0,
+        "alt_mean_cm": 101.0, "alt_share_years_at_bound": 0.0, "alt_model_min_cm": 96.0, "alt_model_max_cm": 106.0,
         "alt_trend_cm_per_decade": 0.0, "months_above_zero_layer1": 3.0, "thawing_degree_months_layer1": 4.0,
         "thawing_degree_months_layer1_trend_per_decade": 0.0, "t_air_trend_degC_per_decade": 1.0}
     md = markdown(s, "2001-2003", "2024-2030")
@@ -147,6 +158,13 @@ def test_the_thaw_summary_and_its_tables_on_known_yearly_metrics():
     assert "| north | 2.0 | 6.0 | 3.0 | 4.0 |" in md
     assert "| south | +20.0 / +30.0 / +0.50 | +20.0 / +20.0 / +0.75 |" in md
     assert "ERA5-Land 2001-2003" in md and "architectures 2024-2030" in md
+    # Years at the 194.5 cm bound: their share is shown and no ALT trend is given (a capped series).
+    capped = obs.copy(deep=True)
+    capped["alt_cm"][1] = [150.0, 194.5, 194.5]
+    north = summarise(capped, ens, ["south", "north"], air)["observed"]["north"]
+    assert north["alt_trend_cm_per_decade"] is None and north["alt_share_years_at_bound"] == pytest.approx(0.667)
+    assert "| north | 179.7 (n/a; bound 67%) |" in markdown(summarise(capped, ens, ["south", "north"], air),
+                                                           "2001-2003", "2024-2030")
     rows = long_table(obs, source="observed")
     assert len(rows) == 2 * 3 + 3 * 2 * 4 * 3 and set(rows["source"]) == {"observed"}
     one = rows[(rows.metric == "thawing_degree_months") & (rows.band == 0) & (rows.layer == "t_soil1")]

@@ -36,6 +36,8 @@ STAGES = {
     "explain": "SHAP attributions of each registered model: data/explain/<arch>/",
     "compare-explanations": "top SHAP features of every architecture side by side: metrics/shap.{json,md}",
     "thaw": "active-layer thickness and thaw metrics for observations and projections (data/thaw/)",
+    "pseudo-reality": "the synthetic world continued to 2100 under each RCP: the perfect-model truth (data/pseudo_reality/)",
+    "perfect-model": "every registered model and baseline scored against the pseudo-reality per decade: metrics/perfect_model.*",
     "report": "one self-contained offline HTML report of the whole pipeline (data/report/index.html)",
 }
 

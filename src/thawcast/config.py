@@ -144,7 +144,7 @@ class SyntheticConfig(_Section):
 
     resolution_deg: float = Field(0.25, gt=0.0, le=2.0)
     hist_start_year: int = 1996
-    scenario_end_year: int = 2030
+    scenario_end_year: int = 2100
     spinup_years: int = Field(8, ge=0)
     soil_dt_days: float = Field(2.0, gt=0.0, le=10.0)
     warming_k_per_decade: float = 0.5
@@ -156,6 +156,18 @@ class SyntheticConfig(_Section):
         if self.scenario_end_year < 2030:
             raise ValueError("scenario_end_year must be >= 2030")
         return self
+
+
+class PerfectModelConfig(_Section):
+    """The perfect-model experiment (synthetic mode): the synthetic world continued under each RCP is the truth.
+
+    ``enabled``: ``auto`` runs it in synthetic mode and skips it with real files (no truth exists there);
+    ``true`` with ``source.kind: files`` is an error. ``stride``: the pseudo-reality's soil runs on every ``stride``-th grid row and column (its cost falls
+    with stride squared; README "Perfect model" gives how far the band means lie from the full grid's).
+    """
+
+    enabled: Literal["auto", True, False] = "auto"
+    stride: int = Field(3, ge=1, le=8)
 
 
 class StaticConfig(_Section):
@@ -508,7 +520,8 @@ class Config(_Section):
     synthetic: SyntheticConfig = SyntheticConfig()
     static: StaticConfig = StaticConfig()
     bias_correction: BiasCorrectionConfig = BiasCorrectionConfig()
-    projection: YearRange = YearRange(start_year=2024, end_year=2030)
+    projection: YearRange = YearRange(start_year=2024, end_year=2100)
+    perfect_model: PerfectModelConfig = PerfectModelConfig()
     windows: WindowsConfig = WindowsConfig()
     features: tuple[str, ...] = ()
     models: ModelsConfig = ModelsConfig()
@@ -535,6 +548,11 @@ class Config(_Section):
         return self.features or tuple(FEATURES)
 
     @property
+    def perfect_model_on(self) -> bool:
+        """Whether the pseudo-reality and perfect-model stages run (``perfect_model.enabled``)."""
+        return self.source.kind == "synthetic" and self.perfect_model.enabled is not False
+
+    @property
     def rcp_experiments(self) -> tuple[str, ...]:
         return tuple(e for e in self.cmip5.experiments if e != "historical")
 
@@ -553,6 +571,9 @@ class Config(_Section):
                              f" cmip5.experiments {list(self.rcp_experiments)}")
         if self.projection.start_year <= self.period.end_year:
             raise ValueError(f"projection {self.projection} must start after period {self.period}")
+        if self.source.kind == "files" and self.perfect_model.enabled is True:
+            raise ValueError("perfect_model.enabled is true but source.kind is files: the perfect-model experiment"
+                             " needs the synthetic world's truth (set perfect_model.enabled to auto or false)")
         if self.source.kind == "synthetic":
             if self.period.start_year < self.synthetic.hist_start_year:
                 raise ValueError(

@@ -16,7 +16,7 @@ from pathlib import Path
 
 #: Stage output folders under ``data/``, in pipeline order.
 STAGE_DIRS: tuple[str, ...] = ("raw", "static", "bands", "scenarios", "windows", "tuning", "models", "evaluation",
-                               "projections", "thaw", "explain", "report")
+                               "projections", "thaw", "explain", "pseudo_reality", "perfect_model", "report")
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,8 @@ class Layout:
     projections: Path
     thaw: Path
     explain: Path
+    pseudo_reality: Path
+    perfect_model: Path
     report: Path
     metrics: Path
     expectations: Path
@@ -51,6 +53,19 @@ class Layout:
         return dataclasses.replace(self, **{k: Path(v) for k, v in folders.items()})
 
     # -- files ---------------------------------------------------------------------------------
+    @property
+    def soil_state(self) -> Path:
+        """The synthetic soil columns at the end of the record (raw stage, synthetic mode only)."""
+        return self.raw / "soil_state.nc"
+
+    def pseudo_truth(self, rcp: str) -> Path:
+        """The synthetic world continued under one RCP, as ERA5-Land files (pseudo-reality stage)."""
+        return self.pseudo_reality / rcp
+
+    def pseudo_bands(self, rcp: str | None = None) -> Path:
+        """Band means of one RCP's pseudo-reality, or (``None``) of the observed record over the same cells."""
+        return self.pseudo_reality / f"bands_{rcp or 'observed'}.nc"
+
     @property
     def era5_bands(self) -> Path:
         """ERA5-Land band means ``(band, time)`` (bands stage)."""
@@ -139,13 +154,15 @@ METRIC_FILES: dict[str, tuple[str, ...]] = {
     "project": ("projection_period.json",),
     "thaw": ("thaw.json", "thaw.md"),
     "compare-explanations": ("shap.json", "shap.md"),
+    "perfect-model": ("perfect_model.json", "perfect_model.md"),
 }
 
 #: The ``data/`` folder each stage writes (per-architecture stages: one sub-folder per architecture).
 STAGE_OUTPUT: dict[str, str | None] = {
     "raw": "raw", "static": "static", "bands": "bands", "scenarios": "scenarios", "windows": "windows",
     "tune": "tuning", "compare-studies": None, "seed-spread": None, "train": "models", "evaluate": "evaluation",
-    "project": "projections", "thaw": "thaw", "explain": "explain", "compare-explanations": None, "report": "report",
+    "project": "projections", "thaw": "thaw", "explain": "explain", "compare-explanations": None,
+    "pseudo-reality": "pseudo_reality", "perfect-model": "perfect_model", "report": "report",
 }
 
 

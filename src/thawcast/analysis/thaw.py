@@ -103,7 +103,8 @@ def trend_per_decade(years: np.ndarray, values: np.ndarray) -> float:
 def dominant_period_months(series: np.ndarray) -> float:
     """Period (months) of the strongest non-zero frequency in the periodogram of a monthly series.
 
-    The mean is removed first and the series zero-padded to 8x its length, so periods that
+    The least-squares line is removed first (a warming trend over decades would otherwise own the
+    lowest frequency: deep layers over 77 years did) and the series zero-padded to 8x its length, so periods that
     do not divide the record length (a 24-month cycle in 84 months) are still located to
     within a few percent. Needs at least 24 months so that a 12-month cycle is resolved by
     two full periods.
@@ -112,7 +113,8 @@ def dominant_period_months(series: np.ndarray) -> float:
     if y.ndim != 1 or len(y) < 24 or not np.isfinite(y).all():
         raise DataError(None, f"need a finite 1-D monthly series of at least 24 months, got shape {y.shape}")
     n = 8 * len(y)
-    power = np.abs(np.fft.rfft(y - y.mean(), n=n)) ** 2
+    t = np.arange(len(y), dtype=float)
+    power = np.abs(np.fft.rfft(y - np.polyval(np.polyfit(t, y, 1), t), n=n)) ** 2
     freq = np.fft.rfftfreq(n, d=1.0)
     k = 1 + int(np.argmax(power[1:]))
     return float(1.0 / freq[k])
@@ -181,8 +183,14 @@ def trends(values: xr.DataArray) -> xr.DataArray:
                           input_core_dims=[["year"]], vectorize=True)
 
 
-def _r(x) -> float:
-    return round(float(x), 3)
+def _r(x) -> float | None:
+    """Rounded to 0.001; NaN (a trend not reported) becomes None (null in JSON)."""
+    x = float(x)
+    return None if np.isnan(x) else round(x, 3)
+
+
+def _num(x: float | None, fmt: str) -> str:
+    return "n/a" if x is None else format(x, fmt)
 
 
 def _layer1(da: xr.DataArray) -> xr.DataArray:
@@ -192,15 +200,18 @@ def _layer1(da: xr.DataArray) -> xr.DataArray:
 def summarise(obs: xr.Dataset, ens: xr.Dataset, names: list[str], t_air_trend: dict[str, xr.DataArray]) -> dict:
     """Per source (observed, each scenario) and band: the means over the years and the trends per decade.
 
-    ALT (cm) with, for projections, the members' range; months above 0 degC and thawing
-    degree-months of layer 1; trends per decade of ALT, layer-1 thawing degree-months and the
-    air temperature that drove them. Projected values are the ensemble mean over architectures.
+    ALT (cm) with, for projections, the members' range, and the share of years at the ALT bound (every
+    layer thaws: the deepest mid-depth is a lower bound); months above 0 degC and thawing degree-months
+    of layer 1; trends per decade of ALT (none where any year sits at the bound: a trend of a capped
+    series reads as the opposite of the truth), layer-1 thawing degree-months and the air temperature
+    that drove them. Projected values are the ensemble mean over architectures.
     """
     def per_band(alt, months, tdm, driver, spread=None) -> dict:
-        cols = {"alt_mean_cm": alt.mean("year")}
+        at_bound = (alt >= LAYER_MID_CM[-1] - 1e-6).mean("year")
+        cols = {"alt_mean_cm": alt.mean("year"), "alt_share_years_at_bound": at_bound}
         if spread is not None:
             cols.update(alt_model_min_cm=spread[0].mean("year"), alt_model_max_cm=spread[1].mean("year"))
-        cols.update({"alt_trend_cm_per_decade": trends(alt),
+        cols.update({"alt_trend_cm_per_decade": trends(alt).where(at_bound == 0),
                      "months_above_zero_layer1": _layer1(months).mean("year"),
                      "thawing_degree_months_layer1": _layer1(tdm).mean("year"),
                      "thawing_degree_months_layer1_trend_per_decade": trends(_layer1(tdm)),
@@ -216,19 +227,24 @@ def summarise(obs: xr.Dataset, ens: xr.Dataset, names: list[str], t_air_trend: d
     return out
 
 
+def _bound(row: dict) -> str:
+    share = row["alt_share_years_at_bound"]
+    return f"; bound {share:.0%}" if share else ""
+
+
 def markdown(summary: dict, obs_years: str, proj_years: str) -> str:
     lines = ["# Active-layer thickness and thaw", "",
              (f"ALT in cm (annual-maximum profile, interpolated between the layer mid-depths 3.5, 17.5, 64 and"
              f" 194.5 cm; 194.5 means 'at least'). Observed: ERA5-Land {obs_years}. Projected: ensemble mean"
              f" over the architectures {proj_years}, [min-max of the members], trend per decade of the ensemble"
-             " mean."), ""]
+             " mean; 'bound x%': share of years at the 194.5 cm bound, where no trend is given (n/a)."), ""]
     scenarios = [k for k in summary if k != "observed"]
     lines += markdown_table(
         ["band", "observed ALT", *(f"{s} ALT [spread] (trend/decade)" for s in scenarios)],
-        ([band, f"{o['alt_mean_cm']:.1f} ({o['alt_trend_cm_per_decade']:+.1f})",
+        ([band, f"{o['alt_mean_cm']:.1f} ({_num(o['alt_trend_cm_per_decade'], '+.1f')}{_bound(o)})",
           *(f"{summary[s][band]['alt_mean_cm']:.1f} [{summary[s][band]['alt_model_min_cm']:.1f}-"
-            f"{summary[s][band]['alt_model_max_cm']:.1f}] ({summary[s][band]['alt_trend_cm_per_decade']:+.1f})"
-            for s in scenarios)] for band, o in summary["observed"].items()))
+            f"{summary[s][band]['alt_model_max_cm']:.1f}] ({_num(summary[s][band]['alt_trend_cm_per_decade'], '+.1f')}"
+            f"{_bound(summary[s][band])})" for s in scenarios)] for band, o in summary["observed"].items()))
     sources = ["observed", *scenarios]
     lines += ["", ("Layer 1: months above 0 degC and thawing degree-months (TDM, degC month) per year; observed"
               " and ensemble mean:"), "",
@@ -240,7 +256,7 @@ def markdown(summary: dict, obs_years: str, proj_years: str) -> str:
               " driving them (degC). Over the few projection years they follow the weather of those years as"
               " much as the forced warming:"), "",
               *markdown_table(["band", *sources], ([band, *(
-                  f"{summary[s][band]['alt_trend_cm_per_decade']:+.1f} / "
+                  f"{_num(summary[s][band]['alt_trend_cm_per_decade'], '+.1f')} / "
                   f"{summary[s][band]['thawing_degree_months_layer1_trend_per_decade']:+.1f} / "
                   f"{summary[s][band]['t_air_trend_degC_per_decade']:+.2f}" for s in sources)]
                   for band in summary["observed"]))]

@@ -7,6 +7,7 @@ import logging
 import numpy as np
 import xarray as xr
 
+from thawcast.errors import DataError
 from thawcast.prep.geometry import BandGeometry, band_weights
 
 log = logging.getLogger(__name__)
@@ -35,19 +36,25 @@ def band_means(ds: xr.Dataset, geometry: BandGeometry, source: str | None = None
         Dims ``band, time``; attributes and units of each variable are kept.
     """
     weights = band_weights(ds["lat"].values, ds["lon"].values, geometry, source=source)
-    # Crop to the cells that carry weight, then one weighted sum per chunk for all bands:
-    # numerator sum(w x) over valid cells, denominator sum(w) over the same cells.
-    used_lat = np.flatnonzero(weights.sum(("band", "lon")).values > 0)
-    used_lon = np.flatnonzero(weights.sum(("band", "lat")).values > 0)
-    crop = {"lat": slice(used_lat[0], used_lat[-1] + 1), "lon": slice(used_lon[0], used_lon[-1] + 1)}
-    sub, w = ds.isel(crop), weights.isel(crop)
+    # Per band, crop to the rows and columns that carry its weight, then one weighted sum per chunk:
+    # numerator sum(w x) over valid cells, denominator sum(w) over the same cells. A band covers a sixth of
+    # the rows, so the cropped sums do a sixth of the work of one product over every band's full box.
+    boxes = []
+    for b in range(weights.sizes["band"]):
+        wb = weights.isel(band=b)
+        rows, cols = np.flatnonzero(wb.sum("lon").values > 0), np.flatnonzero(wb.sum("lat").values > 0)
+        if rows.size == 0:
+            raise DataError(source, f"band {b} has no land on this grid")
+        box = {"lat": slice(rows[0], rows[-1] + 1), "lon": slice(cols[0], cols[-1] + 1)}
+        boxes.append((box, wb.isel(box)))
     dims = ["lat", "lon"]
     # Products summed by numpy's own (pairwise) sum, not a BLAS or einsum dot: those split or order the sum by
     # thread count and memory alignment, so the last bits of a band mean varied between dask's threads and a
     # dask worker process, and with load. Twice the time of a dot (benchmarks/bench_band_aggregation.py).
     out = xr.Dataset({
-        name: (da.fillna(0.0) * w).sum(dims) / (da.notnull() * w).sum(dims)
-        for name, da in sub.data_vars.items()
+        name: xr.concat([(da.isel(box).fillna(0.0) * w).sum(dims) / (da.isel(box).notnull() * w).sum(dims)
+                         for box, w in boxes], dim=weights["band"])
+        for name, da in ds.data_vars.items()
     })
     for name in ds.data_vars:
         out[name].attrs = dict(ds[name].attrs)

@@ -24,7 +24,7 @@ import pandas as pd
 import xarray as xr
 
 from thawcast.catalogue import SIGNAL, SIGNAL_SOURCE
-from thawcast.config import Config, WindowsConfig
+from thawcast.config import Config, WindowsConfig, YearRange
 from thawcast.errors import DataError
 from thawcast.ingest.common import select_years
 from thawcast.prep.features import monthly_matrix, monthly_names, scenario_signal
@@ -75,6 +75,12 @@ class Scaler:
 
 def save_scalers(path: Path, scalers: dict[str, Scaler], meta: dict) -> None:
     Path(path).write_text(json.dumps({**meta, **{k: s.to_dict() for k, s in scalers.items()}}, indent=2) + "\n")
+
+
+def load_signal_reference(path: Path) -> tuple[float, float]:
+    """Mean and std of the scenario signal's source over the training months (saved by the ``windows`` stage)."""
+    ref = json.loads(Path(path).read_text()).get("signal_reference", {})
+    return float(ref.get("mean", "nan")), float(ref.get("std", "nan"))
 
 
 def load_scalers(path: Path) -> dict[str, Scaler]:
@@ -314,19 +320,32 @@ def build_history(cfg: Config, era: xr.Dataset, static: xr.Dataset) -> History:
 
 def build_scenario(cfg: Config, scen: xr.Dataset, static: xr.Dataset, hist: History, source: str) -> WindowSet:
     """Windows of one corrected scenario: one per band for each projection month, history's scaling."""
-    names, w, proj = cfg.feature_names, cfg.windows.length_months, cfg.projection
-    times = pd.DatetimeIndex(scen["time"].values)
-    need_first = pd.Timestamp(proj.start_year, 1, 1) - pd.DateOffset(months=w)
-    need_last = pd.Timestamp(proj.end_year, 12, 1)
+    return forcing_windows(cfg.feature_names, cfg.windows.length_months, cfg.projection, scen, static,
+                           hist.scalers, hist.signal_ref, source)
+
+
+def forcing_windows(names: tuple[str, ...], w: int, years: YearRange, table: xr.Dataset, static: xr.Dataset,
+                    scalers: dict[str, Scaler], signal_ref: tuple[float, float], source: str) -> WindowSet:
+    """Windows over a band table of drivers: one per band for each target month of ``years``, scaled with
+    the history's ``scalers`` (the signal ``z`` against ``signal_ref``, the training mean/std of its source).
+
+    Raises
+    ------
+    DataError
+        If the table does not cover the ``w`` input months before ``years`` and every month of it.
+    """
+    times = pd.DatetimeIndex(table["time"].values)
+    need_first = pd.Timestamp(years.start_year, 1, 1) - pd.DateOffset(months=w)
+    need_last = pd.Timestamp(years.end_year, 12, 1)
     if times[0] > need_first or times[-1] < need_last:
-        raise DataError(source, f"windows for the projection {proj} need months {need_first:%Y-%m}..{need_last:%Y-%m};"
-                        f" the scenario covers {times[0]:%Y-%m}..{times[-1]:%Y-%m}")
-    x = hist.scalers["features"].transform(monthly_matrix(scen, static, names, source).values)
-    band, last = window_index(times, x.shape[0], w, proj.start_year, proj.end_year)
+        raise DataError(source, f"windows for the years {years} need months {need_first:%Y-%m}..{need_last:%Y-%m};"
+                        f" the drivers cover {times[0]:%Y-%m}..{times[-1]:%Y-%m}")
+    x = scalers["features"].transform(monthly_matrix(table, static, names, source).values)
+    band, last = window_index(times, x.shape[0], w, years.start_year, years.end_year)
     signal = None
     if SIGNAL in names:
-        z_raw = _signal_raw(scen, w, *hist.signal_ref, source)
-        signal = hist.scalers["signal"].transform(z_raw[..., None])[..., 0].astype(np.float32)
+        z_raw = _signal_raw(table, w, *signal_ref, source)
+        signal = scalers["signal"].transform(z_raw[..., None])[..., 0].astype(np.float32)
     return WindowSet(x=x.astype(np.float32), band=band, last=last, length=w, times=times,
                      feature_names=names, signal=signal)
 

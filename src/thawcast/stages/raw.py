@@ -30,18 +30,21 @@ from thawcast.quality.validation import run_suite, validate_stage
 log = logging.getLogger(__name__)
 
 
-def _generate(cfg: Config, tmp: Path) -> None:
+def _generate(cfg: Config, tmp: Path, state_file: str) -> None:
     from thawcast.ingest.synthetic.world import (
         simulate_era5land,
         write_cmip5,
         write_era5land,
         write_lithology,
+        write_soil_state,
     )
 
     era_rng, cmip_rng, lith_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(cfg.seed).spawn(3))
-    ds = simulate_era5land(cfg, era_rng)
+    end_state = []
+    ds = simulate_era5land(cfg, era_rng, end_state)
     files = write_era5land(ds, tmp / "era5land")
     log.info("wrote %d synthetic ERA5-Land files", len(files))
+    write_soil_state(end_state[0], tmp / state_file)
     files = write_cmip5(cfg, tmp / "cmip5", cmip_rng)
     log.info("wrote %d synthetic CMIP5 files", len(files))
     write_lithology(cfg, tmp / "static" / "lithology.nc", lith_rng)
@@ -97,7 +100,7 @@ def validation_sections(cfg: Config, raw_dir: Path, suite_dir: Path) -> list[dic
     geom = BandGeometry.from_config(cfg.study_area)
     era, weights = [], {}
     for f in list_netcdf(raw_dir / "era5land"):
-        ds = open_era5land_file(f, chunks={"time": 12})
+        ds = open_era5land_file(f, chunks={"time": 12}).load()  # one file in memory: 5x faster than dask here
         grid = (ds["lat"].values.tobytes(), ds["lon"].values.tobytes())
         if grid not in weights:  # one grid in a sound download; another one is checked (and refused) on its own
             weights[grid] = band_weights(ds["lat"].values, ds["lon"].values, geom, source=str(f))
@@ -107,7 +110,7 @@ def validation_sections(cfg: Config, raw_dir: Path, suite_dir: Path) -> list[dic
     era_frame = finish_summary(pd.concat(era, ignore_index=True))
     cmip = []
     for exp in cfg.cmip5.experiments:
-        ds = open_cmip5(raw_dir / "cmip5", exp, cfg.cmip5.model, cfg.cmip5.ensemble)
+        ds = open_cmip5(raw_dir / "cmip5", exp, cfg.cmip5.model, cfg.cmip5.ensemble).load()
         where = raw_dir / "cmip5"
         summary, land = grid_summary(ds, f"{cfg.cmip5.model}_{exp}")
         _check_coverage(land, band_weights(ds["lat"].values, ds["lon"].values, geom, source=str(where)), geom, where,
@@ -127,7 +130,7 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
     paths = paths or Layout.at()
     with staged_output(paths.raw) as tmp:
         if cfg.source.kind == "synthetic":
-            _generate(cfg, tmp)
+            _generate(cfg, tmp, paths.soil_state.name)
             origins = {}
         else:
             origins = _ingest(cfg, tmp)

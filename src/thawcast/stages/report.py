@@ -151,6 +151,11 @@ ensemble-mean series have a 12-month dominant period. Series that do not: {off}.
     parts.append(_md("## Active layer and thaw\n\n" + _strip_title(_read(metrics_dir / "thaw.md"))))
     parts.append(_img(paths.thaw / "figures" / "alt_by_band.png",
                       "Active-layer thickness: observed and projected per band"))
+    parts.append(_md("## How far to trust the projections: the perfect-model test\n\n"
+                     + _strip_title(_read(metrics_dir / "perfect_model.md"))))
+    if json.loads(_read(metrics_dir / "perfect_model.json")).get("available"):
+        parts.append(_img(paths.perfect_model / "figures" / "skill_by_decade.png",
+                          "RMSE against the pseudo-truth per decade (dashed: references); 'test': observed test years"))
     parts.append(_md("## Exact versions\n\n" + versions_table(paths.lock, registered)))
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>thawcast report</title>"
             f"<style>{_STYLE}</style></head><body>{''.join(parts)}</body></html>")

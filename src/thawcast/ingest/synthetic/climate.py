@@ -49,8 +49,38 @@ IPSL_LIKE_BIAS = ModelBias(
     sw_factor=1.08, latent_factor=1.2, sensible_offset=3.0, moisture_factor=1.1,
 )
 
-#: Warming rate after 2005 (K per decade, Arctic-amplified) per CMIP5 experiment.
-SCENARIO_WARMING = {"historical": None, "rcp26": 0.3, "rcp45": 0.55, "rcp60": 0.65, "rcp85": 1.0}
+#: Global-mean surface warming (K, relative to 1986-2005) that the synthetic scenarios follow, at the
+#: middle years of IPCC AR5 WG1 periods: 0.0 for 1986-2005 (the reference), 0.17 observed for 2003-2012
+#: (AR5 SPM), 0.5 for 2016-2035 (the middle of AR5's likely 0.3-0.7, where the RCPs barely differ), and the
+#: mean projections of AR5 SPM Table SPM.2 for 2046-2065 and 2081-2100. Between them a monotone cubic
+#: (PCHIP), after 2090.5 its end slope: RCP2.6 levels off by mid-century, RCP8.5 accelerates.
+GLOBAL_WARMING_YEARS = (1995.5, 2007.5, 2025.5, 2055.5, 2090.5)
+GLOBAL_WARMING = {
+    "rcp26": (0.0, 0.17, 0.5, 1.0, 1.0),
+    "rcp45": (0.0, 0.17, 0.5, 1.4, 1.8),
+    "rcp60": (0.0, 0.17, 0.5, 1.3, 2.2),
+    "rcp85": (0.0, 0.17, 0.5, 2.0, 3.7),
+}
+#: Alaska warms about twice as fast as the global mean (Arctic amplification): an assumption of the
+#: synthetic world, applied to the annual mean (winter warms more, see :func:`generate`).
+ARCTIC_AMPLIFICATION = 2.0
+#: First year of the CMIP5 RCP experiments.
+RCP_START = 2006
+
+
+def global_warming(dec_year: np.ndarray, scenario: str) -> np.ndarray:
+    """Global-mean warming (K, relative to 1986-2005) of ``scenario`` at decimal years (see GLOBAL_WARMING)."""
+    from scipy.interpolate import PchipInterpolator
+
+    if scenario not in GLOBAL_WARMING:
+        raise ValueError(f"no warming path for {scenario!r}; known: {sorted(GLOBAL_WARMING)}")
+    x = np.asarray(dec_year, dtype=float)
+    years = np.array(GLOBAL_WARMING_YEARS)
+    path = PchipInterpolator(years, np.array(GLOBAL_WARMING[scenario]), extrapolate=False)
+    slope = path.derivative()
+    out = path(np.clip(x, years[0], years[-1]))
+    out = np.where(x > years[-1], out + slope(years[-1]) * (x - years[-1]), out)
+    return np.where(x < years[0], out + slope(years[0]) * (x - years[0]), out)
 
 
 def month_table(times: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray]:
@@ -80,13 +110,20 @@ def monthly_insolation(lat_deg: np.ndarray, times: pd.DatetimeIndex) -> np.ndarr
     return out
 
 
-def warming(dec_year: np.ndarray, hist_rate: float, scenario_rate: float | None) -> np.ndarray:
-    """Trend anomaly (K) relative to 2000: ``hist_rate`` per decade, then the scenario's after 2005."""
-    base = hist_rate * (dec_year - 2000.0) / 10.0
-    if scenario_rate is None:
+def warming(dec_year: np.ndarray, hist_rate: float, scenario: str | None = None,
+            since: float = RCP_START) -> np.ndarray:
+    """Regional trend anomaly (K, relative to 2000), annual mean.
+
+    ``hist_rate`` K per decade until ``since``; a ``scenario`` then follows its global path times
+    :data:`ARCTIC_AMPLIFICATION`, continuing from the value reached at ``since``.
+    """
+    dec = np.asarray(dec_year, dtype=float)
+    base = hist_rate * (dec - 2000.0) / 10.0
+    if scenario is None:
         return base
-    after = hist_rate * 0.6 + scenario_rate * (dec_year - 2006.0) / 10.0
-    return np.where(dec_year < 2006.0, base, after)
+    after = (hist_rate * (since - 2000.0) / 10.0
+             + ARCTIC_AMPLIFICATION * (global_warming(dec, scenario) - global_warming(np.array(since), scenario)))
+    return np.where(dec < since, base, after)
 
 
 def generate(
@@ -95,7 +132,8 @@ def generate(
     times: pd.DatetimeIndex,
     rng: np.random.Generator,
     hist_rate: float = 0.5,
-    scenario_rate: float | None = None,
+    scenario: str | None = None,
+    since: float = RCP_START,
     bias: ModelBias = ModelBias(),
 ) -> dict[str, np.ndarray]:
     """Monthly fields [time, lat, lon] in canonical units (see :mod:`thawcast.variables`).
@@ -108,8 +146,8 @@ def generate(
         Month starts.
     rng
         Random generator: the weather noise (a climate model gets its own stream).
-    hist_rate, scenario_rate
-        Warming (K/decade) before 2006 and, for a scenario, after.
+    hist_rate, scenario, since
+        Warming (K/decade) until ``since`` and, for a scenario (an RCP), its path after (:func:`warming`).
     bias
         Systematic model errors (zero for the truth).
     """
@@ -136,7 +174,7 @@ def generate(
     regional = annual[yi] + rng.normal(0.0, 1.6, nt) * winter
     gradient = rng.normal(0.0, 0.5, nt) * winter
     anom = regional[:, None, None] + gradient[:, None, None] * (lat2d - 65.0)[None] / 6.0
-    trend = warming(dec, hist_rate, scenario_rate)[:, None, None] * (1.0 + 0.4 * (-season))
+    trend = warming(dec, hist_rate, scenario, since)[:, None, None] * (1.0 + 0.4 * (-season))
     t_air = t_mean + amp * season + anom + trend + bias.t_offset + rng.normal(0.0, 0.25, shape)
 
     t_skin = t_air + 0.25 + 1.25 * season + bias.skin_offset + rng.normal(0.0, 0.3, shape)

@@ -5,7 +5,7 @@
   soil temperature from :mod:`thawcast.ingest.synthetic.soil`.
 * CMIP5: CMOR/DRS files for each variable and experiment on the IPSL-CM5A-MR grid
   (2.5 x 1.2676 degrees, 0..360 longitudes, ``365_day`` calendar), a regional subset
-  of the global grid, split into time chunks.
+  of the global grid, split into time chunks of up to 50 years (as ESGF serves long runs).
 * Lithology: a rasterised 9-class map (the classes of the paper's USGS aggregation).
 """
 
@@ -23,8 +23,14 @@ from thawcast.catalogue import LITHOLOGY_CLASSES
 from thawcast.config import Config
 from thawcast.ingest.cmip5 import cmip5_filename
 from thawcast.ingest.synthetic import SYNTHETIC_NOTE
-from thawcast.ingest.synthetic.climate import IPSL_LIKE_BIAS, SCENARIO_WARMING, generate
-from thawcast.ingest.synthetic.soil import SoilParams, layer_matrix, node_grid, simulate
+from thawcast.ingest.synthetic.climate import IPSL_LIKE_BIAS, RCP_START, generate
+from thawcast.ingest.synthetic.soil import (
+    ColumnState,
+    SoilParams,
+    layer_matrix,
+    node_grid,
+    simulate,
+)
 from thawcast.prep.geometry import BandGeometry, band_weights, wrap_lon
 from thawcast.variables import VARIABLES, from_canonical
 
@@ -56,72 +62,155 @@ def era5_grid(cfg: Config) -> tuple[np.ndarray, np.ndarray]:
 #: ERA5-Land fields that are accumulations (CDS step type "avgad"); the rest are "avgua".
 _ACCUMULATED = frozenset({"tp", "sf", "strd", "ssrd", "slhf", "sshf"})
 
-def simulate_era5land(cfg: Config, rng: np.random.Generator) -> xr.Dataset:
-    """Synthetic ERA5-Land fields (canonical units) with soil temperatures, on land cells."""
+def simulate_era5land(cfg: Config, rng: np.random.Generator, end_state: list | None = None) -> xr.Dataset:
+    """Synthetic ERA5-Land fields (canonical units) with soil temperatures, on land cells.
+
+    ``end_state``: a list to which the soil columns' state at the end of the record is appended (where a
+    pseudo-reality continues from, :func:`simulate_pseudo_reality`).
+    """
     lat, lon = era5_grid(cfg)
     lon2, lat2 = np.meshgrid(lon, lat)
-    geom = BandGeometry.from_config(cfg.study_area)
-    land = geom.is_land(lon2, lat2)
+    land = BandGeometry.from_config(cfg.study_area).is_land(lon2, lat2)
     times = pd.date_range(f"{cfg.period.start_year}-01-01", f"{cfg.period.end_year}-12-01", freq="MS")
     log.info("synthetic ERA5-Land: %d x %d grid (%d land cells), %d months",
              lat.size, lon.size, int(land.sum()), len(times))
     fields = generate(lat2, lon2, times, rng, hist_rate=cfg.synthetic.warming_k_per_decade)
-    soil = soil_temperatures(fields, land, times, cfg.synthetic.spinup_years, cfg.synthetic.soil_dt_days)
+    soil, state = soil_temperatures(fields, land, times, cfg.synthetic.spinup_years, cfg.synthetic.soil_dt_days)
+    if end_state is not None:
+        end_state.append(state)
+    return _land_dataset(fields, soil, land, times, lat, lon)
+
+
+def _land_dataset(fields: dict, soil: np.ndarray, land: np.ndarray, times, lat, lon) -> xr.Dataset:
+    data = {}
     for i in range(4):
         fields[f"t_soil{i + 1}"] = soil[i]
-    data = {}
     for name, arr in fields.items():
         if name == "w_top_cmip":
             continue
-        arr = np.where(land[None], arr, np.nan)
-        data[name] = (("time", "lat", "lon"), arr.astype(np.float32))
+        data[name] = (("time", "lat", "lon"), np.where(land[None], arr, np.nan).astype(np.float32),
+                      {"units": VARIABLES[name].unit})
     return xr.Dataset(data, coords={"time": times, "lat": lat, "lon": lon})
+
+
+def write_soil_state(state: ColumnState, path: Path) -> Path:
+    """Save the soil columns' state (land cells in row-major order) as NetCDF."""
+    ds = xr.Dataset({"temp": (("column", "node"), state.temp, {"units": "degC", "long_name": "node temperature"}),
+                     "swe": (("column",), state.swe, {"units": "mm", "long_name": "snow water equivalent"}),
+                     "theta": (("column",), state.theta, {"units": "m3 m-3", "long_name": "water content"})},
+                    attrs=_global_attrs({"title": "SYNTHETIC soil columns at the end of the record (land cells,"
+                                                  " row-major)"}))
+    ds.to_netcdf(path, engine="netcdf4")
+    return path
+
+
+def read_soil_state(path: Path) -> ColumnState:
+    with xr.open_dataset(path, engine="netcdf4") as ds:
+        return ColumnState(ds["temp"].values, ds["swe"].values, ds["theta"].values)
+
+
+def pseudo_reality_cells(land: np.ndarray, stride: int) -> np.ndarray:
+    """The land cells a pseudo-reality simulates: every ``stride``-th row and column of the grid."""
+    keep = np.zeros_like(land, dtype=bool)
+    keep[::stride, ::stride] = True
+    return land & keep
+
+
+def simulate_pseudo_reality(cfg: Config, rng: np.random.Generator, state, experiment: str) -> xr.Dataset:
+    """The synthetic ERA5-Land world continued after ``period`` to ``synthetic.scenario_end_year`` under one RCP.
+
+    The truth's warming continues from the level it reached at the end of the record along the RCP's path
+    (:func:`thawcast.ingest.synthetic.climate.warming`); ``rng`` is the weather, independent of the synthetic
+    GCM's. The soil columns continue from ``state`` (the end of :func:`simulate_era5land`), on the cells of
+    :func:`pseudo_reality_cells` only (the others are left missing): that subsample keeps the heat model's
+    cost within the pipeline's time budget; the README states how far its band means lie from the full grid's.
+    """
+    lat, lon = era5_grid(cfg)
+    lon2, lat2 = np.meshgrid(lon, lat)
+    land = BandGeometry.from_config(cfg.study_area).is_land(lon2, lat2)
+    cells = pseudo_reality_cells(land, cfg.perfect_model.stride)
+    first = cfg.period.end_year + 1
+    times = pd.date_range(f"{first}-01-01", f"{cfg.synthetic.scenario_end_year}-12-01", freq="MS")
+    log.info("pseudo-reality %s: %d of %d land cells, %d months", experiment, int(cells.sum()), int(land.sum()),
+             len(times))
+    # Only the simulated cells are generated (as a 1 x n "grid"), then put back on the grid.
+    fields = generate(lat2[cells][None], lon2[cells][None], times, rng, hist_rate=cfg.synthetic.warming_k_per_decade,
+                      scenario=experiment, since=float(first))
+    pick = np.isin(np.flatnonzero(land.ravel()), np.flatnonzero(cells.ravel()))
+    start = type(state)(*(v[pick] for v in state))
+    soil, _ = soil_temperatures(fields, np.ones((1, int(cells.sum())), dtype=bool), times, 0,
+                                cfg.synthetic.soil_dt_days, state=start)
+
+    def on_grid(values: np.ndarray) -> np.ndarray:
+        out = np.full(values.shape[:-2] + cells.shape, np.nan)
+        out[..., cells] = values[..., 0, :]
+        return out
+
+    fields = {k: on_grid(v) for k, v in fields.items()}
+    return _land_dataset(fields, on_grid(soil), cells, times, lat, lon)
 
 
 def soil_temperatures(
     fields: dict[str, np.ndarray], land: np.ndarray, times: pd.DatetimeIndex,
     spinup_years: int, dt_days: float, params: SoilParams | None = None,
-) -> np.ndarray:
-    """Monthly mean temperature of the 4 ERA5-Land layers [4, time, lat, lon] (NaN off land).
+    state: ColumnState | None = None, chunk_years: int = 10,
+) -> tuple[np.ndarray, ColumnState]:
+    """Monthly mean temperature of the 4 ERA5-Land layers [4, time, lat, lon] (NaN off land), and the end state.
 
-    Monthly forcing is interpolated linearly to the model step; the soil surface sees the
-    air temperature plus a summer radiative warming (snow-free ground only). The first
-    year's forcing is repeated ``spinup_years`` times before the record starts.
+    Monthly forcing is interpolated linearly to the model step (held at the first and last month's value
+    before and after their mid-months); the soil surface sees the air temperature plus a summer radiative
+    warming (snow-free ground only). Without ``state`` the first year's forcing is repeated
+    ``spinup_years`` times before the record starts; with one (a previous run's end) the columns
+    continue from it. The forcing is interpolated ``chunk_years`` at a time (bounded memory).
     """
     params = SoilParams() if params is None else params
     idx = np.flatnonzero(land.ravel())
     nt = len(times)
     col = {k: fields[k].reshape(nt, -1)[:, idx] for k in ("t_air", "p_snow", "r_solar", "w3")}
-    # Spin-up: repeat the first year.
-    pre = {k: np.concatenate([np.tile(v[:12], (spinup_years, 1)), v]) for k, v in col.items()}
-    n_months = nt + 12 * spinup_years
-    start = times[0] - pd.DateOffset(years=spinup_years)
-    mid = (pd.date_range(start, periods=n_months, freq="MS") - start).days.to_numpy() + 15.2
-    total_days = (pd.date_range(start, periods=n_months + 1, freq="MS")[-1] - start).days
-    step_t = np.arange(0.0, total_days, dt_days) + dt_days / 2
-    interp = {k: np.stack([np.interp(step_t, mid, v[:, j]) for j in range(v.shape[1])], 1)
-              for k, v in pre.items()}
-    t_surf = interp["t_air"] + 0.012 * interp["r_solar"] * (interp["t_air"] > 0)
-    theta = np.clip(pre["w3"].mean(0), 0.05, 0.6)
-    mean_air = pre["t_air"][:12].mean(0)
+    spin = 0 if state is not None else spinup_years
+    if spin:  # spin-up: repeat the first year
+        col = {k: np.concatenate([np.tile(v[:12], (spin, 1)), v]) for k, v in col.items()}
+    # The water content behind the latent heat is a property of the column: a continuation keeps it.
+    theta = np.clip(col["w3"].mean(0), 0.05, 0.6) if state is None else state.theta
+    n_months = nt + 12 * spin
+    start = times[0] - pd.DateOffset(years=spin)
+    month_starts = (pd.date_range(start, periods=n_months + 1, freq="MS") - start).days.to_numpy()
+    mid = month_starts[:-1] + 15.2
+    step_t = np.arange(0.0, month_starts[-1], dt_days) + dt_days / 2
+    month_of_step = np.searchsorted(month_starts, step_t, side="right") - 1
+    if state is None:
+        state = ColumnState(np.repeat((col["t_air"][:12].mean(0) + 2.0)[:, None], node_grid(params)[0].size, 1),
+                            np.zeros(idx.size), theta)
     log.info("soil heat model: %d columns x %d steps of %.1f days", idx.size, step_t.size, dt_days)
-    dz, _ = node_grid(params)
-    layers, _, _ = simulate(t_surf, interp["p_snow"], interp["t_air"], dt_days, theta, params,
-                            t_init=mean_air + 2.0, observe=layer_matrix(dz))  # [step, col, layer]
-    month_of_step = np.searchsorted(mid - 15.2, step_t, side="right") - 1
+    observe = layer_matrix(node_grid(params)[0])
     out = np.full((4, nt) + land.shape, np.nan)
     flat = out.reshape(4, nt, -1)
-    for m in range(spinup_years * 12, n_months):
-        sel = month_of_step == m
-        flat[:, m - spinup_years * 12, idx] = layers[sel].mean(0).T
-    return out
+    for m0 in range(0, n_months, 12 * chunk_years):
+        m1 = min(m0 + 12 * chunk_years, n_months)
+        sel = (month_of_step >= m0) & (month_of_step < m1)
+        forcing = {k: np.stack([np.interp(step_t[sel], mid, v[:, j]) for j in range(v.shape[1])], 1)
+                   for k, v in col.items() if k != "w3"}
+        t_surf = forcing["t_air"] + 0.012 * forcing["r_solar"] * (forcing["t_air"] > 0)
+        run = simulate(t_surf, forcing["p_snow"], forcing["t_air"], dt_days, theta, params, observe=observe,
+                       state=state, periods=month_of_step[sel] - m0)
+        state = run.state
+        keep = np.arange(m0, m1) >= 12 * spin  # months of the record (not spin-up)
+        if keep.any():
+            first = max(m0, 12 * spin) - 12 * spin
+            flat[:, first:first + int(keep.sum()), idx] = np.moveaxis(run.temps[keep], -1, 0)
+    return out, state
 
 
-def write_era5land(ds: xr.Dataset, folder: Path) -> list[Path]:
-    """Write one CDS-style file per year (variables in ERA5 names and CDS units)."""
+def write_era5land(ds: xr.Dataset, folder: Path, title: str = "SYNTHETIC reanalysis-era5-land-monthly-means"
+                   " (thawcast embedded default)", years_per_file: int = 1, **attrs) -> list[Path]:
+    """Write CDS-style files of ``years_per_file`` years each (variables in ERA5 names and CDS units, as one
+    CDS request returns them); ``attrs`` join the global ones."""
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    for year, part in ds.groupby("time.year"):
+    years = ds["time"].dt.year.values
+    for first in range(int(years[0]), int(years[-1]) + 1, years_per_file):
+        part = ds.isel(time=(years >= first) & (years < first + years_per_file))
+        last = int(part["time"].dt.year.values[-1])
         out = xr.Dataset(coords={
             "valid_time": ("valid_time", part["time"].values, {"long_name": "time", "standard_name": "time"}),
             "latitude": ("latitude", part["lat"].values[::-1],
@@ -141,12 +230,13 @@ def write_era5land(ds: xr.Dataset, folder: Path) -> list[Path]:
         out.attrs = _global_attrs({
             "GRIB_centre": "ecmf", "Conventions": "CF-1.7",
             "institution": "European Centre for Medium-Range Weather Forecasts (format only)",
-            "title": "SYNTHETIC reanalysis-era5-land-monthly-means (thawcast embedded default)",
-            "history": f"written by thawcast {__version__} synthetic generator",
+            "title": title, "history": f"written by thawcast {__version__} synthetic generator", **attrs,
         })
-        enc = {v: {"zlib": True, "complevel": 1, "_FillValue": np.float32(np.nan)} for v in out.data_vars}
+        shape = (min(12, part.sizes["time"]), part.sizes["lat"], part.sizes["lon"])  # a year per chunk, as read
+        enc = {v: {"zlib": True, "complevel": 1, "_FillValue": np.float32(np.nan), "chunksizes": shape}
+               for v in out.data_vars}
         enc["valid_time"] = {"units": "seconds since 1970-01-01", "dtype": "int64"}
-        path = folder / f"era5land_monthly_{year}.nc"
+        path = folder / (f"era5land_monthly_{first}.nc" if last == first else f"era5land_monthly_{first}-{last}.nc")
         out.to_netcdf(path, encoding=enc, engine="netcdf4")
         written.append(path)
     return written
@@ -167,8 +257,8 @@ def cmip_chunks(first: int, last: int, years_per_file: int) -> list[tuple[int, i
     return [(y, min(y + years_per_file - 1, last)) for y in range(first, last + 1, years_per_file)]
 
 
-def write_cmip5(cfg: Config, folder: Path, rng: np.random.Generator) -> list[Path]:
-    """Write synthetic IPSL-CM5A-MR files for every configured experiment.
+def write_cmip5(cfg: Config, folder: Path, rng: np.random.Generator, years_per_file: int = 50) -> list[Path]:
+    """Write synthetic IPSL-CM5A-MR files for every configured experiment, ``years_per_file`` years each.
 
     All RCPs share one weather realisation (one seed drawn from ``rng``): they differ only
     by their forced warming, so the scenario spread in the synthetic data is the forced
@@ -184,14 +274,14 @@ def write_cmip5(cfg: Config, folder: Path, rng: np.random.Generator) -> list[Pat
     spans = {"historical": (cfg.synthetic.hist_start_year, 2005)}
     for exp in cfg.cmip5.experiments:
         if exp != "historical":
-            spans[exp] = (2006, cfg.synthetic.scenario_end_year)
+            spans[exp] = (RCP_START, cfg.synthetic.scenario_end_year)
     written = []
     for exp in cfg.cmip5.experiments:
         first, last = spans[exp]
         times = pd.date_range(f"{first}-01-01", f"{last}-12-01", freq="MS")
         exp_rng = np.random.default_rng(hist_seed if exp == "historical" else rcp_seed)
         fields = generate(lat2, lon2, times, exp_rng, hist_rate=cfg.synthetic.warming_k_per_decade,
-                          scenario_rate=SCENARIO_WARMING[exp], bias=IPSL_LIKE_BIAS)
+                          scenario=None if exp == "historical" else exp, bias=IPSL_LIKE_BIAS)
         log.info("synthetic CMIP5 %s %s: %d months", cfg.cmip5.model, exp, len(times))
         for name, var in VARIABLES.items():
             if var.cmip5 is None:
@@ -199,7 +289,7 @@ def write_cmip5(cfg: Config, folder: Path, rng: np.random.Generator) -> list[Pat
             values, unit = from_canonical(fields[name], "cmip5", var.cmip5)
             if var.cmip5_table == "Lmon":
                 values = np.where(land[None], values, np.nan)
-            for y0, y1 in cmip_chunks(first, last, 10):
+            for y0, y1 in cmip_chunks(first, last, years_per_file):
                 sel = (times.year >= y0) & (times.year <= y1)
                 path = folder / cmip5_filename(var.cmip5, cfg.cmip5.model, exp, cfg.cmip5.ensemble,
                                                f"{y0}01", f"{y1}12")
