@@ -123,7 +123,8 @@ def test_the_bias_correction_spread_table_and_its_summary_are_the_committed_metr
         for text, key in zip(cells, ("raw", "eqm", "qdm", "eqm_retained", "qdm_retained"), strict=True):
             assert _quoted(text, s[key]), (name, key, text, s[key])
     kept = {m: [spread[v][f"{m}_retained"] for v in ("t_air", "t_surface", "r_thermal")] for m in ("qdm", "eqm")}
-    said = {m: f"{round(100 * min(k))}-{round(100 * max(k))}%" for m, k in kept.items()}
+    said = {m: (f"{round(100 * min(k))}%" if round(100 * min(k)) == round(100 * max(k))
+                else f"{round(100 * min(k))}-{round(100 * max(k))}%") for m, k in kept.items()}
     assert (f"QDM keeps {said['qdm']} of the temperature and longwave spread; EQM keeps {said['eqm']} of it"
             in " ".join(README.split()))
 
@@ -143,19 +144,27 @@ def test_the_thaw_numbers_in_the_prose_are_the_committed_thaw_metrics():
     thaw = metrics("thaw.json")
     rcps, north = ("rcp26", "rcp45", "rcp60", "rcp85"), "69.3-71.3N"
     band = {s: thaw[s][north] for s in rcps}
+    obs = thaw["observed"][north]
     spans = [b["alt_model_max_cm"] - b["alt_model_min_cm"] for b in band.values()]
-    trends = [b["alt_trend_cm_per_decade"] for b in band.values()]
-    air = [-b["t_air_trend_degC_per_decade"] for b in band.values()]
     text = " ".join(README.split())
     levels = " / ".join(f"{band[s]['alt_mean_cm']:.0f}" for s in rcps)
-    assert (f"in 69.3-71.3 N, ALT averages {thaw['observed'][north]['alt_mean_cm']:.0f} cm observed (2001-2023)"
-            f" and {levels} cm under RCP2.6 / 4.5 / 6.0 / 8.5"
-            f" (2024-2030), with a range across architectures of {min(spans):.0f}-{max(spans):.0f} cm") in text
-    assert f"trends* are negative ({min(trends):.0f} to {max(trends):.0f} cm per decade in 69.3-71.3 N)" in text
-    assert max(trends) < 0 and f"falls by {min(air):.2f}-{max(air):.2f} degC per decade in that band" in text
-    for b in ("65.3-67.3N", "67.3-69.3N", north):  # "the scenarios stay in forcing order in every northern band"
-        alt = [thaw[s][b]["alt_mean_cm"] for s in rcps]
-        assert alt == sorted(alt), b
+    assert (f"in 69.3-71.3 N, ALT averages {obs['alt_mean_cm']:.0f} cm observed (2001-2023,"
+            f" {obs['alt_trend_cm_per_decade']:+.1f} cm per decade) and {levels} cm under RCP2.6 / 4.5 / 6.0 / 8.5"
+            f" (2024-2100), with a range across architectures of {min(spans):.0f}-{max(spans):.0f} cm; under RCP8.5"
+            f" {band['rcp85']['alt_share_years_at_bound']:.0%} of the projected years there reach the bound, so no"
+            " RCP8.5 trend is given") in text
+    assert band["rcp85"]["alt_trend_cm_per_decade"] is None
+    tdm = " / ".join(f"{band[s]['thawing_degree_months_layer1_trend_per_decade']:+.2f}" for s in rcps)
+    air = " / ".join(f"{band[s]['t_air_trend_degC_per_decade']:+.2f}" for s in rcps)
+    assert (f"they rise by {tdm} degC month per decade in that band under RCP2.6 / 4.5 / 6.0 / 8.5 (observed:"
+            f" {obs['thawing_degree_months_layer1_trend_per_decade']:+.2f}), in forcing order, driven by"
+            f" air-temperature trends of {air} degC per decade") in text
+    trend = [band[s]["thawing_degree_months_layer1_trend_per_decade"] for s in rcps]
+    assert trend == sorted(trend)
+    south = [thaw[s][b]["alt_share_years_at_bound"] for s in ("observed", *rcps)
+             for b in ("59.3-61.3N", "61.3-63.3N", "63.3-65.3N")]
+    assert south == [1.0] * len(south)  # "the three southern bands are at the bound in every year"
+    assert f"65.3-67.3 N already in {thaw['observed']['65.3-67.3N']['alt_share_years_at_bound']:.0%} of the" in text
 
 
 def test_the_shap_summary_is_the_committed_shap_metrics():
@@ -196,6 +205,15 @@ def test_the_perfect_model_table_is_the_committed_perfect_model_metrics():
             rcp, decade = col.split()
             assert text == f"{m['scores'][rcp.lower().replace('.', '')][name][decade]['rmse']:.2f}", (name, col)
         assert bias == f"{m['scores']['rcp85'][name]['2090-2100']['bias']:+.2f}", name
+    w = {r: m["warming"][r] for r in ("rcp26", "rcp85")}
+    text = " ".join(README.split())
+    assert (f"warms by {w['rcp85']['truth']:.2f} degC under RCP8.5 and the ensemble by {w['rcp85']['ensemble']:.2f}"
+            f" ({w['rcp26']['truth']:.2f} and {w['rcp26']['ensemble']:.2f} under RCP2.6), a mean bias of"
+            f" {m['scores']['rcp85']['ensemble']['2090-2100']['bias']:.2f} degC by the end") in text
+    ens = {r: m["scores"][r]["ensemble"] for r in ("rcp26", "rcp85")}
+    ratio = {r: e["2090-2100"]["rmse"] / e["2024-2029"]["rmse"] for r, e in ens.items()}
+    assert (f"RMSE is {ratio['rcp26']:.1f}x its 2024-2029 value under RCP2.6 and {ratio['rcp85']:.1f}x under RCP8.5"
+            f" ({ens['rcp85']['2090-2100']['rmse']:.2f} degC)") in text
     sampling = m["truth_sampling_rmse"]
     assert (f"lie {min(sampling.values()):.2f}-{max(sampling.values()):.2f} degC RMSE from the full grid's"
             in " ".join(README.split()))

@@ -41,7 +41,11 @@ def test_dvc_repro_builds_every_stage_and_a_second_run_is_a_noop(built):
     assert (work / "data" / "thaw" / "thaw_metrics.csv").exists()
     page = (work / "data" / "report" / "index.html").read_text()
     assert "Synthetic data" in page and "Exact versions" in page
-    assert page.count("data:image/png;base64,") == 3 + 3 * len(archs)  # evaluation, SHAP, projections, ALT
+    # evaluation, SHAP, projections, ALT, the perfect-model skill by decade
+    assert page.count("data:image/png;base64,") == 4 + 3 * len(archs)
+    assert "How far to trust the projections" in page
+    pm = next(v["data"]["metrics/perfect_model.json"]["data"] for v in shown.values())
+    assert pm["available"] and set(pm["networks"]) == set(archs)
     period = next(v["data"]["metrics/projection_period.json"]["data"] for v in shown.values())
     assert period["members"]["n_series"] == 4 * len(archs) * 6 * 4
     studies = next(v["data"]["metrics/tuning.json"]["data"] for v in shown.values())

@@ -130,6 +130,14 @@ def test_seasonal_persistence_is_the_truth_a_year_before():
         pm.seasonal_persistence_forecast(truth, record, record[11:])
 
 
+def test_change_is_the_last_span_minus_the_first():
+    times = pd.date_range("2024-01-01", "2035-12-01", freq="MS")
+    values = np.where(np.asarray(times.year) >= 2030, 3.5, 1.0)[None, :, None].repeat(2, 0).repeat(4, 2)
+    assert pm.change(values, times, (2024, 2029), (2030, 2035)) == pytest.approx(2.5)
+    with pytest.raises(DataError, match="no month in 2040-2049"):
+        pm.change(values, times, (2024, 2029), (2040, 2049))
+
+
 def test_monthly_climatology_uses_only_the_fitting_months():
     times = pd.date_range("2001-01-01", "2004-12-01", freq="MS")
     values = np.where(np.asarray(times.year) <= 2002, 1.0, 100.0)[None, :, None].repeat(4, 2)
@@ -221,6 +229,8 @@ def test_perfect_model_scores_the_networks_and_references(trained, pseudo):
     perfect_model.run(cfg, paths)
     metrics = json.loads(paths.metric("perfect_model.json").read_text())
     assert metrics["available"] and metrics["networks"] == list(cfg.training.architectures)
+    # models named by their weights: no registry version counter in a DVC-tracked metric
+    assert all(" weights sha256 " in label and " v" not in label for label in metrics["registered"].values())
     names = {*cfg.training.architectures, "ensemble", "climatology", "delta_change", "ridge", "seasonal_persistence"}
     assert set(metrics["scores"]["rcp85"]) == names and set(metrics["test_rmse"]) == names
     with xr.open_dataset(paths.perfect_model / "perfect_model.nc") as ds:
@@ -244,6 +254,8 @@ def test_perfect_model_scores_the_networks_and_references(trained, pseudo):
         for d in metrics["decades"]:
             assert per["ensemble"][d]["rmse"] <= np.mean([per[a][d]["rmse"] for a in cfg.training.architectures]) + 1e-3
     assert metrics["verdict"].count("best network") == len(cfg.rcp_experiments)
+    # Climatology has no warming at all: the same calendar months every year.
+    assert all(abs(w["climatology"]) < 1e-9 for w in metrics["warming"].values())
     md = paths.metric("perfect_model.md").read_text()
     assert "## rcp85" in md and "Truth's sampling error" in md
     assert (paths.perfect_model / "figures" / "skill_by_decade.png").stat().st_size > 5000

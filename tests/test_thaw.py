@@ -93,6 +93,13 @@ def test_dominant_period_is_not_fooled_by_a_century_trend():
     assert dominant_period_months(deep) == pytest.approx(12.0)
     no_line = np.abs(np.fft.rfft(deep - deep.mean(), n=8 * 924)) ** 2  # what the check did before
     assert 1.0 / np.fft.rfftfreq(8 * 924)[1 + np.argmax(no_line[1:])] > 900
+    accelerating = 0.5 * np.sin(2 * np.pi * t / 12) + 6.0 * (t / 924) ** 2.5  # RCP-like: slow, then fast
+    assert dominant_period_months(accelerating) == pytest.approx(12.0)
+    line = accelerating - np.polyval(np.polyfit(t, accelerating, 1), t)  # a line is not enough
+    power = np.abs(np.fft.rfft(line, n=8 * 924)) ** 2
+    assert 1.0 / np.fft.rfftfreq(8 * 924)[1 + np.argmax(power[1:])] > 100
+    biennial = 2.0 * np.sin(2 * np.pi * t / 24) + 1.0 * np.sin(2 * np.pi * t / 12) + 6.0 * (t / 924) ** 2.5
+    assert dominant_period_months(biennial) == pytest.approx(24.0, rel=0.02)  # the paper's fault still shows
 
 
 def test_yearly_metrics_on_a_known_profile():

@@ -64,6 +64,19 @@ def decade_scores(truth: np.ndarray, pred: np.ndarray, times: pd.DatetimeIndex, 
     return out
 
 
+def change(values: np.ndarray, times: pd.DatetimeIndex, first: tuple[int, int], last: tuple[int, int]) -> float:
+    """Mean of ``values [band, time, layer]`` over the years ``last`` minus its mean over ``first`` (degC)."""
+    years = np.asarray(times.year)
+
+    def mean(span: tuple[int, int]) -> float:
+        sel = (years >= span[0]) & (years <= span[1])
+        if not sel.any():
+            raise DataError(None, f"no month in {label(span)}")
+        return float(np.mean(values[:, sel]))
+
+    return mean(last) - mean(first)
+
+
 def _summary(err: np.ndarray) -> dict[str, float]:
     e = err[np.isfinite(err)]
     if e.size == 0:
@@ -135,5 +148,11 @@ def markdown(metrics: dict, networks: list[str]) -> str:
     rows = [[n, *(f"{metrics['scores'][rcp][n][last[rcp]]['per_layer'][lay]:.2f}"
                   for rcp in metrics["scores"] for lay in TARGETS)] for n in names]
     lines += markdown_table(head, rows)
+    w = metrics["warming"]
+    first, last = metrics["decades"][0], metrics["decades"][-1]
+    lines += ["", f"Soil warming {first} to {last} (all bands and layers, degC): truth and what each predictor gives:", "",
+              *markdown_table(["scenario", "truth", *(n for n in names if n != "seasonal_persistence")],
+                              ([rcp, f"{v['truth']:+.2f}", *(f"{v[n]:+.2f}" for n in names if n != "seasonal_persistence")]
+                               for rcp, v in w.items()))]
     lines += ["", metrics["verdict"], ""]
     return "\n".join(lines)

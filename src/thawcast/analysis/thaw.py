@@ -103,8 +103,9 @@ def trend_per_decade(years: np.ndarray, values: np.ndarray) -> float:
 def dominant_period_months(series: np.ndarray) -> float:
     """Period (months) of the strongest non-zero frequency in the periodogram of a monthly series.
 
-    The least-squares line is removed first (a warming trend over decades would otherwise own the
-    lowest frequency: deep layers over 77 years did) and the series zero-padded to 8x its length, so periods that
+    A least-squares cubic is removed first (a warming trend over decades would otherwise own the lowest
+    frequency: deep layers over 77 years did, and a line is not enough where the warming accelerates; a
+    cubic over years cannot absorb a 24-month cycle) and the series zero-padded to 8x its length, so periods that
     do not divide the record length (a 24-month cycle in 84 months) are still located to
     within a few percent. Needs at least 24 months so that a 12-month cycle is resolved by
     two full periods.
@@ -114,7 +115,7 @@ def dominant_period_months(series: np.ndarray) -> float:
         raise DataError(None, f"need a finite 1-D monthly series of at least 24 months, got shape {y.shape}")
     n = 8 * len(y)
     t = np.arange(len(y), dtype=float)
-    power = np.abs(np.fft.rfft(y - np.polyval(np.polyfit(t, y, 1), t), n=n)) ** 2
+    power = np.abs(np.fft.rfft(y - np.polyval(np.polyfit(t / len(y), y, 3), t / len(y)), n=n)) ** 2
     freq = np.fft.rfftfreq(n, d=1.0)
     k = 1 + int(np.argmax(power[1:]))
     return float(1.0 / freq[k])
@@ -252,9 +253,9 @@ def markdown(summary: dict, obs_years: str, proj_years: str) -> str:
                               ([band, *(f"{summary[s][band][k]:.1f}" for s in sources
                                         for k in ("months_above_zero_layer1", "thawing_degree_months_layer1"))]
                                for band in summary["observed"]))]
-    lines += ["", ("Trends per decade over each period: ALT (cm) / layer-1 TDM (degC month) / air temperature"
-              " driving them (degC). Over the few projection years they follow the weather of those years as"
-              " much as the forced warming:"), "",
+    lines += ["", ("Trends per decade over each period: ALT (cm; n/a where years sit at the bound) / layer-1 TDM"
+              " (degC month) / air temperature driving them (degC). A short period's trends follow the weather of"
+              " its years as much as the forced warming:"), "",
               *markdown_table(["band", *sources], ([band, *(
                   f"{_num(summary[s][band]['alt_trend_cm_per_decade'], '+.1f')} / "
                   f"{summary[s][band]['thawing_degree_months_layer1_trend_per_decade']:+.1f} / "

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import warnings
 from pathlib import Path
 
@@ -63,8 +62,6 @@ def _with_units(da: xr.DataArray, unit: str) -> xr.DataArray:
     da.attrs = {**da.attrs, "units": unit}
     return da
 
-
-_CLOCK = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] ", re.MULTILINE)
 
 #: Attributes of a saved adjustment dataset that thawcast adds to xsdba's own.
 _ATTR_VARIABLE, _ATTR_METHOD, _ATTR_NQ = "thawcast_variable", "thawcast_method", "thawcast_nquantiles"
@@ -200,10 +197,12 @@ def save(trained, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     ds = trained.ds.copy()
     for da in ds.data_vars.values():
-        if "history" in da.attrs:
-            # xsdba stamps each processing step with the clock ("[2026-11-22 02:05:30] w1: jitter(...)");
-            # the steps stay, the times go, so the same fit writes the same bytes.
-            da.attrs["history"] = _CLOCK.sub("", str(da.attrs["history"]))
+        # xsdba stamps each processing step with the clock ("[2026-11-22 02:05:30] p_total: jitter(...)"), and
+        # whether a derived array keeps a ``history`` at all depends on it: the reference's and the model's
+        # stamps merge when they fall in the same second and drop as a conflict when not (a fresh clone's
+        # qdm_p_total.nc differed from the committed one by that attribute alone). The method and its
+        # parameters stay in the dataset's ``adj_params``; the corrected series carry ``bias_adjustment``.
+        da.attrs.pop("history", None)
     ds.to_netcdf(path)
     return path
 

@@ -38,6 +38,7 @@ from thawcast.config import Config
 from thawcast.errors import DataError
 from thawcast.ingest.common import open_netcdf
 from thawcast.layout import Layout
+from thawcast.parallel import torch_threads
 from thawcast.prep.windows import WindowSet, load_scalers, open_windows
 from thawcast.quality.provenance import git_commit, is_synthetic, provenance, staged_output
 from thawcast.tracking.registry import load_registration, read_registration, start_run, use_store
@@ -70,7 +71,8 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
     if np.isnan(obs).any():
         raise DataError(paths.history, "observed test targets contain NaN")
     use_store(cfg.mlflow, create=False)
-    nets, regs = network_predictions(cfg, test, paths)
+    with torch_threads(cfg.training.threads):  # the same bits on any core count (README "Reproducible to the byte")
+        nets, regs = network_predictions(cfg, test, paths)
     bases, extra = baseline_predictions(cfg.windows, train, val, test, y_degc,
                                         load_scalers(paths.scaler)["targets"])
     preds = {**nets, **bases}

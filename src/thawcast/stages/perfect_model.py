@@ -37,6 +37,7 @@ from thawcast.config import Config, YearRange
 from thawcast.errors import DataError
 from thawcast.ingest.common import open_netcdf
 from thawcast.layout import Layout
+from thawcast.parallel import torch_threads
 from thawcast.prep.geometry import BandGeometry
 from thawcast.prep.windows import (
     fit_months,
@@ -90,7 +91,10 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
     for arch in cfg.training.architectures:
         reg = read_registration(paths.registration(arch), arch)
         networks[arch], mv = load_registration(reg)
-        labels[arch] = f"{reg.registered_model} v{mv.version}"
+        # named by its weights, not the registry's version counter (a tracked metric must not change when
+        # a fresh clone registers the same weights as version 1)
+        labels[arch] = f"{reg.registered_model} weights sha256 {reg.weights_sha256[:16]}"
+        log.info("%s: %s is version %s", arch, reg.label, mv.version)
     geom = BandGeometry.from_config(cfg.study_area)
     band_names = list(cfg.study_area.band_labels[:geom.n_bands])
     names, w = cfg.feature_names, cfg.windows.length_months
@@ -123,7 +127,8 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
         preds = {}
         for arch, model in networks.items():
             model.check_windows(ws, labels[arch])
-            preds[arch] = grid(ws, model.predict_windows(ws), months, source)
+            with torch_threads(cfg.training.threads):  # the same bits on any core count
+                preds[arch] = grid(ws, model.predict_windows(ws), months, source)
         preds["ensemble"] = np.mean([preds[a] for a in networks], axis=0)
         preds["climatology"] = pm.climatology_forecast(clim, months)
         air = table["t_air"].transpose("band", "time").values
@@ -138,13 +143,14 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
 
     years = (cfg.period.end_year + 1, cfg.synthetic.scenario_end_year)
     bins = pm.decades(*years)
-    scores, truth_all, pred_all = {}, [], []
+    scores, warming, truth_all, pred_all = {}, {}, [], []
     for rcp in cfg.rcp_experiments:
         source = str(paths.pseudo_bands(rcp))
         table = _read_bands(paths.pseudo_bands(rcp), keep)
         record = xr.concat([observed[keep], table[keep]], "time")
         months, truth, preds = predict(record, YearRange(start_year=years[0], end_year=years[1]), source)
         scores[rcp] = {n: pm.decade_scores(truth, p, months, bins, band_names) for n, p in preds.items()}
+        warming[rcp] = {n: pm.change(v, months, bins[0], bins[-1]) for n, v in {"truth": truth, **preds}.items()}
         truth_all.append(truth)
         pred_all.append(np.stack(list(preds.values())))
         log.info("%s: RMSE %s in %s, %s in %s", rcp, {n: round(s[pm.label(bins[0])]["rmse"], 2)
@@ -160,7 +166,7 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
             "scores": {rcp: {n: {d: {"rmse": v["rmse"], "bias": v["bias"],
                                      "per_layer": {k: x["rmse"] for k, x in v["per_layer"].items()}}
                                  for d, v in s.items()} for n, s in per.items()} for rcp, per in scores.items()},
-            "verdict": verdict}
+            "warming": warming, "verdict": verdict}
     ds = _dataset(rcps, models, months, np.stack(truth_all), np.stack(pred_all), bins, band_names, cfg)
     with staged_output(paths.perfect_model) as tmp:
         ds.to_netcdf(tmp / "perfect_model.nc")

@@ -36,6 +36,7 @@ from thawcast.analysis.thaw import LAYER_MID_CM
 from thawcast.config import Config
 from thawcast.ingest.common import open_netcdf
 from thawcast.layout import Layout
+from thawcast.parallel import torch_threads
 from thawcast.prep.windows import open_windows
 from thawcast.quality.provenance import git_commit, is_synthetic, provenance, staged_output
 from thawcast.tracking.registry import load_registration, read_registration, start_run, use_store
@@ -67,7 +68,8 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
         per_model = []
         for arch, model in models.items():
             model.check_windows(ws, f"{versions[arch]['registered_model']} v{mlflow_versions[arch].version}")
-            per_model.append(grid(ws, model.predict_windows(ws), months, str(path)))
+            with torch_threads(cfg.training.threads):
+                per_model.append(grid(ws, model.predict_windows(ws), months, str(path)))
         temps.append(np.stack(per_model))
         log.info("%s: projected %d bands x %d months with %d models", rcp, ws.x.shape[0], len(months), len(models))
     n_bands = temps[0].shape[1]
