@@ -58,7 +58,13 @@ def test_spread_metrics(tiny_pipeline):
     assert m["pair"] == "rcp85 minus rcp26"
     assert set(m["spread"]) == set(ERA5_FEATURES)
     t = m["spread"]["t_air"]
-    assert t["raw"] > 0.2  # the synthetic RCP8.5 warms faster than RCP2.6
+    # The synthetic RCPs share one weather: RCP8.5 minus RCP2.6 is their forced warming difference over the
+    # projection years (annual means of climate.warming; the calibration years are the same for both).
+    from thawcast.ingest.synthetic.climate import warming
+
+    dec = np.concatenate([y + (np.arange(12) + 0.5) / 12 for y in range(2024, 2031)])
+    forced = float(np.mean(warming(dec, 0.5, "rcp85") - warming(dec, 0.5, "rcp26")))
+    assert t["raw"] == pytest.approx(forced, abs=0.02) and forced > 0.03
     assert t["qdm"] == pytest.approx(t["raw"], rel=0.2)
 
 
