@@ -550,7 +550,14 @@ class Config(_Section):
     @property
     def perfect_model_on(self) -> bool:
         """Whether the pseudo-reality and perfect-model stages run (``perfect_model.enabled``)."""
-        return self.source.kind == "synthetic" and self.perfect_model.enabled is not False
+        return self.perfect_model_off is None
+
+    @property
+    def perfect_model_off(self) -> str | None:
+        """Why the pseudo-reality and perfect-model stages do not run, or None when they do."""
+        if self.source.kind == "files":
+            return "source.kind is files: real data have no pseudo-reality"
+        return "perfect_model.enabled is false" if self.perfect_model.enabled is False else None
 
     @property
     def rcp_experiments(self) -> tuple[str, ...]:

@@ -54,8 +54,7 @@ log = logging.getLogger(__name__)
 
 
 def _skipped(cfg: Config, paths: Layout) -> Path:
-    why = ("perfect_model.enabled is false" if cfg.source.kind == "synthetic"
-           else "source.kind is files: real data have no pseudo-reality to score against")
+    why = cfg.perfect_model_off
     with staged_output(paths.perfect_model) as tmp:
         (tmp / "SKIPPED.txt").write_text(f"No perfect-model test: {why}.\n")
     body = {"available": False, "reason": why}

@@ -48,9 +48,7 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
 
     paths = paths or Layout.at()
     with staged_output(paths.pseudo_reality) as tmp:
-        if not cfg.perfect_model_on:
-            why = ("perfect_model.enabled is false" if cfg.source.kind == "synthetic"
-                   else "source.kind is files: real data have no pseudo-reality")
+        if (why := cfg.perfect_model_off) is not None:
             (tmp / SKIPPED_NOTE).write_text(f"No pseudo-reality: {why}.\n")
             log.info("pseudo-reality skipped: %s", why)
             return paths.pseudo_reality
