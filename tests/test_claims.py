@@ -217,3 +217,51 @@ def test_the_perfect_model_table_is_the_committed_perfect_model_metrics():
     sampling = m["truth_sampling_rmse"]
     assert (f"lie {min(sampling.values()):.2f}-{max(sampling.values()):.2f} degC RMSE from the full grid's"
             in " ".join(README.split()))
+
+
+def test_the_extrapolation_table_is_the_committed_extrapolation_metrics():
+    m = metrics("extrapolation.json")
+    for name, share, dist, outside, top in table("| scenario decade | windows extrapolating |"):
+        s = m["test_years"] if name == "test years (observed)" else m["scenarios"][name.split()[0]][name.split()[1]]
+        assert share == f"{s['share_extrapolating']:.0%}" and dist == f"{s['distance_mean']:.2f}", name
+        assert outside == f"{s['outside_share_mean']:.0%}", name
+        assert top == (", ".join(f"{k} {v:.0%}" for k, v in s["top_features_outside"].items()) or "none"), name
+
+
+def test_the_whole_chain_table_and_diagnostic_check_are_the_committed_perfect_model_metrics():
+    m = metrics("perfect_model.json")
+    chain = m["whole_chain"]
+
+    def cell(s: dict) -> str:
+        return f"{s['rmse']:.2f} ({s['bias']:+.2f})"
+
+    rows = table("| scenario | chain 2024-2029 |")
+    assert [r[0] for r in rows] == ["RCP2.6", "RCP4.5", "RCP6.0", "RCP8.5"]
+    for name, c1, a1, c2, a2, air, trend in rows:
+        c = chain[name.lower().replace(".", "")]
+        assert [c1, a1] == [cell(c["climate"][k]["2024-2029"]) for k in ("chain", "networks_alone")], name
+        assert [c2, a2] == [cell(c["climate"][k]["2090-2100"]) for k in ("chain", "networks_alone")], name
+        assert air == cell(c["t_air_climate"]["2090-2100"]), name
+        assert trend == f"{c['trend_rmse']['chain']:.2f} / {c['trend_rmse']['networks_alone']:.2f}", name
+    for (span, n, rmse), b in zip(table("| distance | windows | ensemble RMSE (degC) |"), m["extrapolation"]["bins"],
+                                  strict=True):
+        assert int(n) == b["n"] and rmse == f"{b['rmse']:.2f}", span
+    ext, text = m["extrapolation"], " ".join(README.split())
+    assert f"rank correlation between mean distance and RMSE is {ext['rank_correlation_decades']:.2f}" in text
+    assert f"Per window it is {ext['rank_correlation_windows']:.2f}" in text
+    assert f"against {ext['test_years']['rmse']:.2f} on the test years" in text
+
+
+def test_the_per_decade_thaw_numbers_in_the_prose_are_the_committed_thaw_metrics():
+    dec = metrics("thaw_decades.json")
+    rcps = ("rcp26", "rcp45", "rcp60", "rcp85")
+    north = {r: dec[r]["69.3-71.3N"] for r in rcps}
+    text = " ".join(README.split())
+    share = " / ".join(f"{north[r]['decades']['2090-2100']['near_surface_permafrost_share']:.0%}" for r in rcps)
+    assert f"near-surface permafrost remains in {share} of the member-years of 2090-2100" in text
+    reached = {r: north[r]["alt_first_reaches_cm"]["194.5"] for r in rcps}
+    assert reached["rcp85"] is not None and not any(reached[r] for r in rcps[:3])
+    assert f"first reaches the 194.5 cm mid-depth in {reached['rcp85']} under RCP8.5 and not by 2100" in text
+    tdm = " / ".join(f"{north[r]['tdm_layer1_trend_per_decade']:+.2f} ± {north[r]['tdm_layer1_trend_ci95']:.2f}"
+                     for r in rcps)
+    assert f"thawing degree-months rise by {tdm} degC month per decade" in text

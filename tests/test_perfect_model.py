@@ -11,6 +11,7 @@ import xarray as xr
 
 from conftest import TINY, layout
 from thawcast.analysis import perfect_model as pm
+from thawcast.analysis import periods
 from thawcast.config import parse_config
 from thawcast.errors import ConfigError, DataError
 from thawcast.ingest.synthetic.climate import (
@@ -83,12 +84,12 @@ def test_periods_average_the_steps_of_each_row():
 
 # ------------------------------------------------------------------ decade scores and references
 def test_decades_are_calendar_decades_with_short_ends_joined():
-    assert [pm.label(d) for d in pm.decades(2024, 2100)] == [
+    assert [periods.label(d) for d in periods.decades(2024, 2100)] == [
         "2024-2029", "2030-2039", "2040-2049", "2050-2059", "2060-2069", "2070-2079", "2080-2089", "2090-2100"]
-    assert pm.decades(2024, 2030) == [(2024, 2030)]
-    assert pm.decades(2020, 2029) == [(2020, 2029)]
+    assert periods.decades(2024, 2030) == [(2024, 2030)]
+    assert periods.decades(2020, 2029) == [(2020, 2029)]
     with pytest.raises(DataError):
-        pm.decades(2030, 2024)
+        periods.decades(2030, 2024)
 
 
 def test_decade_scores_known_answers():
@@ -97,7 +98,7 @@ def test_decade_scores_known_answers():
     pred = truth.copy()
     pred[0, :, 0] += 2.0  # band 0, layer 1: +2 K everywhere
     pred[1, np.asarray(times.year) >= 2030, 3] -= 1.0  # band 1, layer 4: -1 K from 2030
-    s = pm.decade_scores(truth, pred, times, pm.decades(2024, 2035), ["a", "b"])
+    s = pm.decade_scores(truth, pred, times, periods.decades(2024, 2035), ["a", "b"])
     first, second = s["2024-2029"], s["2030-2035"]
     assert first["per_layer"]["t_soil1"] == {"rmse": pytest.approx(np.sqrt(2.0)), "bias": pytest.approx(1.0),
                                              "n": 2 * 72}
@@ -106,7 +107,7 @@ def test_decade_scores_known_answers():
     assert first["rmse"] == pytest.approx(np.sqrt(4.0 / 8)) and first["bias"] == pytest.approx(2.0 / 8)
     assert second["per_band"]["b"]["rmse"] == pytest.approx(np.sqrt(1.0 / 4))
     with pytest.raises(DataError, match="differ in shape"):
-        pm.decade_scores(truth, pred[:1], times, pm.decades(2024, 2035), ["a", "b"])
+        pm.decade_scores(truth, pred[:1], times, periods.decades(2024, 2035), ["a", "b"])
 
 
 def test_delta_change_shifts_the_climatology_by_the_air_anomaly():
@@ -224,10 +225,14 @@ def test_perfect_model_scores_the_networks_and_references(trained, pseudo):
     from thawcast.stages import perfect_model
 
     cfg, root, world = trained
+    from thawcast.stages import project
+
     paths = layout(root, windows=world / "windows", raw=world / "raw", static=world / "static", bands=world / "bands",
-                   pseudo_reality=pseudo.pseudo_reality)
+                   pseudo_reality=pseudo.pseudo_reality, scenarios=world / "scenarios")
+    project.run(cfg, paths)
     perfect_model.run(cfg, paths)
-    metrics = json.loads(paths.metric("perfect_model.json").read_text())
+    metrics = json.loads(paths.metric("perfect_model.json").read_text(),
+                         parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))  # no NaN or Infinity
     assert metrics["available"] and metrics["networks"] == list(cfg.training.architectures)
     # models named by their weights: no registry version counter in a DVC-tracked metric
     assert all(" weights sha256 " in label and " v" not in label for label in metrics["registered"].values())
@@ -260,3 +265,67 @@ def test_perfect_model_scores_the_networks_and_references(trained, pseudo):
     assert "## rcp85" in md and "Truth's sampling error" in md
     assert (paths.perfect_model / "figures" / "skill_by_decade.png").stat().st_size > 5000
     assert set(metrics["truth_sampling_rmse"]) == set(TARGETS)
+    # Whole chain: the projections' decadal monthly climate against the truth's, computed here with xarray.
+    with xr.open_dataset(paths.perfect_model / "perfect_model.nc") as pmds, \
+            xr.open_dataset(paths.projections_file) as proj:
+        common = np.intersect1d(pmds["time"].values, proj["time"].values)  # the projection's years
+        truth = pmds["truth"].sel(scenario="rcp85", time=common)
+        chain = proj["ensemble_mean"].sel(scenario="rcp85", time=common).transpose("band", "time", "layer")
+        err = chain.groupby("time.month").mean() - truth.groupby("time.month").mean()
+        alone = pmds["prediction"].sel(scenario="rcp85", model="ensemble", time=common)
+        err_alone = alone.groupby("time.month").mean() - truth.groupby("time.month").mean()
+        n_windows = pmds["extrapolation_distance"].size
+    whole = metrics["whole_chain"]["rcp85"]
+    decade = f"{cfg.projection.start_year}-{cfg.projection.end_year}"
+    assert whole["years"] == decade and list(whole["climate"]["chain"]) == [decade]
+    assert whole["climate"]["chain"][decade]["rmse"] == pytest.approx(float(np.sqrt((err**2).mean())), abs=1e-3)
+    assert whole["climate"]["chain"][decade]["bias"] == pytest.approx(float(err.mean()), abs=1e-3)
+    assert whole["climate"]["networks_alone"][decade]["rmse"] == pytest.approx(float(np.sqrt((err_alone**2).mean())),
+                                                                               abs=1e-3)
+    assert len(whole["alt_last_decade_cm"]["truth"]) == len(cfg.study_area.band_labels)
+    assert set(whole["trend_per_decade"]) == {"truth", "chain", "networks_alone"}
+    # The extrapolation check pools every scored window of every scenario.
+    ext = metrics["extrapolation"]
+    assert sum(b["n"] for b in ext["bins"]) == n_windows
+    assert -1 <= ext["rank_correlation_windows"] <= 1 and -1 <= ext["rank_correlation_decades"] <= 1
+    assert "## Whole chain" in md and "## Does the extrapolation diagnostic warn" in md
+
+
+def test_climate_scores_ignore_the_weather_and_see_a_shift():
+    """Oracle for the whole-chain score: reshuffling whole years inside a decade (another weather, the same
+    climate) scores 0; a uniform +0.5 degC shift scores RMSE 0.5 and bias +0.5 in every decade."""
+    rng = np.random.default_rng(5)
+    times = pd.date_range("2024-01-01", "2039-12-01", freq="MS")
+    truth = rng.normal(size=(2, len(times), 4)) + np.cos(2 * np.pi * times.month.to_numpy() / 12)[None, :, None]
+    bins = periods.decades(2024, 2039)
+    years = np.asarray(times.year)
+    shuffled = truth.copy()
+    for a, b in bins:
+        idx = np.flatnonzero((years >= a) & (years <= b)).reshape(-1, 12)  # whole years of the decade
+        shuffled[:, idx.ravel()] = truth[:, rng.permutation(idx).ravel()]
+    assert np.sqrt(np.mean((shuffled - truth) ** 2)) > 1.0  # another weather month by month ...
+    for d, s in pm.climate_scores(truth, shuffled, times, bins).items():  # ... and the same climate
+        assert s["rmse"] == pytest.approx(0.0, abs=1e-12), d
+    for s in pm.climate_scores(truth, truth + 0.5, times, bins).values():
+        assert s["rmse"] == pytest.approx(0.5) and s["bias"] == pytest.approx(0.5)
+        assert s["per_layer"] == pytest.approx(dict.fromkeys(TARGETS, 0.5))
+    one = pm.climate_scores(truth[..., :1], truth[..., :1] - 1, times, bins, layers=("t_air",))
+    assert one["2030-2039"]["per_layer"] == {"t_air": pytest.approx(1.0)}
+    with pytest.raises(DataError, match="must match"):
+        pm.climate_scores(truth, truth[..., :2], times, bins)
+
+
+def test_decadal_thaw_and_trends_known_answers():
+    times = pd.date_range("2024-01-01", "2043-12-01", freq="MS")
+    bins = periods.decades(2024, 2043)  # 2024-2029, 2030-2043 (the short end piece joins)
+    season = -np.cos(2 * np.pi * (times.month.to_numpy() - 1) / 12)
+    amp, mean = np.array([10.0, 6.0, 2.0, 0.5]), np.array([0.0, -1.0, -1.0, -2.0])
+    profile = (mean[None, :] + amp[None, :] * season[:, None])[None]  # [band, time, layer]; maxima 10, 5, 1, -1.5
+    members = np.stack([profile, profile + 10.0])  # the second member thaws every layer: ALT at the bound
+    out = pm.decadal_thaw(members, times, bins)
+    alt_one = 64 + 130.5 / 2.5
+    np.testing.assert_allclose(out["alt_cm"], [[(alt_one + 194.5) / 2]] * 2)
+    np.testing.assert_allclose(out["alt_share_at_bound"], [[0.5]] * 2)
+    assert out["months_above_zero"].shape == (2, 1, 4)
+    ramp = np.repeat(0.1 * (np.asarray(times.year) - 2024), 1)[None, :, None] * np.ones((3, 1, 4))
+    np.testing.assert_allclose(pm.annual_trends(ramp, times), 1.0)  # 0.1 degC a year is 1 degC a decade

@@ -70,6 +70,46 @@ def test_projections_cover_every_scenario_model_band_layer_and_month(projected):
     assert (root / "projections" / "figures" / "ensemble.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_every_projected_window_has_its_extrapolation_diagnostic(projected):
+    cfg, root, _ = projected
+    paths = layout(root)
+    with xr.open_dataset(paths.projections_file) as ds:
+        d, out = ds["extrapolation_distance"], ds["outside_range_share"]
+        assert d.dims == ("scenario", "band", "time") and not d.isnull().any() and (d >= 0).all()
+        assert ((out >= 0) & (out <= 1)).all()
+    m = json.loads(paths.metric("extrapolation.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+    decade = f"{cfg.projection.start_year}-{cfg.projection.end_year}"
+    assert set(m["scenarios"]) == set(cfg.rcp_experiments) and all(set(v) == {decade} for v in m["scenarios"].values())
+    for rcp, per in m["scenarios"].items():  # the metric is the mean of the NetCDF's per-window values
+        assert per[decade]["distance_mean"] == pytest.approx(float(ds["extrapolation_distance"].sel(scenario=rcp).mean()),
+                                                             abs=1e-3)
+        assert per[decade]["share_extrapolating"] == pytest.approx(
+            float((ds["extrapolation_distance"].sel(scenario=rcp) > 1).mean()), abs=1e-3)
+    assert 0 <= m["test_years"]["share_extrapolating"] <= 1 and m["distance_scale"] > 0
+    assert "| test years (observed) |" in paths.metric("extrapolation.md").read_text()
+
+
+def test_the_extrapolation_envelope_never_sees_the_test_years(projected, tmp_path):
+    """Leakage: spoil every test-year month of the history windows. The projected windows' diagnostic does not
+    move (the envelope is the training windows'), while the test-year row does (positive control)."""
+    cfg, root, world = projected
+    shutil.copytree(world / "windows", tmp_path / "windows")
+    hist = tmp_path / "windows" / "history.nc"
+    with xr.open_dataset(hist) as ds:
+        ds = ds.load()
+    test_months = ds["time"].dt.year >= cfg.windows.test.start_year
+    ds["x"] = ds["x"].where(~test_months, ds["x"] + 50.0)
+    ds.to_netcdf(hist)
+    paths = layout(tmp_path, windows=tmp_path / "windows", bands=world / "bands", scenarios=world / "scenarios",
+                   models=root / "models")
+    project.run(cfg, paths)
+    before = json.loads(layout(root).metric("extrapolation.json").read_text())
+    after = json.loads(paths.metric("extrapolation.json").read_text())
+    assert after["scenarios"] == before["scenarios"] and after["distance_scale"] == before["distance_scale"]
+    # every test window with a spoiled month among its inputs (all but the first test month's) extrapolates
+    assert after["test_years"]["share_extrapolating"] >= 11 / 12 > before["test_years"]["share_extrapolating"]
+
+
 def test_period_metric_is_written(projected):
     _, root, _ = projected
     m = json.loads(layout(root).metric("projection_period.json").read_text())
@@ -134,6 +174,17 @@ def test_thaw_metrics_for_observations_and_projections(projected):
         assert m[source][band0]["thawing_degree_months_layer1"] == pytest.approx(expected, abs=1e-3)
         assert np.isfinite(m[source][band0]["t_air_trend_degC_per_decade"])
     assert "| band | observed ALT |" in layout(root).metric("thaw.md").read_text()
+    dec = json.loads(layout(root).metric("thaw_decades.json").read_text())
+    span = f"{cfg.projection.start_year}-{cfg.projection.end_year}"
+    for rcp in cfg.rcp_experiments:  # the decade's ALT is the mean over members and years of the CSV's
+        alt_rows = table[(table["metric"] == "alt_cm") & (table["scenario"] == rcp) & (table["band"] == 0)]
+        one = dec[rcp][band0]["decades"][span]
+        assert one["alt_cm"] == pytest.approx(alt_rows["value"].mean(), abs=1e-3)
+        per_model = alt_rows.groupby("model")["value"].mean()
+        assert one["alt_min_cm"] == pytest.approx(per_model.min(), abs=1e-3)
+        assert one["alt_max_cm"] == pytest.approx(per_model.max(), abs=1e-3)
+        assert 0 <= one["near_surface_permafrost_share"] <= 1
+    assert "## Per decade" in layout(root).metric("thaw.md").read_text()
     assert (root / "thaw" / "figures" / "alt_by_band.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -177,3 +177,72 @@ def test_the_thaw_summary_and_its_tables_on_known_yearly_metrics():
     one = rows[(rows.metric == "thawing_degree_months") & (rows.band == 0) & (rows.layer == "t_soil1")]
     assert one.sort_values("year")["value"].tolist() == [12.0, 15.0, 18.0]
     assert (rows.loc[rows.metric == "alt_cm", "layer"] == "").all()
+
+
+def test_trend_intervals_cover_the_true_slope_with_autocorrelated_noise():
+    """Monte Carlo oracle: 400 series of 77 years, trend 0.3 per decade plus AR(1) noise (r = 0.6). The
+    95% interval with the effective sample size covers the true slope about 95% of the time; the plain
+    OLS interval (no correction) would cover it far less often, which is why the correction is there."""
+    from thawcast.analysis.thaw import trend_with_uncertainty
+
+    rng = np.random.default_rng(7)
+    years = np.arange(2024, 2101)
+    covered, widths = 0, []
+    for _ in range(400):
+        e = np.zeros(len(years))
+        for i in range(1, len(years)):
+            e[i] = 0.6 * e[i - 1] + rng.normal()
+        slope, ci = trend_with_uncertainty(years, 0.03 * (years - 2024) + e)
+        covered += abs(slope - 0.3) <= ci
+        widths.append(ci)
+    assert 0.88 <= covered / 400 <= 0.99
+    line = trend_with_uncertainty(years, 2.0 + 0.05 * years)
+    assert line[0] == pytest.approx(0.5) and line[1] == pytest.approx(0.0, abs=1e-9)
+    assert np.isnan(trend_with_uncertainty(years[:3], years[:3])[0])
+
+
+def test_first_crossing_year_uses_a_running_mean():
+    from thawcast.analysis.thaw import first_crossing_year
+
+    years = np.arange(2024, 2044)
+    alt = np.linspace(50.0, 90.0, 20)  # 2.1 cm a year: the 5-year mean reaches 64 cm in the year the series does
+    assert first_crossing_year(years, alt, 64.0) == years[np.argmax(alt >= 64.0)]
+    spike = np.full(20, 50.0)
+    spike[5] = 80.0  # one warm year (2029) is not a crossing: the 5-year means reach 56 cm at most ...
+    assert first_crossing_year(years, spike, 64.0) is None
+    spike[5:] = 80.0  # ... a lasting change is, at the centre of the first 5-year mean past the depth:
+    assert first_crossing_year(years, spike, 64.0) == 2029  # 2027-2031 average (2 x 50 + 3 x 80) / 5 = 68
+    assert first_crossing_year(years, np.full(20, 194.5), 194.5) == 2026  # already there: the first centred year
+    with pytest.raises(DataError, match="5 years"):
+        first_crossing_year(years[:3], alt[:3], 64.0)
+
+
+def test_decadal_summary_spread_bound_permafrost_and_crossing():
+    import pandas as pd
+    import xarray as xr
+
+    from thawcast.analysis.thaw import decadal_markdown, decadal_summary, yearly_metrics
+
+    months = pd.date_range("2024-01-01", "2043-12-01", freq="MS")
+    season = -np.cos(2 * np.pi * (months.month.to_numpy() - 1) / 12)
+    amp, mean = np.array([10.0, 6.0, 2.0, 0.5]), np.array([0.0, -1.0, -1.0, -2.0])
+    warm = np.where(months.year.to_numpy() >= 2034, 3.0, 0.0)  # from 2034 every layer thaws (bound, no permafrost)
+    t = mean[:, None] + amp[:, None] * season[None, :]
+    members = np.stack([t, t + warm[None, :]])[None, :, None]  # [scenario, model, band, layer, time]
+    da = xr.DataArray(members, dims=("scenario", "model", "band", "layer", "time"),
+                      coords={"scenario": ["rcp85"], "model": ["a", "b"], "band": [0], "layer": list(TARGETS),
+                              "time": months})
+    ym = yearly_metrics(da)
+    assert ym["near_surface_permafrost"].sel(model="a").all()  # deepest annual max -1.5 degC
+    assert not ym["near_surface_permafrost"].sel(model="b", year=2040) and ym["near_surface_permafrost"].sel(
+        model="b", year=2030)
+    s = decadal_summary(ym, ["north"], [(2024, 2033), (2034, 2043)])["rcp85"]["north"]
+    cold = 64 + 130.5 / 2.5
+    late = s["decades"]["2034-2043"]
+    assert late["alt_cm"] == pytest.approx((cold + 194.5) / 2) and late["alt_min_cm"] == pytest.approx(cold)
+    assert late["alt_max_cm"] == pytest.approx(194.5) and late["alt_share_at_bound"] == 0.5
+    assert late["near_surface_permafrost_share"] == 0.5
+    assert s["decades"]["2024-2033"]["near_surface_permafrost_share"] == 1.0
+    assert s["alt_trend_cm_per_decade"] is None  # member b sits at the bound: no trend of a capped series
+    assert s["alt_first_reaches_cm"]["64"] == 2026 and s["alt_first_reaches_cm"]["194.5"] is None
+    assert "| north | 116 [116-116] | 155 [116-194] b 50% |" in decadal_markdown({"rcp85": {"north": s}}, 2024)

@@ -151,8 +151,8 @@ METRIC_FILES: dict[str, tuple[str, ...]] = {
     "compare-studies": ("tuning.json", "tuning.md"),
     "seed-spread": ("seed_spread.json", "seed_spread.md"),
     "evaluate": ("evaluation.json", "evaluation.md"),
-    "project": ("projection_period.json",),
-    "thaw": ("thaw.json", "thaw.md"),
+    "project": ("projection_period.json", "extrapolation.json", "extrapolation.md"),
+    "thaw": ("thaw.json", "thaw_decades.json", "thaw.md"),
     "compare-explanations": ("shap.json", "shap.md"),
     "perfect-model": ("perfect_model.json", "perfect_model.md"),
 }

@@ -11,36 +11,22 @@ layer and per band. Besides the networks and their ensemble mean, the references
 * **ridge**: the linear model of the test-period evaluation (it extrapolates linearly);
 * **seasonal_persistence**: the truth 12 months before the target. It reads the pseudo-truth itself, which
   no projection has: the bar a forecast with observations in hand would clear.
+
+The *whole chain* (bias-corrected GCM -> windows -> networks) cannot be scored month by month: the GCM's
+weather is not the pseudo-reality's. :func:`climate_scores` compares climate statistics instead: the
+decadal mean per band x layer x calendar month (:func:`decadal_climatology`), and :func:`decadal_thaw` the
+decadal active-layer thickness and thaw months of the ensemble members.
 """
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pandas as pd
 
+from thawcast.analysis.periods import label
 from thawcast.analysis.tables import markdown_table
 from thawcast.errors import DataError
 from thawcast.variables import TARGETS
-
-
-def decades(first_year: int, last_year: int, min_years: int = 5) -> list[tuple[int, int]]:
-    """Calendar decades covering ``first_year..last_year``; an end piece shorter than ``min_years`` joins its
-    neighbour (2024-2100 gives 2024-2029, 2030-2039, ..., 2090-2100)."""
-    if last_year < first_year:
-        raise DataError(None, f"no years in {first_year}..{last_year}")
-    edges = [first_year, *range((first_year // 10 + 1) * 10, last_year + 1, 10), last_year + 1]
-    bins = [(a, b - 1) for a, b in itertools.pairwise(edges)]
-    if len(bins) > 1 and bins[-1][1] - bins[-1][0] + 1 < min_years:
-        bins[-2:] = [(bins[-2][0], bins[-1][1])]
-    if len(bins) > 1 and bins[0][1] - bins[0][0] + 1 < min_years:
-        bins[:2] = [(bins[0][0], bins[1][1])]
-    return bins
-
-
-def label(years: tuple[int, int]) -> str:
-    return f"{years[0]}-{years[1]}"
 
 
 def decade_scores(truth: np.ndarray, pred: np.ndarray, times: pd.DatetimeIndex, bins: list[tuple[int, int]],
@@ -75,6 +61,62 @@ def change(values: np.ndarray, times: pd.DatetimeIndex, first: tuple[int, int], 
         return float(np.mean(values[:, sel]))
 
     return mean(last) - mean(first)
+
+
+def decadal_climatology(values: np.ndarray, times: pd.DatetimeIndex, bins: list[tuple[int, int]]) -> np.ndarray:
+    """``[decade, band, 12, ...]``: the mean of ``values [band, time, ...]`` per calendar month over each
+    decade's years (every calendar month must occur in every decade)."""
+    years = np.asarray(times.year)
+    return np.stack([monthly_climatology(values, times, (years >= a) & (years <= b)) for a, b in bins])
+
+
+def climate_scores(truth: np.ndarray, pred: np.ndarray, times: pd.DatetimeIndex, bins: list[tuple[int, int]],
+                   layers: tuple[str, ...] = TARGETS) -> dict:
+    """Per decade: RMSE and mean bias (degC) of the decadal monthly climatology of ``pred`` against that of
+    ``truth`` (both ``[band, time, layer]``, the last axis named by ``layers``), over bands x calendar
+    months x layers, and the RMSE per layer."""
+    if truth.shape != pred.shape or truth.shape[-1] != len(layers):
+        raise DataError(None, f"truth {truth.shape} and predictions {pred.shape} must match, with {len(layers)} layers")
+    err = decadal_climatology(pred, times, bins) - decadal_climatology(truth, times, bins)
+    return {label(b): {**_summary(e), "per_layer": {lay: _summary(e[..., i])["rmse"] for i, lay in enumerate(layers)}}
+            for b, e in zip(bins, err, strict=True)}
+
+
+def decadal_thaw(members: np.ndarray, times: pd.DatetimeIndex, bins: list[tuple[int, int]]) -> dict[str, np.ndarray]:
+    """Decadal thaw metrics of ``members [member, band, time, layer]`` (degC), each the mean over members
+    of the member's metric (as the thaw stage does):
+
+    * ``alt_cm [decade, band]``: mean active-layer thickness;
+    * ``alt_share_at_bound [decade, band]``: share of member-years whose ALT sits at the deepest mid-depth;
+    * ``months_above_zero [decade, band, layer]``: months per year above 0 degC.
+    """
+    import xarray as xr
+
+    from thawcast.analysis.thaw import LAYER_MID_CM, yearly_metrics
+
+    da = xr.DataArray(np.asarray(members, float), dims=("member", "band", "time", "layer"),
+                      coords={"time": times, "layer": list(TARGETS)})
+    ym = yearly_metrics(da)
+    years = ym["year"].values
+    out = {"alt_cm": [], "alt_share_at_bound": [], "months_above_zero": []}
+    for a, b in bins:
+        sel = (years >= a) & (years <= b)
+        alt = ym["alt_cm"].values[..., sel]  # [member, band, year]
+        out["alt_cm"].append(alt.mean(axis=(0, 2)))
+        out["alt_share_at_bound"].append((alt >= LAYER_MID_CM[-1] - 1e-6).mean(axis=(0, 2)))
+        out["months_above_zero"].append(ym["months_above_zero"].values[..., sel].mean(axis=(0, 3)))
+    return {k: np.stack(v) for k, v in out.items()}
+
+
+def annual_trends(values: np.ndarray, times: pd.DatetimeIndex) -> np.ndarray:
+    """``[band, layer]`` least-squares trend per decade of the annual means of ``values [band, time, layer]``."""
+    from thawcast.analysis.thaw import trend_per_decade
+
+    years = np.asarray(times.year)
+    uniq = np.unique(years)
+    annual = np.stack([values[:, years == y].mean(axis=1) for y in uniq], axis=1)  # [band, year, layer]
+    return np.array([[trend_per_decade(uniq, annual[b, :, k]) for k in range(annual.shape[2])]
+                     for b in range(annual.shape[0])])
 
 
 def _summary(err: np.ndarray) -> dict[str, float]:
@@ -125,7 +167,7 @@ def seasonal_persistence_forecast(truth: np.ndarray, record_times: pd.DatetimeIn
     return truth[:, pos - 12]
 
 
-def markdown(metrics: dict, networks: list[str]) -> str:
+def markdown(metrics: dict, networks: list[str], band_names: list[str]) -> str:
     """RMSE per decade of every predictor under each scenario, with the in-climate test score beside it."""
     lines = ["# Perfect model: scores against the pseudo-reality", "",
              ("The synthetic world continued to the end of the century under each RCP is the truth; every"
@@ -155,4 +197,58 @@ def markdown(metrics: dict, networks: list[str]) -> str:
                               ([rcp, f"{v['truth']:+.2f}", *(f"{v[n]:+.2f}" for n in names if n != "seasonal_persistence")]
                                for rcp, v in w.items()))]
     lines += ["", metrics["verdict"], ""]
+    lines += _chain_markdown(metrics["whole_chain"], band_names)
+    lines += _extrapolation_markdown(metrics["extrapolation"])
     return "\n".join(lines)
+
+
+def _chain_markdown(chain: dict, band_names: list[str]) -> list[str]:
+    """The whole chain (bias-corrected GCM -> networks) against the pseudo-truth on climate statistics."""
+    lines = ["## Whole chain: the projections against the pseudo-truth's climate", "",
+             ("The projection stage's ensemble (bias-corrected GCM inputs, its own weather) against the pseudo-truth"
+              " on climate statistics: RMSE of the decadal mean per band x layer x calendar month (degC), and the"
+              " mean absolute error of the decadal active-layer thickness (cm, ensemble mean of the members' ALT)."
+              " 'alone': the same networks driven by the pseudo-reality's own drivers; the difference is what the"
+              " GCM and its bias correction add. 't_air': the same climate RMSE of the corrected GCM air"
+              " temperature against the pseudo-reality's."), ""]
+    rows = []
+    for rcp, c in chain.items():
+        for d in c["climate"]["chain"]:
+            rows.append([rcp, d, f"{c['climate']['chain'][d]['rmse']:.2f} ({c['climate']['chain'][d]['bias']:+.2f})",
+                         f"{c['climate']['networks_alone'][d]['rmse']:.2f} ({c['climate']['networks_alone'][d]['bias']:+.2f})",
+                         f"{c['t_air_climate'][d]['rmse']:.2f} ({c['t_air_climate'][d]['bias']:+.2f})",
+                         f"{c['thaw_abs_error']['chain'][d]['alt_cm']:.1f}",
+                         f"{c['thaw_abs_error']['networks_alone'][d]['alt_cm']:.1f}"])
+    lines += markdown_table(["scenario", "decade", "chain climate RMSE (bias)", "alone climate RMSE (bias)",
+                             "t_air climate RMSE (bias)", "chain ALT error (cm)", "alone ALT error (cm)"], rows)
+    lines += ["", "Soil-temperature trend per decade over the whole period (annual means, mean over bands, degC):", ""]
+    lines += markdown_table(["scenario", *(f"{lay} truth / chain / alone" for lay in TARGETS), "trend RMSE chain / alone"],
+                            ([rcp, *(" / ".join(f"{c['trend_per_decade'][k][lay]:+.2f}"
+                                                for k in ("truth", "chain", "networks_alone")) for lay in TARGETS),
+                              f"{c['trend_rmse']['chain']:.2f} / {c['trend_rmse']['networks_alone']:.2f}"]
+                             for rcp, c in chain.items()))
+    lines += ["", ("ALT in the last decade per band (cm; 'bound x%': share of years at the 194.5 cm bound, a lower"
+              " bound): truth / chain / alone"), ""]
+    lines += markdown_table(["band", *chain], ([band, *(" / ".join(
+        f"{c['alt_last_decade_cm'][k][b]:.0f}{_bound(c['alt_last_decade_share_at_bound'][k][b])}"
+        for k in ("truth", "chain", "networks_alone")) for c in chain.values())] for b, band in enumerate(band_names)))
+    return [*lines, ""]
+
+
+def _bound(share: float) -> str:
+    return f" (bound {share:.0%})" if share else ""
+
+
+def _extrapolation_markdown(ext: dict) -> list[str]:
+    """The extrapolation diagnostic (computed without the truth) against the ensemble's error."""
+    t = ext["test_years"]
+    lines = ["## Does the extrapolation diagnostic warn where the networks fail?", "",
+             ("Each window's distance from the training windows (the project stage's diagnostic, no truth needed)"
+              " against the ensemble's error there (RMS over the layers, degC), pooled over scenarios and decades."
+              f" Rank correlation per window {ext['rank_correlation_windows']:.2f}, per scenario x decade"
+              f" {ext['rank_correlation_decades']:.2f}. Test years (observed): mean distance"
+              f" {t['distance_mean']:.2f}, {t['share_extrapolating']:.0%} of windows beyond 1, RMSE {t['rmse']:.2f}."), ""]
+    rows = [[f"{b['distance_from']:g}-{b['distance_to']:g}" if b["distance_to"] else f"{b['distance_from']:g}+", b["n"],
+             "n/a" if b["rmse"] is None else f"{b['rmse']:.2f}"] for b in ext["bins"]]
+    lines += markdown_table(["distance", "windows", "ensemble RMSE"], rows)
+    return [*lines, ""]

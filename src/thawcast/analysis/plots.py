@@ -66,7 +66,8 @@ def band_layer_grid(times: pd.DatetimeIndex, lines: Mapping[str, np.ndarray], ba
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", ncol=len(labels), fontsize=8, bbox_to_anchor=(0.5, 1.0))
     fig.suptitle(title, y=1.02, fontsize=10)
-    fig.tight_layout()
+    # fixed margins: a regular grid needs no tight_layout, which costs seconds of tick layout per figure
+    fig.subplots_adjust(left=0.07, right=0.99, bottom=0.04, top=0.935, wspace=0.2, hspace=0.15)
     return _save(fig, path, dpi=80)
 
 

@@ -54,9 +54,14 @@ def period_diagnostic(temps: xr.DataArray) -> dict:
                               for key, v in off.items()]}
 
 
+#: The paper's projection years: a projection reaching further also gets a figure of just these.
+PAPER_YEARS = 7
+
+
 def projection_figures(ds: xr.Dataset, band_names: list[str], out: Path) -> None:
     """Per architecture: the scenarios overlaid per band x layer (the paper's Figures 5-9); and the
-    ensemble mean with its min-max range across architectures per scenario."""
+    ensemble mean with its min-max range across architectures per scenario, over the whole projection
+    and, when it is longer, over its first :data:`PAPER_YEARS` years (the paper's 2024-2030 view)."""
     times = pd.DatetimeIndex(ds["time"].values)
     first, last = times[0].year, times[-1].year
 
@@ -72,3 +77,10 @@ def projection_figures(ds: xr.Dataset, band_names: list[str], out: Path) -> None
               for s in ds["scenario"].values}
     band_layer_grid(times, lines, band_names, TARGETS, f"Ensemble mean (shading: range across architectures)"
                     f" {first}-{last}", out / "ensemble.png", spread=spread, date_format="%Y")
+    if last - first + 1 > PAPER_YEARS:
+        end = first + PAPER_YEARS - 1
+        keep = np.asarray(times.year <= end)
+        band_layer_grid(times[keep], {k: v[:, keep] for k, v in lines.items()}, band_names, TARGETS,
+                        f"Ensemble mean (shading: range across architectures) {first}-{end}",
+                        out / f"ensemble_{first}_{end}.png",
+                        spread={k: (lo[:, keep], hi[:, keep]) for k, (lo, hi) in spread.items()}, date_format="%Y")

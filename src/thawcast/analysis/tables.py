@@ -1,7 +1,8 @@
-"""Markdown tables, the one way thawcast writes them (``metrics/*.md`` and the report)."""
+"""Markdown tables and metric values, the one way thawcast writes them (``metrics/*`` and the report)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
 
@@ -17,3 +18,17 @@ def markdown_table(head: Sequence[object], rows: Iterable[Sequence[object]]) -> 
             raise ValueError(f"row {row} has {len(row)} cells for {len(head)} columns")
         lines.append("| " + " | ".join(map(str, row)) + " |")
     return lines
+
+
+def rounded(obj, digits: int = 4):
+    """``obj`` with every float (in nested dicts and lists) rounded to ``digits`` decimals, NaN as None.
+
+    A tracked metric file must not change when a float's last bits do (another core count, another BLAS).
+    """
+    if isinstance(obj, float):
+        return None if math.isnan(obj) else round(obj, digits)
+    if isinstance(obj, dict):
+        return {k: rounded(v, digits) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [rounded(v, digits) for v in obj]
+    return obj

@@ -100,6 +100,48 @@ def trend_per_decade(years: np.ndarray, values: np.ndarray) -> float:
     return float((dx * dy).sum() / (dx * dx).sum() * 10.0)
 
 
+def trend_with_uncertainty(years: np.ndarray, values: np.ndarray) -> tuple[float, float]:
+    """Least-squares trend per decade and the half-width of its 95% confidence interval.
+
+    The standard error of the slope is inflated for lag-1 autocorrelation of the residuals with the
+    effective sample size ``n (1 - r1) / (1 + r1)`` (Santer et al. 2000, JGR 105): consecutive years of
+    soil temperature are not independent, and the plain OLS interval would be too narrow. NaN-tolerant;
+    (NaN, NaN) with fewer than 4 points or an effective size of 2 or less.
+    """
+    from scipy.stats import t as student
+
+    x, y = np.asarray(years, dtype=float), np.asarray(values, dtype=float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if len(x) < 4 or np.ptp(x) == 0:
+        return float("nan"), float("nan")
+    dx = x - x.mean()
+    slope = float((dx * (y - y.mean())).sum() / (dx * dx).sum())
+    resid = y - y.mean() - slope * dx
+    denom = float((resid * resid).sum())
+    r1 = float((resid[1:] * resid[:-1]).sum() / denom) if denom > 0 else 0.0
+    n_eff = len(x) * (1 - r1) / (1 + r1) if r1 > 0 else float(len(x))
+    if n_eff <= 2:
+        return slope * 10.0, float("nan")
+    se = np.sqrt(denom / (n_eff - 2) / (dx * dx).sum())
+    return slope * 10.0, float(student.ppf(0.975, n_eff - 2) * se * 10.0)
+
+
+def first_crossing_year(years: np.ndarray, values: np.ndarray, depth: float, smooth: int = 5) -> int | None:
+    """First year whose ``smooth``-year centred running mean of ``values`` reaches ``depth`` (None if none).
+
+    The running mean keeps one warm year from counting as the crossing; the first and last
+    ``smooth // 2`` years have no centred mean and cannot be the crossing, so a series already past
+    ``depth`` gives the first year that has one.
+    """
+    v = np.asarray(values, dtype=float)
+    if len(v) < smooth:
+        raise DataError(None, f"need at least {smooth} years for a {smooth}-year running mean, got {len(v)}")
+    run = np.convolve(v, np.ones(smooth) / smooth, mode="valid")
+    hit = np.flatnonzero(run >= depth - 1e-6)
+    return None if not len(hit) else int(np.asarray(years)[hit[0] + smooth // 2])
+
+
 def dominant_period_months(series: np.ndarray) -> float:
     """Period (months) of the strongest non-zero frequency in the periodogram of a monthly series.
 
@@ -133,7 +175,8 @@ def yearly_metrics(temps, zero_band_c: float = 0.5, zero_max_change_c: float = 0
     Returns
     -------
     xarray.Dataset
-        Dims ``(..., year)``: ``alt_cm``, ``alt_lower_bound``; and ``(..., layer, year)``:
+        Dims ``(..., year)``: ``alt_cm``, ``alt_lower_bound``, ``near_surface_permafrost`` (the deepest
+        layer, 194.5 cm, never above 0 degC that year); and ``(..., layer, year)``:
         ``months_above_zero``, ``thawing_degree_months``, ``zero_curtain_months``.
     """
     import pandas as pd
@@ -157,7 +200,9 @@ def yearly_metrics(temps, zero_band_c: float = 0.5, zero_max_change_c: float = 0
          "months_above_zero": (layer_year, months_above_zero(v), {"units": "months"}),
          "thawing_degree_months": (layer_year, thawing_degree_months(v), {"units": "degC month"}),
          "zero_curtain_months": (layer_year, zero_curtain_months(v, zero_band_c, zero_max_change_c),
-                                 {"units": "months"})},
+                                 {"units": "months"}),
+         "near_surface_permafrost": ((*lead, "year"), ann_max[..., -1] <= 0.0,
+                                     {"long_name": "the deepest layer's annual maximum is at or below 0 degC"})},
         coords={**coords, "layer": t["layer"].values, "year": years},
     )
 
@@ -226,6 +271,101 @@ def summarise(obs: xr.Dataset, ens: xr.Dataset, names: list[str], t_air_trend: d
         out[str(s)] = per_band(e["alt_cm_mean"], e["months_above_zero_mean"], e["thawing_degree_months_mean"],
                                t_air_trend[str(s)], spread=(e["alt_cm_min"], e["alt_cm_max"]))
     return out
+
+
+def decadal_summary(proj: xr.Dataset, names: list[str], bins: list[tuple[int, int]]) -> dict:
+    """Per scenario and band: thaw metrics per decade with their spread across architectures, the trends
+    over the whole projection with 95% intervals, and the year the ALT first reaches each mid-depth.
+
+    ``proj`` holds :func:`yearly_metrics` of the projected members, dims ``(scenario, model, band[, layer],
+    year)``. Per decade: ALT (mean of the members' decadal means, their min and max) and its share of
+    member-years at the 194.5 cm bound; layer-1 months above 0 degC and thawing degree-months (mean, min,
+    max); zero-curtain months per layer; the share of member-years with near-surface permafrost (the
+    deepest layer never above 0 degC). Trends (:func:`trend_with_uncertainty`) are of the ensemble-mean
+    series; the ALT trend is None where any member-year sits at the bound. Crossing years
+    (:func:`first_crossing_year`) are of the ensemble-mean ALT.
+    """
+    from thawcast.analysis.periods import label
+
+    years = proj["year"].values
+    bound = LAYER_MID_CM[-1] - 1e-6
+    out = {}
+    for s in proj["scenario"].values:
+        per_band = {}
+        for b, name in enumerate(names):
+            m = proj.sel(scenario=s).isel(band=b)
+            alt = m["alt_cm"].transpose("model", "year").values
+            tdm1 = _layer1(m["thawing_degree_months"]).transpose("model", "year").values
+            mon1 = _layer1(m["months_above_zero"]).transpose("model", "year").values
+            zc = m["zero_curtain_months"].transpose("model", "layer", "year").values
+            pf = m["near_surface_permafrost"].transpose("model", "year").values
+            per_decade = {}
+            for a, z in bins:
+                sel = (years >= a) & (years <= z)
+
+                def stats(v, sel=sel):
+                    member = v[:, sel].mean(axis=1)
+                    return float(member.mean()), float(member.min()), float(member.max())
+
+                alt_m, tdm_m, mon_m = stats(alt), stats(tdm1), stats(mon1)
+                per_decade[label((a, z))] = {
+                    "alt_cm": alt_m[0], "alt_min_cm": alt_m[1], "alt_max_cm": alt_m[2],
+                    "alt_share_at_bound": float((alt[:, sel] >= bound).mean()),
+                    "months_above_zero_layer1": mon_m[0], "months_above_zero_layer1_min": mon_m[1],
+                    "months_above_zero_layer1_max": mon_m[2],
+                    "thawing_degree_months_layer1": tdm_m[0], "thawing_degree_months_layer1_min": tdm_m[1],
+                    "thawing_degree_months_layer1_max": tdm_m[2],
+                    "zero_curtain_months": {lay: float(zc[:, k][:, sel].mean()) for k, lay in enumerate(TARGETS)},
+                    "near_surface_permafrost_share": float(pf[:, sel].mean()),
+                }
+            ens_alt = alt.mean(axis=0)
+            alt_trend = trend_with_uncertainty(years, ens_alt) if (alt < bound).all() else (None, None)
+            tdm_trend = trend_with_uncertainty(years, tdm1.mean(axis=0))
+            per_band[name] = {
+                "decades": per_decade,
+                "alt_trend_cm_per_decade": alt_trend[0], "alt_trend_cm_ci95": alt_trend[1],
+                "tdm_layer1_trend_per_decade": tdm_trend[0], "tdm_layer1_trend_ci95": tdm_trend[1],
+                "alt_first_reaches_cm": {f"{d:g}": first_crossing_year(years, ens_alt, d) for d in LAYER_MID_CM},
+            }
+        out[str(s)] = per_band
+    return out
+
+
+def decadal_markdown(dec: dict, first_year: int) -> str:
+    """Tables of :func:`decadal_summary`: ALT per decade with its spread, permafrost share, crossing years."""
+    lines = ["## Per decade, to the end of the projection", "",
+             ("ALT per decade (cm): ensemble mean [min-max of the architectures' decadal means], 'b x%' where"
+              " member-years sit at the 194.5 cm bound (the value is then a lower bound). Then the share of"
+              " member-years with near-surface permafrost (the 194.5 cm layer never above 0 degC)."), ""]
+    for rcp, per_band in dec.items():
+        decs = list(next(iter(per_band.values()))["decades"])
+        rows = [[band, *(f"{v['decades'][d]['alt_cm']:.0f} [{v['decades'][d]['alt_min_cm']:.0f}-"
+                         f"{v['decades'][d]['alt_max_cm']:.0f}]"
+                         + (f" b {v['decades'][d]['alt_share_at_bound']:.0%}"
+                            if v["decades"][d]["alt_share_at_bound"] else "") for d in decs)]
+                for band, v in per_band.items()]
+        lines += [f"### {rcp}: ALT", "", *markdown_table(["band", *decs], rows), ""]
+        rows = [[band, *(f"{v['decades'][d]['near_surface_permafrost_share']:.0%}" for d in decs)]
+                for band, v in per_band.items()]
+        lines += [f"### {rcp}: near-surface permafrost (share of member-years)", "",
+                  *markdown_table(["band", *decs], rows), ""]
+    lines += [("Trends over the whole projection, ensemble mean, with the 95% interval (lag-1 autocorrelation"
+               " taken into account): ALT (cm/decade; n/a where a year sits at the bound) and layer-1 thawing"
+               " degree-months (degC month/decade); and the year the ensemble-mean ALT (5-year running mean)"
+               f" first reaches the 64 and 194.5 cm mid-depths ('{first_year + 2}' or earlier: already there;"
+               " 'no': not by the end)."), ""]
+    scen = list(dec)
+
+    def trend(v: dict, key: str, fmt: str) -> str:
+        ci = v[key.replace("per_decade", "ci95")]
+        return "n/a" if v[key] is None else f"{v[key]:{fmt}}" + ("" if ci is None else f" ± {ci:.1f}")
+
+    rows = [[band, *(f"{trend(dec[s][band], 'alt_trend_cm_per_decade', '+.1f')}; "
+                     f"{trend(dec[s][band], 'tdm_layer1_trend_per_decade', '+.1f')}; "
+                     + " / ".join(str(dec[s][band]["alt_first_reaches_cm"][d] or "no") for d in ("64", "194.5"))
+                     for s in scen)] for band in dec[scen[0]]]
+    lines += markdown_table(["band", *(f"{s}: ALT trend; TDM trend; reaches 64 / 194.5 cm" for s in scen)], rows)
+    return "\n".join(lines) + "\n"
 
 
 def _bound(row: dict) -> str:

@@ -28,10 +28,13 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from thawcast.analysis import extrapolation as ex
 from thawcast.analysis import perfect_model as pm
 from thawcast.analysis.baselines import RidgeBaseline
+from thawcast.analysis.periods import decades, label
 from thawcast.analysis.plots import decade_lines
 from thawcast.analysis.projection import grid
+from thawcast.analysis.tables import rounded
 from thawcast.catalogue import FEATURES, SIGNAL_SOURCE
 from thawcast.config import Config, YearRange
 from thawcast.errors import DataError
@@ -39,6 +42,7 @@ from thawcast.ingest.common import open_netcdf
 from thawcast.layout import Layout
 from thawcast.parallel import torch_threads
 from thawcast.prep.geometry import BandGeometry
+from thawcast.prep.scenarios import open_band_table
 from thawcast.prep.windows import (
     fit_months,
     forcing_windows,
@@ -46,8 +50,8 @@ from thawcast.prep.windows import (
     load_signal_reference,
     open_windows,
 )
-from thawcast.quality.provenance import provenance, staged_output
-from thawcast.tracking.registry import load_registration, read_registration, use_store
+from thawcast.quality.provenance import git_commit, provenance, staged_output
+from thawcast.tracking.registry import load_registration, read_registration, start_run, use_store
 from thawcast.variables import TARGETS
 
 log = logging.getLogger(__name__)
@@ -82,6 +86,8 @@ def _read_bands(path: Path, variables: list[str]) -> xr.Dataset:
 
 
 def run(cfg: Config, paths: Layout | None = None) -> Path:
+    import mlflow
+
     paths = paths or Layout.at()
     if not cfg.perfect_model_on:
         return _skipped(cfg, paths)
@@ -102,6 +108,7 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
     with open_netcdf(paths.static_table) as s:
         static = s.load()
     scalers, signal_ref = load_scalers(paths.scaler), load_signal_reference(paths.scaler)
+    envelope = ex.Envelope.fit(open_windows(paths.history, "train"))
 
     observed = _read_bands(paths.pseudo_bands(), keep)
     with open_netcdf(paths.era5_bands) as ds:
@@ -117,7 +124,8 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
     train_air = air_obs[:, fit].mean(axis=1)
     ridge = RidgeBaseline().fit(open_windows(paths.history, "train"), open_windows(paths.history, "validation"))
 
-    def predict(table: xr.Dataset, years: YearRange, source: str) -> tuple[pd.DatetimeIndex, np.ndarray, dict]:
+    def predict(table: xr.Dataset, years: YearRange, source: str):
+        """Months, truth and every predictor's ``[band, month, layer]``, and each window's distance."""
         ws = forcing_windows(names, w, years, table, static, scalers, signal_ref, source)
         months = pd.date_range(f"{years.start_year}-01-01", f"{years.end_year}-12-01", freq="MS")
         rec = pd.DatetimeIndex(table["time"].values)
@@ -134,57 +142,139 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
         preds["delta_change"] = pm.delta_change_forecast(clim, air, train_air, rec, months)
         preds["ridge"] = grid(ws, scalers["targets"].inverse(ridge.predict(ws)), months, source)
         preds["seasonal_persistence"] = pm.seasonal_persistence_forecast(y, rec, months)
-        return months, truth, preds
+        distance = grid(ws, envelope.diagnose(ws).distance[:, None], months, source)[..., 0]
+        return months, truth, preds, distance
 
     test = YearRange(start_year=cfg.windows.test.start_year, end_year=cfg.windows.test.end_year)
-    _, t_truth, t_preds = predict(observed, test, str(paths.pseudo_bands()))
+    _, t_truth, t_preds, t_dist = predict(observed, test, str(paths.pseudo_bands()))
     test_rmse = {n: float(np.sqrt(np.nanmean((p - t_truth) ** 2))) for n, p in t_preds.items()}
 
     years = (cfg.period.end_year + 1, cfg.synthetic.scenario_end_year)
-    bins = pm.decades(*years)
-    scores, warming, truth_all, pred_all = {}, {}, [], []
+    bins = decades(*years)
+    with open_netcdf(paths.projections_file) as ds:
+        projected = ds["soil_temperature"].load()
+    scores, warming, chain, truth_all, pred_all, dist_all = {}, {}, {}, [], [], []
     for rcp in cfg.rcp_experiments:
         source = str(paths.pseudo_bands(rcp))
         table = _read_bands(paths.pseudo_bands(rcp), keep)
         record = xr.concat([observed[keep], table[keep]], "time")
-        months, truth, preds = predict(record, YearRange(start_year=years[0], end_year=years[1]), source)
+        months, truth, preds, dist = predict(record, YearRange(start_year=years[0], end_year=years[1]), source)
         scores[rcp] = {n: pm.decade_scores(truth, p, months, bins, band_names) for n, p in preds.items()}
         warming[rcp] = {n: pm.change(v, months, bins[0], bins[-1]) for n, v in {"truth": truth, **preds}.items()}
+        chain[rcp] = _whole_chain(projected.sel(scenario=rcp), table, months, truth,
+                                  np.stack([preds[a] for a in networks]), paths.scenario(rcp))
         truth_all.append(truth)
         pred_all.append(np.stack(list(preds.values())))
-        log.info("%s: RMSE %s in %s, %s in %s", rcp, {n: round(s[pm.label(bins[0])]["rmse"], 2)
-                                                    for n, s in scores[rcp].items()}, pm.label(bins[0]),
-                 {n: round(s[pm.label(bins[-1])]["rmse"], 2) for n, s in scores[rcp].items()}, pm.label(bins[-1]))
+        dist_all.append(dist)
+        log.info("%s: RMSE %s in %s, %s in %s", rcp, {n: round(s[label(bins[0])]["rmse"], 2)
+                                                    for n, s in scores[rcp].items()}, label(bins[0]),
+                 {n: round(s[label(bins[-1])]["rmse"], 2) for n, s in scores[rcp].items()}, label(bins[-1]))
     models = list(preds)
     rcps = list(cfg.rcp_experiments)
+    ensemble = models.index("ensemble")
+    extrapolation = _extrapolation_check(np.stack(dist_all), np.stack(pred_all)[:, ensemble], np.stack(truth_all),
+                                         months, bins, t_dist, t_preds["ensemble"] - t_truth)
     verdict = _verdict(scores, list(networks), bins)
     body = {"available": True, "synthetic": True, "stride": cfg.perfect_model.stride,
-            "years": f"{years[0]}-{years[1]}", "decades": [pm.label(b) for b in bins],
+            "years": f"{years[0]}-{years[1]}", "decades": [label(b) for b in bins],
             "networks": list(networks), "registered": labels, "ridge_alpha": ridge.alpha,
             "truth_sampling_rmse": sampling, "test_years": str(test), "test_rmse": test_rmse,
             "scores": {rcp: {n: {d: {"rmse": v["rmse"], "bias": v["bias"],
                                      "per_layer": {k: x["rmse"] for k, x in v["per_layer"].items()}}
                                  for d, v in s.items()} for n, s in per.items()} for rcp, per in scores.items()},
-            "warming": warming, "verdict": verdict}
-    ds = _dataset(rcps, models, months, np.stack(truth_all), np.stack(pred_all), bins, band_names, cfg)
+            "warming": warming, "whole_chain": chain, "extrapolation": extrapolation, "verdict": verdict}
+    ds = _dataset(rcps, models, months, np.stack(truth_all), np.stack(pred_all), np.stack(dist_all), bins,
+                  band_names, cfg)
+    body = rounded(body)
     with staged_output(paths.perfect_model) as tmp:
         ds.to_netcdf(tmp / "perfect_model.nc")
-        decade_lines({rcp: {n: [scores[rcp][n][pm.label(b)]["rmse"] for b in bins] for n in models} for rcp in rcps},
-                     [pm.label(b) for b in bins], test_rmse, "RMSE against the pseudo-truth (degC, all bands and"
+        decade_lines({rcp: {n: [scores[rcp][n][label(b)]["rmse"] for b in bins] for n in models} for rcp in rcps},
+                     [label(b) for b in bins], test_rmse, "RMSE against the pseudo-truth (degC, all bands and"
                      " layers)", tmp / "figures" / "skill_by_decade.png")
-    _write_metrics(paths, _rounded(body), pm.markdown(_rounded(body), list(networks)))
+    _write_metrics(paths, body, pm.markdown(body, list(networks), band_names))
+    with start_run(run_name="perfect-model", tags={"thawcast.stage": "perfect-model", "git_commit": git_commit()}):
+        last = label(bins[-1])
+        mlflow.log_params({"stride": cfg.perfect_model.stride, "years": body["years"]})
+        mlflow.log_metrics({f"{rcp}_{n}_rmse_{last}": scores[rcp][n][last]["rmse"]
+                            for rcp in rcps for n in (*networks, "ensemble")})
+        mlflow.log_metrics({f"{rcp}_chain_climate_rmse_{d}": v["rmse"] for rcp in rcps
+                            for d, v in chain[rcp]["climate"]["chain"].items()})
+        mlflow.log_metric("extrapolation_rank_correlation_decades", extrapolation["rank_correlation_decades"])
+        mlflow.log_dict(body, "perfect_model.json")
+        mlflow.log_artifacts(str(paths.perfect_model / "figures"), "figures")
     return paths.perfect_model
+
+
+def _whole_chain(projected: xr.DataArray, pseudo: xr.Dataset, months: pd.DatetimeIndex, truth: np.ndarray,
+                 alone: np.ndarray, corrected_path: Path) -> dict:
+    """The projection stage's output (bias-corrected GCM -> networks) against the pseudo-truth on climate
+    statistics, beside the networks driven by the pseudo-reality itself (``alone [member, band, time,
+    layer]``): what the GCM and its bias correction add to the error. Over the projection's years inside
+    the pseudo-reality's."""
+    ptimes = pd.DatetimeIndex(projected["time"].values)
+    common = months.intersection(ptimes)
+    if len(common) < 12:
+        raise DataError(corrected_path, f"the projections ({ptimes[0]:%Y-%m}..{ptimes[-1]:%Y-%m}) share less than a"
+                        f" year with the pseudo-reality ({months[0]:%Y-%m}..{months[-1]:%Y-%m})")
+    bins = decades(common[0].year, common[-1].year)
+    at, pt = months.get_indexer(common), ptimes.get_indexer(common)
+    truth, alone = truth[:, at], alone[:, :, at]
+    members = projected.transpose("model", "band", "time", "layer").values[:, :, pt]
+    corrected = open_band_table(corrected_path, ("t_air",))["t_air"].transpose("band", "time")
+    air_gcm = corrected.sel(time=common).values[..., None]
+    air_true = pseudo["t_air"].transpose("band", "time").sel(time=common).values[..., None]
+    thaw = {k: pm.decadal_thaw(v, common, bins) for k, v in
+            {"truth": truth[None], "chain": members, "networks_alone": alone}.items()}
+    decs = [label(b) for b in bins]
+
+    def thaw_errors(key: str) -> dict:
+        return {d: {k: float(np.mean(np.abs(thaw[key][k][i] - thaw["truth"][k][i]))) for k in ("alt_cm",
+                                                                                                "months_above_zero")}
+                for i, d in enumerate(decs)}
+
+    trends = {k: pm.annual_trends(v, common) for k, v in
+              {"truth": truth, "chain": members.mean(0), "networks_alone": alone.mean(0)}.items()}
+    return {
+        "years": f"{common[0].year}-{common[-1].year}",
+        "climate": {"chain": pm.climate_scores(truth, members.mean(0), common, bins),
+                    "networks_alone": pm.climate_scores(truth, alone.mean(0), common, bins)},
+        "t_air_climate": pm.climate_scores(air_true, air_gcm, common, bins, layers=("t_air",)),
+        "thaw_abs_error": {"chain": thaw_errors("chain"), "networks_alone": thaw_errors("networks_alone")},
+        "alt_last_decade_cm": {k: v["alt_cm"][-1].tolist() for k, v in thaw.items()},
+        "alt_last_decade_share_at_bound": {k: v["alt_share_at_bound"][-1].tolist() for k, v in thaw.items()},
+        "trend_per_decade": {k: {lay: float(v[:, i].mean()) for i, lay in enumerate(TARGETS)} for k, v in trends.items()},
+        "trend_rmse": {k: float(np.sqrt(np.mean((trends[k] - trends["truth"]) ** 2)))
+                       for k in ("chain", "networks_alone")},
+    }
+
+
+def _extrapolation_check(dist: np.ndarray, ens: np.ndarray, truth: np.ndarray, months: pd.DatetimeIndex,
+                         bins: list[tuple[int, int]], test_dist: np.ndarray, test_err: np.ndarray) -> dict:
+    """Does the extrapolation diagnostic (no truth needed) tell where the ensemble fails? ``dist [scenario,
+    band, month]`` of each window, ``ens``/``truth [scenario, band, month, layer]``."""
+    err = np.sqrt(np.mean((ens - truth) ** 2, axis=-1))  # per window, RMS over the layers
+    years = np.asarray(months.year)
+    per_decade = [(float(dist[i][:, (years >= a) & (years <= b)].mean()),
+                   float(np.sqrt(np.mean(err[i][:, (years >= a) & (years <= b)] ** 2))))
+                  for i in range(len(dist)) for a, b in bins]
+    d, e = np.array(per_decade).T
+    return {"bins": ex.binned_errors(dist, err),
+            "rank_correlation_windows": ex.rank_correlation(dist, err),
+            "rank_correlation_decades": ex.rank_correlation(d, e),
+            "test_years": {"distance_mean": float(test_dist.mean()),
+                           "share_extrapolating": float((test_dist > 1).mean()),
+                           "rmse": float(np.sqrt(np.mean(test_err**2)))}}
 
 
 def _verdict(scores: dict, networks: list[str], bins: list[tuple[int, int]]) -> str:
     """One sentence: does the best network still beat the references in the last decade of every scenario?"""
-    last = pm.label(bins[-1])
+    last = label(bins[-1])
     lines = []
     for rcp, per in scores.items():
         best_net = min(networks + ["ensemble"], key=lambda n: per[n][last]["rmse"])
         refs = {n: per[n][last]["rmse"] for n in ("climatology", "delta_change", "ridge")}
         best_ref = min(refs, key=refs.get)
-        first = pm.label(bins[0])
+        first = label(bins[0])
         grow = per[best_net][last]["rmse"] / per[best_net][first]["rmse"]
         word = "beats" if per[best_net][last]["rmse"] < refs[best_ref] else "does NOT beat"
         lines.append(f"{rcp}: in {last} the best network ({best_net}, RMSE {per[best_net][last]['rmse']:.2f})"
@@ -193,18 +283,10 @@ def _verdict(scores: dict, networks: list[str], bins: list[tuple[int, int]]) -> 
     return " ".join(lines)
 
 
-def _rounded(obj):
-    if isinstance(obj, float):
-        return round(obj, 4)
-    if isinstance(obj, dict):
-        return {k: _rounded(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_rounded(v) for v in obj]
-    return obj
 
 
-def _dataset(rcps, models, months, truth, pred, bins, band_names, cfg: Config) -> xr.Dataset:
-    decs = [pm.label(b) for b in bins]
+def _dataset(rcps, models, months, truth, pred, distance, bins, band_names, cfg: Config) -> xr.Dataset:
+    decs = [label(b) for b in bins]
     shape = (len(rcps), len(models), len(decs), len(band_names), len(TARGETS))
     arr = {k: np.full(shape, np.nan) for k in ("rmse", "bias")}
     years = np.asarray(months.year)
@@ -222,7 +304,10 @@ def _dataset(rcps, models, months, truth, pred, bins, band_names, cfg: Config) -
          "prediction": (("scenario", "model", "band", "time", "layer"), pred.astype(np.float32),
                         {"units": "degC", "long_name": "soil temperature driven by the pseudo-reality's drivers"}),
          "rmse": (dims5, arr["rmse"], {"units": "degC", "long_name": "RMSE against the pseudo-truth"}),
-         "bias": (dims5, arr["bias"], {"units": "degC", "long_name": "mean error (prediction - truth)"})},
+         "bias": (dims5, arr["bias"], {"units": "degC", "long_name": "mean error (prediction - truth)"}),
+         "extrapolation_distance": (("scenario", "band", "time"), distance.astype(np.float32), {
+             "units": "1", "long_name": "distance of the input window to the training windows (see the project"
+             " stage; > 1: extrapolating)"})},
         coords={"scenario": rcps, "model": models, "band": np.arange(len(band_names)), "time": months,
                 "layer": list(TARGETS), "decade": decs},
         attrs=provenance("perfect-model", "registered networks and references scored against the pseudo-reality",

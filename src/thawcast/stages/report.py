@@ -3,7 +3,8 @@
 ``data/report/index.html`` embeds every figure (base64 PNG) and every table, so it can be
 mailed or archived as one file: the data used (and what is synthetic), the bias-correction
 spread diagnostic, the evaluation table with baselines and the Figure-4 plots, the tuning
-comparison, the SHAP rankings, the projections with the 12-month check, the thaw metrics,
+comparison, the SHAP rankings, the projections with the 12-month check and the extrapolation
+diagnostic, the thaw metrics, the perfect-model test,
 and the exact versions (``dvc.lock`` hashes, registered models' weights digests).
 The tables are the Markdown files in ``metrics/`` rendered with Python-Markdown.
 """
@@ -145,9 +146,12 @@ ensemble-mean series have a 12-month dominant period. Series that do not: {off}.
 """))
     parts.append(_img(paths.projections / "figures" / "ensemble.png",
                       "Ensemble mean per scenario, shading: range across architectures"))
+    for paper_view in sorted((paths.projections / "figures").glob("ensemble_*.png")):
+        parts.append(_img(paper_view, f"The paper's view, the first years only ({paper_view.stem[9:].replace('_', '-')})"))
     for arch in archs:
         parts.append(_img(paths.projections / "figures" / f"scenarios_{arch}.png",
                           f"Scenarios overlaid: {arch} (the paper's Figures 5-9)"))
+    parts.append(_md("## Do the projections extrapolate?\n\n" + _strip_title(_read(metrics_dir / "extrapolation.md"))))
     parts.append(_md("## Active layer and thaw\n\n" + _strip_title(_read(metrics_dir / "thaw.md"))))
     parts.append(_img(paths.thaw / "figures" / "alt_by_band.png",
                       "Active-layer thickness: observed and projected per band"))

@@ -8,9 +8,13 @@ each metric across architectures (mean, min, max, std of the members' metric, no
 metric of the mean series). Trends per decade per scenario and band, beside the trend of the
 air temperature that drove them (short projection periods follow their years' weather).
 
+Per decade of the projection (:func:`thawcast.analysis.thaw.decadal_summary`): the same metrics with
+their spread across architectures, the share of years at the ALT bound, near-surface permafrost, trends
+with 95% intervals and the year the ALT first reaches each mid-depth.
+
 Outputs: ``data/thaw/thaw_metrics.csv`` (long table), ``thaw_metrics.nc``,
-``figures/alt_by_band.png``; ``metrics/thaw.json`` (``dvc metrics show``) and
-``metrics/thaw.md``.
+``figures/alt_by_band.png``; ``metrics/thaw.json``, ``metrics/thaw_decades.json`` (``dvc metrics show``)
+and ``metrics/thaw.md``.
 """
 
 from __future__ import annotations
@@ -23,8 +27,18 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from thawcast.analysis.periods import decades
 from thawcast.analysis.plots import yearly_panels
-from thawcast.analysis.thaw import long_table, markdown, summarise, trends, yearly_metrics
+from thawcast.analysis.tables import rounded
+from thawcast.analysis.thaw import (
+    decadal_markdown,
+    decadal_summary,
+    long_table,
+    markdown,
+    summarise,
+    trends,
+    yearly_metrics,
+)
 from thawcast.config import Config
 from thawcast.ingest.common import open_netcdf, select_years
 from thawcast.layout import Layout
@@ -105,5 +119,8 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
     json_file = paths.metric("thaw.json")
     json_file.parent.mkdir(parents=True, exist_ok=True)
     json_file.write_text(json.dumps(summary, indent=2) + "\n")
-    paths.metric("thaw.md").write_text(markdown(summary, str(cfg.period), str(cfg.projection)))
+    per_decade = rounded(decadal_summary(proj, names, decades(cfg.projection.start_year, cfg.projection.end_year)))
+    paths.metric("thaw_decades.json").write_text(json.dumps(per_decade, indent=2) + "\n")
+    paths.metric("thaw.md").write_text(markdown(summary, str(cfg.period), str(cfg.projection)) + "\n"
+                                       + decadal_markdown(per_decade, cfg.projection.start_year))
     return paths.thaw
