@@ -114,3 +114,21 @@ def test_decade_summary_binned_errors_and_rank_correlation_known_answers():
     md = ex.markdown({"rcp85": s}, s["2024-2029"])
     assert "| rcp85 2030-2039 | 100% | 3.25 | 75% | t_air 50%, p_snow 38% | **EXTRAPOLATION** |" in md
     assert "| rcp85 2024-2029 | 50% | 1.00 | 25% | t_air 25% |  |" in md  # half is not most: not marked
+
+
+def test_error_check_relates_the_distance_to_the_error_per_window_and_per_decade():
+    times = pd.date_range("2024-01-01", "2039-12-01", freq="MS")
+    bins = [(2024, 2029), (2030, 2039)]
+    ramp = np.linspace(0.2, 3.0, len(times))
+    distance = np.stack([ramp, 2 * ramp])[:, None, :]  # [scenario, band, month]
+    error = np.repeat((0.5 * distance)[..., None], 4, axis=-1)  # the error grows with the distance, every layer
+    out = ex.error_check(distance, error, times, bins, np.array([0.5, 1.5]), np.array([[0.3, 0.4]]))
+    assert out["rank_correlation_windows"] == pytest.approx(1.0)
+    assert out["rank_correlation_decades"] == pytest.approx(1.0)
+    assert sum(b["n"] for b in out["bins"]) == distance.size
+    assert out["bins"][0]["rmse"] < out["bins"][-1]["rmse"]
+    assert out["test_years"] == {"distance_mean": 1.0, "share_extrapolating": 0.5,
+                                 "rmse": pytest.approx(np.sqrt(0.125))}
+    # too few scenario x decades for a rank correlation: None, not an error
+    assert ex.error_check(distance[:1], error[:1], times, bins, np.ones(2), np.ones(2))[
+        "rank_correlation_decades"] is None

@@ -329,3 +329,37 @@ def test_decadal_thaw_and_trends_known_answers():
     assert out["months_above_zero"].shape == (2, 1, 4)
     ramp = np.repeat(0.1 * (np.asarray(times.year) - 2024), 1)[None, :, None] * np.ones((3, 1, 4))
     np.testing.assert_allclose(pm.annual_trends(ramp, times), 1.0)  # 0.1 degC a year is 1 degC a decade
+
+
+def test_whole_chain_known_answers():
+    """A chain that reproduces the truth scores 0 everywhere; networks 1 degC warm score 1 degC with their
+    trend intact; an air temperature 0.5 degC off scores 0.5."""
+    rng = np.random.default_rng(6)
+    times = pd.date_range("2024-01-01", "2043-12-01", freq="MS")
+    season = -8 * np.cos(2 * np.pi * (times.month.to_numpy() - 1) / 12)
+    truth = season[None, :, None] + np.array([0.0, -1.0, -2.0, -3.0]) + 0.05 * np.arange(len(times))[None, :, None] / 12
+    truth = np.repeat(truth, 2, axis=0) + rng.normal(scale=0.1, size=(2, len(times), 4))
+    air = rng.normal(size=(2, len(times)))
+    out = pm.whole_chain(truth, np.stack([truth, truth]), np.stack([truth + 1.0]), air, air + 0.5, times)
+    assert out["years"] == "2024-2043" and list(out["climate"]["chain"]) == ["2024-2029", "2030-2043"]
+    for d in out["climate"]["chain"]:
+        assert out["climate"]["chain"][d]["rmse"] == pytest.approx(0.0, abs=1e-12)
+        assert out["climate"]["networks_alone"][d]["bias"] == pytest.approx(1.0)
+        assert out["t_air_climate"][d]["rmse"] == pytest.approx(0.5)
+        assert out["thaw_abs_error"]["chain"][d] == {"alt_cm": 0.0, "months_above_zero": 0.0}
+    assert out["trend_rmse"]["chain"] == pytest.approx(0.0, abs=1e-12)
+    assert out["trend_rmse"]["networks_alone"] == pytest.approx(0.0, abs=1e-9)  # a shift has the same trend
+    assert out["trend_per_decade"]["truth"]["t_soil1"] == pytest.approx(0.5, abs=0.05)  # 0.05 degC a year
+    assert out["alt_last_decade_cm"]["chain"] == out["alt_last_decade_cm"]["truth"]
+
+
+def test_no_output_names_the_staging_folder_it_was_written_in(pseudo):
+    """Outputs are written in a staging folder named with the process id and moved in place at the end; an
+    attribute naming that folder made a rebuild differ from the last (found on a fresh clone: the
+    pseudo-reality band tables)."""
+    files = sorted(pseudo.pseudo_reality.rglob("*.nc")) + sorted(pseudo.bands.rglob("*.nc"))
+    assert any(f.name.startswith("bands_rcp") for f in files)
+    for f in files:
+        with xr.open_dataset(f) as ds:
+            staged = {k: v for k, v in ds.attrs.items() if ".tmp-" in str(v)}
+        assert not staged, f"{f.name}: {staged}"

@@ -141,6 +141,30 @@ def binned_errors(distance: np.ndarray, error: np.ndarray, edges=DISTANCE_BINS) 
     return rows
 
 
+def error_check(distance: np.ndarray, error: np.ndarray, times: pd.DatetimeIndex, bins: list[tuple[int, int]],
+                test_distance: np.ndarray, test_error: np.ndarray) -> dict:
+    """Does the diagnostic (no truth needed) tell where a predictor fails, where a truth exists?
+
+    ``distance [scenario, band, month]`` of each window and ``error [scenario, band, month, layer]`` of its
+    prediction (degC) over ``times``; ``test_*`` the same for the test years (one scenario less). Returns
+    the RMSE per distance bin (:func:`binned_errors`, error RMS over the layers per window), the rank
+    correlation per window and per scenario x decade (mean distance vs RMSE), and the test years' mean
+    distance, share extrapolating and RMSE.
+    """
+    err = np.sqrt(np.mean(np.asarray(error) ** 2, axis=-1))
+    years = np.asarray(times.year)
+    per_decade = [(float(distance[i][:, (years >= a) & (years <= b)].mean()),
+                   float(np.sqrt(np.mean(err[i][:, (years >= a) & (years <= b)] ** 2))))
+                  for i in range(len(distance)) for a, b in bins]
+    d, e = np.array(per_decade).T
+    return {"bins": binned_errors(distance, err),
+            "rank_correlation_windows": rank_correlation(distance, err),
+            "rank_correlation_decades": rank_correlation(d, e) if len(d) >= 3 else None,
+            "test_years": {"distance_mean": float(np.mean(test_distance)),
+                           "share_extrapolating": float(np.mean(np.asarray(test_distance) > 1.0)),
+                           "rmse": float(np.sqrt(np.mean(np.asarray(test_error) ** 2)))}}
+
+
 def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman rank correlation of two 1-D samples (finite pairs only)."""
     from scipy.stats import spearmanr

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from thawcast.analysis.periods import label
+from thawcast.analysis.periods import decades, label
 from thawcast.analysis.tables import markdown_table
 from thawcast.errors import DataError
 from thawcast.variables import TARGETS
@@ -117,6 +117,43 @@ def annual_trends(values: np.ndarray, times: pd.DatetimeIndex) -> np.ndarray:
     annual = np.stack([values[:, years == y].mean(axis=1) for y in uniq], axis=1)  # [band, year, layer]
     return np.array([[trend_per_decade(uniq, annual[b, :, k]) for k in range(annual.shape[2])]
                      for b in range(annual.shape[0])])
+
+
+def whole_chain(truth: np.ndarray, members: np.ndarray, alone: np.ndarray, air_true: np.ndarray,
+                air_gcm: np.ndarray, times: pd.DatetimeIndex) -> dict:
+    """The projections (bias-corrected GCM -> networks) against the pseudo-truth on climate statistics,
+    beside the networks driven by the pseudo-reality's own drivers: what the GCM and its bias correction
+    add to the error.
+
+    ``truth [band, time, layer]``, ``members``/``alone [member, band, time, layer]`` (the projection's
+    members, the networks alone), ``air_true``/``air_gcm [band, time]`` (the pseudo-reality's and the
+    corrected GCM's air temperature), all over ``times``. Per decade: climate RMSE/bias
+    (:func:`climate_scores`) of both ensemble means and of the corrected air, the mean absolute error of
+    the decadal ALT and months above 0 degC (:func:`decadal_thaw`), the last decade's ALT per band with
+    its share at the bound; over all years: the trends of annual means (:func:`annual_trends`).
+    """
+    bins = decades(times[0].year, times[-1].year)
+    thaw = {k: decadal_thaw(v, times, bins) for k, v in
+            {"truth": truth[None], "chain": members, "networks_alone": alone}.items()}
+
+    def thaw_errors(key: str) -> dict:
+        return {label(b): {k: float(np.mean(np.abs(thaw[key][k][i] - thaw["truth"][k][i])))
+                           for k in ("alt_cm", "months_above_zero")} for i, b in enumerate(bins)}
+
+    trends = {k: annual_trends(v, times) for k, v in
+              {"truth": truth, "chain": members.mean(0), "networks_alone": alone.mean(0)}.items()}
+    return {
+        "years": f"{times[0].year}-{times[-1].year}",
+        "climate": {"chain": climate_scores(truth, members.mean(0), times, bins),
+                    "networks_alone": climate_scores(truth, alone.mean(0), times, bins)},
+        "t_air_climate": climate_scores(air_true[..., None], air_gcm[..., None], times, bins, layers=("t_air",)),
+        "thaw_abs_error": {"chain": thaw_errors("chain"), "networks_alone": thaw_errors("networks_alone")},
+        "alt_last_decade_cm": {k: v["alt_cm"][-1].tolist() for k, v in thaw.items()},
+        "alt_last_decade_share_at_bound": {k: v["alt_share_at_bound"][-1].tolist() for k, v in thaw.items()},
+        "trend_per_decade": {k: {lay: float(v[:, i].mean()) for i, lay in enumerate(TARGETS)} for k, v in trends.items()},
+        "trend_rmse": {k: float(np.sqrt(np.mean((trends[k] - trends["truth"]) ** 2)))
+                       for k in ("chain", "networks_alone")},
+    }
 
 
 def _summary(err: np.ndarray) -> dict[str, float]:
@@ -235,6 +272,10 @@ def _chain_markdown(chain: dict, band_names: list[str]) -> list[str]:
     return [*lines, ""]
 
 
+def _num(x: float | None) -> str:
+    return "n/a (fewer than 3 scenario x decades)" if x is None else f"{x:.2f}"
+
+
 def _bound(share: float) -> str:
     return f" (bound {share:.0%})" if share else ""
 
@@ -246,7 +287,7 @@ def _extrapolation_markdown(ext: dict) -> list[str]:
              ("Each window's distance from the training windows (the project stage's diagnostic, no truth needed)"
               " against the ensemble's error there (RMS over the layers, degC), pooled over scenarios and decades."
               f" Rank correlation per window {ext['rank_correlation_windows']:.2f}, per scenario x decade"
-              f" {ext['rank_correlation_decades']:.2f}. Test years (observed): mean distance"
+              f" {_num(ext['rank_correlation_decades'])}. Test years (observed): mean distance"
               f" {t['distance_mean']:.2f}, {t['share_extrapolating']:.0%} of windows beyond 1, RMSE {t['rmse']:.2f}."), ""]
     rows = [[f"{b['distance_from']:g}-{b['distance_to']:g}" if b["distance_to"] else f"{b['distance_from']:g}+", b["n"],
              "n/a" if b["rmse"] is None else f"{b['rmse']:.2f}"] for b in ext["bins"]]

@@ -172,8 +172,8 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
     models = list(preds)
     rcps = list(cfg.rcp_experiments)
     ensemble = models.index("ensemble")
-    extrapolation = _extrapolation_check(np.stack(dist_all), np.stack(pred_all)[:, ensemble], np.stack(truth_all),
-                                         months, bins, t_dist, t_preds["ensemble"] - t_truth)
+    extrapolation = ex.error_check(np.stack(dist_all), np.stack(pred_all)[:, ensemble] - np.stack(truth_all),
+                                   months, bins, t_dist, t_preds["ensemble"] - t_truth)
     verdict = _verdict(scores, list(networks), bins)
     body = {"available": True, "synthetic": True, "stride": cfg.perfect_model.stride,
             "years": f"{years[0]}-{years[1]}", "decades": [label(b) for b in bins],
@@ -199,7 +199,8 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
                             for rcp in rcps for n in (*networks, "ensemble")})
         mlflow.log_metrics({f"{rcp}_chain_climate_rmse_{d}": v["rmse"] for rcp in rcps
                             for d, v in chain[rcp]["climate"]["chain"].items()})
-        mlflow.log_metric("extrapolation_rank_correlation_decades", extrapolation["rank_correlation_decades"])
+        mlflow.log_metrics({f"extrapolation_{k}": extrapolation[k] for k in ("rank_correlation_windows",
+                            "rank_correlation_decades") if extrapolation[k] is not None})
         mlflow.log_dict(body, "perfect_model.json")
         mlflow.log_artifacts(str(paths.perfect_model / "figures"), "figures")
     return paths.perfect_model
@@ -207,63 +208,20 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
 
 def _whole_chain(projected: xr.DataArray, pseudo: xr.Dataset, months: pd.DatetimeIndex, truth: np.ndarray,
                  alone: np.ndarray, corrected_path: Path) -> dict:
-    """The projection stage's output (bias-corrected GCM -> networks) against the pseudo-truth on climate
-    statistics, beside the networks driven by the pseudo-reality itself (``alone [member, band, time,
-    layer]``): what the GCM and its bias correction add to the error. Over the projection's years inside
-    the pseudo-reality's."""
+    """:func:`thawcast.analysis.perfect_model.whole_chain` over the projection's months inside the
+    pseudo-reality's: the projected members, the corrected GCM air temperature (``corrected_path``) and
+    the pseudo-reality's, aligned with ``truth`` and ``alone`` (``[member, band, month, layer]``)."""
     ptimes = pd.DatetimeIndex(projected["time"].values)
     common = months.intersection(ptimes)
     if len(common) < 12:
         raise DataError(corrected_path, f"the projections ({ptimes[0]:%Y-%m}..{ptimes[-1]:%Y-%m}) share less than a"
                         f" year with the pseudo-reality ({months[0]:%Y-%m}..{months[-1]:%Y-%m})")
-    bins = decades(common[0].year, common[-1].year)
     at, pt = months.get_indexer(common), ptimes.get_indexer(common)
-    truth, alone = truth[:, at], alone[:, :, at]
     members = projected.transpose("model", "band", "time", "layer").values[:, :, pt]
     corrected = open_band_table(corrected_path, ("t_air",))["t_air"].transpose("band", "time")
-    air_gcm = corrected.sel(time=common).values[..., None]
-    air_true = pseudo["t_air"].transpose("band", "time").sel(time=common).values[..., None]
-    thaw = {k: pm.decadal_thaw(v, common, bins) for k, v in
-            {"truth": truth[None], "chain": members, "networks_alone": alone}.items()}
-    decs = [label(b) for b in bins]
-
-    def thaw_errors(key: str) -> dict:
-        return {d: {k: float(np.mean(np.abs(thaw[key][k][i] - thaw["truth"][k][i]))) for k in ("alt_cm",
-                                                                                                "months_above_zero")}
-                for i, d in enumerate(decs)}
-
-    trends = {k: pm.annual_trends(v, common) for k, v in
-              {"truth": truth, "chain": members.mean(0), "networks_alone": alone.mean(0)}.items()}
-    return {
-        "years": f"{common[0].year}-{common[-1].year}",
-        "climate": {"chain": pm.climate_scores(truth, members.mean(0), common, bins),
-                    "networks_alone": pm.climate_scores(truth, alone.mean(0), common, bins)},
-        "t_air_climate": pm.climate_scores(air_true, air_gcm, common, bins, layers=("t_air",)),
-        "thaw_abs_error": {"chain": thaw_errors("chain"), "networks_alone": thaw_errors("networks_alone")},
-        "alt_last_decade_cm": {k: v["alt_cm"][-1].tolist() for k, v in thaw.items()},
-        "alt_last_decade_share_at_bound": {k: v["alt_share_at_bound"][-1].tolist() for k, v in thaw.items()},
-        "trend_per_decade": {k: {lay: float(v[:, i].mean()) for i, lay in enumerate(TARGETS)} for k, v in trends.items()},
-        "trend_rmse": {k: float(np.sqrt(np.mean((trends[k] - trends["truth"]) ** 2)))
-                       for k in ("chain", "networks_alone")},
-    }
-
-
-def _extrapolation_check(dist: np.ndarray, ens: np.ndarray, truth: np.ndarray, months: pd.DatetimeIndex,
-                         bins: list[tuple[int, int]], test_dist: np.ndarray, test_err: np.ndarray) -> dict:
-    """Does the extrapolation diagnostic (no truth needed) tell where the ensemble fails? ``dist [scenario,
-    band, month]`` of each window, ``ens``/``truth [scenario, band, month, layer]``."""
-    err = np.sqrt(np.mean((ens - truth) ** 2, axis=-1))  # per window, RMS over the layers
-    years = np.asarray(months.year)
-    per_decade = [(float(dist[i][:, (years >= a) & (years <= b)].mean()),
-                   float(np.sqrt(np.mean(err[i][:, (years >= a) & (years <= b)] ** 2))))
-                  for i in range(len(dist)) for a, b in bins]
-    d, e = np.array(per_decade).T
-    return {"bins": ex.binned_errors(dist, err),
-            "rank_correlation_windows": ex.rank_correlation(dist, err),
-            "rank_correlation_decades": ex.rank_correlation(d, e),
-            "test_years": {"distance_mean": float(test_dist.mean()),
-                           "share_extrapolating": float((test_dist > 1).mean()),
-                           "rmse": float(np.sqrt(np.mean(test_err**2)))}}
+    return pm.whole_chain(truth[:, at], members, alone[:, :, at],
+                          pseudo["t_air"].transpose("band", "time").sel(time=common).values,
+                          corrected.sel(time=common).values, common)
 
 
 def _verdict(scores: dict, networks: list[str], bins: list[tuple[int, int]]) -> str:

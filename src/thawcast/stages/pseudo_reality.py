@@ -69,7 +69,9 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
             sections.append(run_suite(finish_summary(summary), "raw_era5land", paths.expectations,
                                       index_columns=["source_file", "time"]))
             cells = truth["t_air"].isel(time=0).notnull().values if cells is None else cells
-            _write_bands(truth, geom, tmp / paths.pseudo_bands(rcp).name, str(tmp / rcp), synthetic=True,
+            # named by where the files end up: a staging folder's name (with its process id) would make the
+            # output differ from build to build
+            _write_bands(truth, geom, tmp / paths.pseudo_bands(rcp).name, str(paths.pseudo_reality / rcp), synthetic=True,
                          thawcast_pseudo_reality="true", experiment_id=rcp)
             log.info("pseudo-reality %s: wrote %d files and the band means", rcp, len(files))
         era_dir = paths.raw / "era5land"
