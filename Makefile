@@ -23,7 +23,7 @@ repro: install
 	dvc repro
 
 test: install
-	pytest -m "not slow and not services" -q
+	pytest -m "not slow and not services" -q --durations=15
 
 test-all: install
 	pytest -m "not services" -q

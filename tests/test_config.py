@@ -24,6 +24,9 @@ def test_repo_params_parse_and_use_table1_edges():
         ({"source": {"kind": "ftp"}}, "source.kind"),
         ({"synthetic": {"resolution_deg": -1}}, "synthetic.resolution_deg"),
         ({"bias_correction": {"method": "dqm"}}, "bias_correction.method: Value error, unknown bias-correction method"),
+        ({"projection": {"start_year": 2024, "end_year": 2101}},
+         "projection 2024-2101 runs past synthetic.scenario_end_year 2100"),
+        ({"projection": {"start_year": 2020, "end_year": 2030}}, "projection 2020-2030 must start after period"),
     ],
 )
 def test_bad_params_name_the_key(raw, where):
