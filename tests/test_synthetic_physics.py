@@ -151,3 +151,28 @@ def test_the_tridiagonal_solver_matches_a_dense_solve():
         _solve_tridiagonal(a, b, c, d, cp, dp, x)
         dense = np.diag(b) + np.diag(a[1:], -1) + np.diag(c[:-1], 1)
         np.testing.assert_allclose(x, np.linalg.solve(dense, d), rtol=1e-12, atol=1e-12)
+
+
+def test_the_soil_model_runs_on_numba_s_own_threads_beside_torch():
+    """In a fresh interpreter with torch loaded first, as in a test run or a stage that trains: the compiled
+    soil model picks numba's workqueue layer (no second OpenMP runtime beside torch's, see the soil module),
+    and gives the same bits on 1 thread as on 2."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import torch, numpy as np, numba\n"
+        "torch.ones(64, 64) @ torch.ones(64, 64)\n"
+        "from thawcast.ingest.synthetic.soil import simulate\n"
+        "ts = (-8 + 10 * np.sin(np.arange(730) * 2 * np.pi / 365))[:, None] * np.ones((1, 6))\n"
+        "runs = []\n"
+        "for n in (1, 2):\n"
+        "    numba.set_num_threads(n)\n"
+        "    runs.append(simulate(ts, np.full_like(ts, 0.5), ts, 1.0, np.full(6, 0.3))[0])\n"
+        "print(numba.threading_layer(), bool(np.array_equal(runs[0], runs[1])))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["workqueue", "True"]

@@ -15,7 +15,12 @@ energy and produces a zero curtain (temperatures held near 0 C while water freez
 thaws).
 
 The time loop runs compiled (numba), one column per thread: columns never interact, so the
-result does not depend on the number of threads.
+result does not depend on the number of threads, nor on numba's threading layer. The layer is
+numba's own ``workqueue`` unless ``NUMBA_THREADING_LAYER`` says otherwise: numba would pick its
+OpenMP layer where a system libgomp exists, a second OpenMP runtime beside torch's in the same
+process, and a test run crashed (segfault) in this module after torch had trained models in that
+process (the same clash as scverse/scanpy#4026). Calls come one at a time from one thread, which
+is all ``workqueue`` supports.
 
 Upper boundary: the air (or surface) temperature reaches the soil through a surface
 resistance plus, when snow lies, the snow pack's resistance ``depth / k_snow``. Snow
@@ -25,6 +30,7 @@ boundary: a constant geothermal heat flux.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -36,6 +42,9 @@ from thawcast.variables import ERA5_LAYERS_M
 LATENT_HEAT_FUSION = 3.34e5  # J kg-1
 RHO_WATER = 1000.0  # kg m-3
 SECONDS_PER_DAY = 86400.0
+
+if "NUMBA_THREADING_LAYER" not in os.environ:  # see the module docstring (before the first parallel call)
+    numba.config.THREADING_LAYER = "workqueue"
 
 
 @dataclass(frozen=True)
