@@ -173,6 +173,7 @@ def test_the_soil_model_runs_on_numba_s_own_threads_beside_torch():
         "print(numba.threading_layer(), bool(np.array_equal(runs[0], runs[1])))\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600,
+                         check=False)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["workqueue", "True"]
