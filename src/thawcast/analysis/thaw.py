@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from thawcast.analysis.tables import markdown_table
+from thawcast.analysis.periods import label
+from thawcast.analysis.tables import markdown_table, rounded
 from thawcast.errors import DataError
 from thawcast.variables import ERA5_LAYER_MID_M, TARGETS
 
@@ -229,12 +230,6 @@ def trends(values: xr.DataArray) -> xr.DataArray:
                           input_core_dims=[["year"]], vectorize=True)
 
 
-def _r(x) -> float | None:
-    """Rounded to 0.001; NaN (a trend not reported) becomes None (null in JSON)."""
-    x = float(x)
-    return None if np.isnan(x) else round(x, 3)
-
-
 def _num(x: float | None, fmt: str) -> str:
     return "n/a" if x is None else format(x, fmt)
 
@@ -262,7 +257,7 @@ def summarise(obs: xr.Dataset, ens: xr.Dataset, names: list[str], t_air_trend: d
                      "thawing_degree_months_layer1": _layer1(tdm).mean("year"),
                      "thawing_degree_months_layer1_trend_per_decade": trends(_layer1(tdm)),
                      "t_air_trend_degC_per_decade": driver})
-        return {names[b]: {k: _r(v.isel(band=b)) for k, v in cols.items()} for b in range(alt.sizes["band"])}
+        return {names[b]: {k: rounded(float(v.isel(band=b)), 3) for k, v in cols.items()} for b in range(alt.sizes["band"])}
 
     out = {"observed": per_band(obs["alt_cm"], obs["months_above_zero"], obs["thawing_degree_months"],
                                 t_air_trend["observed"])}
@@ -285,8 +280,6 @@ def decadal_summary(proj: xr.Dataset, names: list[str], bins: list[tuple[int, in
     series; the ALT trend is None where any member-year sits at the bound. Crossing years
     (:func:`first_crossing_year`) are of the ensemble-mean ALT.
     """
-    from thawcast.analysis.periods import label
-
     years = proj["year"].values
     bound = LAYER_MID_CM[-1] - 1e-6
     out = {}
