@@ -8,11 +8,12 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from thawcast.variables import ERA5_FEATURES, TARGETS
+from thawcast.variables import ERA5_FEATURES, OPTIONAL_FEATURES, TARGETS
 
 
-def canonical_cube(years=(2001, 2002), lat=None, lon=None, seed=0) -> xr.Dataset:
-    """Plausible canonical-unit fields (not physics - just in range) on a small grid."""
+def canonical_cube(years=(2001, 2002), lat=None, lon=None, seed=0, snow: bool = False) -> xr.Dataset:
+    """Plausible canonical-unit fields (not physics - just in range) on a small grid; ``snow`` adds ERA5-Land's
+    snow water equivalent and density (a depth of swe / 250 m)."""
     rng = np.random.default_rng(seed)
     lat = np.arange(59.0, 71.6, 0.5) if lat is None else lat
     lon = np.arange(-168.0, -140.9, 0.5) if lon is None else lon
@@ -22,10 +23,13 @@ def canonical_cube(years=(2001, 2002), lat=None, lon=None, seed=0) -> xr.Dataset
             "q_latent": -15, "q_sensible": -5, "w1": 0.3, "w2": 0.3, "w3": 0.3, "w4": 0.3,
             "t_soil1": -1, "t_soil2": -1, "t_soil3": -1, "t_soil4": -1}
     data = {}
-    for name in ERA5_FEATURES + TARGETS:
+    for name in tuple(n for n in ERA5_FEATURES if n not in OPTIONAL_FEATURES) + TARGETS:
         scale = 0.01 if name.startswith(("w", "p_")) else 1.0
         data[name] = (("time", "lat", "lon"), (base[name] + scale * rng.normal(size=shape)).clip(
             0 if name.startswith(("p_", "w")) else None).astype(np.float32))
+    if snow:
+        data["swe"] = (("time", "lat", "lon"), rng.uniform(0.0, 200.0, shape).astype(np.float32))
+        data["snow_density"] = (("time", "lat", "lon"), np.full(shape, 250.0, dtype=np.float32))
     return xr.Dataset(data, coords={"time": times, "lat": lat, "lon": lon})
 
 

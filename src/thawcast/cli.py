@@ -30,6 +30,7 @@ STAGES = {
     "tune": "Optuna study per architecture (resumable), tracked in MLflow; data/tuning/<arch>/",
     "compare-studies": "cross-architecture comparison of the tuning studies: metrics/tuning.{json,md}",
     "seed-spread": "every architecture retrained with several seeds, defaults and tuned: metrics/seed_spread.*",
+    "feature-ablation": "every architecture trained without and with ablation.features (snow): metrics/feature_ablation.*",
     "train": "train one architecture, log it to MLflow and register it (data/models/<arch>/)",
     "evaluate": "score every model and baseline on the test years: metrics, table, figures",
     "project": "every RCP x every registered model (@champion): projected soil temperature, ensemble, period check",

@@ -461,6 +461,22 @@ class RobustnessConfig(_Section):
         return (seed, *(s for s in self.seeds if s != seed))
 
 
+class AblationConfig(_Section):
+    """Stage feature-ablation: do these features earn their place among the model inputs? (README "Snow")"""
+
+    features: tuple[str, ...] = Field(
+        ("swe",), description="the features tested: every architecture trained with the defaults on every seed of"
+                              " `robustness`, without and with them; scored on the validation years")
+
+    @field_validator("features")
+    @classmethod
+    def _monthly(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [f for f in v if f not in FEATURES or FEATURES[f].kind == "signal"]
+        if not v or bad or len(set(v)) != len(v):
+            raise ValueError(f"features must be distinct monthly features (not the signal z), got {list(v)}")
+        return v
+
+
 class ComputeConfig(_Section):
     """Where the work runs. Results never depend on it, so no DVC stage lists it as a param."""
 
@@ -529,6 +545,7 @@ class Config(_Section):
     tuning: TuningConfig = TuningConfig()
     explain: ExplainConfig = ExplainConfig()
     robustness: RobustnessConfig = RobustnessConfig()
+    ablation: AblationConfig = AblationConfig()
     mlflow: MlflowConfig = MlflowConfig()
     compute: ComputeConfig = ComputeConfig()
 
@@ -546,6 +563,14 @@ class Config(_Section):
     def feature_names(self) -> tuple[str, ...]:
         """The model inputs: ``features`` from params, or every known feature when empty."""
         return self.features or tuple(FEATURES)
+
+    def ablation_variants(self) -> dict[str, tuple[str, ...]]:
+        """The feature-ablation stage's two input sets: ``without`` = ``features`` less ``ablation.features``;
+        ``with`` = those added after the last dynamic feature (the rest keep their order)."""
+        tested = self.ablation.features
+        without = tuple(f for f in self.feature_names if f not in tested)
+        cut = max((i + 1 for i, f in enumerate(without) if FEATURES[f].kind == "dynamic"), default=0)
+        return {"without": without, "with": without[:cut] + tested + without[cut:]}
 
     @property
     def perfect_model_on(self) -> bool:

@@ -55,7 +55,12 @@ class Variable:
     from_era5, from_cmip5
         Conversions from each source's units.
     role
-        ``feature``, ``target`` or ``cmip_only`` (a CMIP quantity with no direct ERA5 twin).
+        ``feature``, ``target``, ``cmip_only`` (a CMIP quantity with no direct ERA5 twin) or ``aux`` (read
+        to derive a feature, then dropped: ERA5-Land snow density gives the snow depth).
+    optional
+        A source may lack it (snow: many CMIP5 models publish no ``snd``, ERA5-Land downloads often
+        leave snow out). Readers then return the other variables; a stage that is asked for an absent
+        optional feature says which file variables it needs (:func:`thawcast.prep.features.require`).
     bc_kind
         How bias correction treats it: ``+`` additive (temperatures, radiation, fluxes) or
         ``*`` multiplicative (precipitation, snowfall, soil water: positive amounts).
@@ -72,6 +77,7 @@ class Variable:
     from_cmip5: Conversion | None = None
     cmip5_table: str = "Amon"
     bc_kind: str = "+"
+    optional: bool = False
 
 
 _K = ("K", "kelvin", "Kelvin")
@@ -88,6 +94,7 @@ _PREC_CMIP = Conversion(_FLUX, SECONDS_PER_DAY)
 _RAD_ERA = Conversion(_ERA_J, 1.0 / SECONDS_PER_DAY)
 _RAD_CMIP = Conversion(_W)
 _TURB_CMIP = Conversion(_W, -1.0)  # CMIP positive up -> ECMWF positive down
+_KG_M2 = ("kg m-2", "kg m**-2", "kg/m2")
 
 VARIABLES: dict[str, Variable] = {
     v.name: v
@@ -116,7 +123,20 @@ VARIABLES: dict[str, Variable] = {
         # CMIP5 mrsos is the water mass in the upper 10 cm: kg m-2 / (1000 kg m-3 * 0.1 m).
         Variable("w_top_cmip", "volumetric soil water in the upper 10 cm (CMIP mrsos)", "m3 m-3",
                  (0.0, 0.8), "cmip_only", cmip5="mrsos",
-                 from_cmip5=Conversion(("kg m-2", "kg m**-2", "kg/m2"), 0.01), cmip5_table="Lmon"),
+                 from_cmip5=Conversion(_KG_M2, 0.01), cmip5_table="Lmon"),
+        # Snow (optional). ERA5-Land ``sd`` is the snow depth in metres of water equivalent (a monthly mean
+        # state, not a per-day accumulation); CMIP5 ``snw`` (LImon) the snow amount in kg m-2 = mm w.e.
+        # Corrected additively (then floored at 0): at melt-out a month's calibration quantiles are near 0 in
+        # one source and not in the other, and QDM's ratios of near-zero quantiles ran to infinity.
+        Variable("swe", "snow water equivalent", "mm", (0.0, 10000.0), "feature",
+                 "sd", Conversion(("m of water equivalent", "m w.e.", "m"), 1000.0),
+                 "snw", Conversion(_KG_M2), cmip5_table="LImon", optional=True),
+        # The physical depth insulates the ground. ERA5-Land has no depth variable: the reader derives it per
+        # cell as sd / rsn (see SNOW_DEPTH_FROM); CMIP5 ``snd`` (LImon) is the depth itself.
+        Variable("snow_depth", "snow depth", "m", (0.0, 40.0), "feature",
+                 cmip5="snd", from_cmip5=Conversion(("m",)), cmip5_table="LImon", optional=True),
+        Variable("snow_density", "snow density", "kg m-3", (50.0, 700.0), "aux",
+                 "rsn", Conversion(("kg m**-3", "kg m-3", "kg/m3")), optional=True),
         *[
             Variable(f"t_soil{i}", f"soil temperature, ERA5-Land layer {i}", "degC",
                      (-65.0, 45.0), "target", f"stl{i}", _TEMP_ERA)
@@ -130,6 +150,10 @@ ERA5_LAYERS_M: tuple[tuple[float, float], ...] = ((0.0, 0.07), (0.07, 0.28), (0.
 ERA5_LAYER_MID_M: tuple[float, ...] = tuple((a + b) / 2 for a, b in ERA5_LAYERS_M)
 
 ERA5_FEATURES = tuple(v.name for v in VARIABLES.values() if v.role == "feature")
+#: The features a source may lack (snow); every other feature is required.
+OPTIONAL_FEATURES = tuple(n for n in ERA5_FEATURES if VARIABLES[n].optional)
+#: ERA5-Land's snow depth (m) = ``swe`` (mm w.e. = kg m-2) / ``snow_density`` (kg m-3), per cell and month.
+SNOW_DEPTH_FROM = ("swe", "snow_density")
 TARGETS = tuple(v.name for v in VARIABLES.values() if v.role == "target")
 ERA5_NAMES = {v.era5: v.name for v in VARIABLES.values() if v.era5}
 CMIP5_NAMES = {v.cmip5: v.name for v in VARIABLES.values() if v.cmip5}

@@ -6,7 +6,8 @@ File names follow the CMIP5 Data Reference Syntax::
     tas_Amon_IPSL-CM5A-MR_rcp85_r1i1p1_200601-210012.nc
 
 Atmospheric variables are in table ``Amon``; the land variable ``mrsos`` (and ``mrlsl``)
-in ``Lmon`` - any table is accepted. A variable may be split over several time chunks;
+in ``Lmon``, the snow amount ``snw`` and depth ``snd`` in ``LImon`` - any table is accepted.
+Snow is optional: an experiment without it opens without the snow features. A variable may be split over several time chunks;
 they are concatenated after checking that they neither overlap nor leave gaps. Calendars
 ``noleap``/``365_day`` (IPSL) and the standard ones are decoded with cftime and reduced
 to month starts. Units are CMIP's (K, kg m-2 s-1, W m-2 with ``hfls``/``hfss`` positive
@@ -31,7 +32,7 @@ from thawcast.ingest.common import (
     normalise_grid,
     open_netcdf,
 )
-from thawcast.variables import VARIABLES, to_canonical
+from thawcast.variables import CMIP5_NAMES, VARIABLES, to_canonical
 
 CMIP5_VARIABLES: tuple[str, ...] = tuple(v.cmip5 for v in VARIABLES.values() if v.cmip5)
 SUPPORTED_CALENDARS = ("noleap", "365_day", "standard", "gregorian", "proleptic_gregorian", "360_day")
@@ -105,7 +106,8 @@ def open_cmip5(
     """
     chunks = {"time": 120} if chunks is None else chunks
     files = find_cmip5_files(folder, model, experiment, ensemble)
-    missing = [v for v in variables if v not in files]
+    missing = [v for v in variables if v not in files and not VARIABLES[CMIP5_NAMES[v]].optional]
+    variables = [v for v in variables if v in files]  # an optional variable (snow) may be absent
     if missing:
         raise DataError(
             folder, f"no files for variable(s) {missing} of {model} {experiment} {ensemble}"

@@ -9,7 +9,9 @@ Handles the layouts seen in practice:
   accumulated fields into separate files of one zip) - all are combined;
 * CDS units: K, metres of water per day, J m-2 per day with ECMWF sign conventions
   (fluxes positive downward). Conversion to canonical units goes through
-  :mod:`thawcast.variables`.
+  :mod:`thawcast.variables`;
+* snow (``sd``, ``rsn``) is optional: files without it give a dataset without the snow
+  features; with both, the snow depth (m) is derived per cell as ``sd / rsn``.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from thawcast.ingest.common import (
     normalise_grid,
     open_netcdf,
 )
-from thawcast.variables import ERA5_NAMES, VARIABLES, to_canonical
+from thawcast.variables import ERA5_NAMES, SNOW_DEPTH_FROM, VARIABLES, to_canonical
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +148,12 @@ def open_era5land(
             name = ERA5_NAMES[v]
             if name in ds:
                 pieces[v].append((f, ds[name]))
-    missing = [v for v, got in pieces.items() if not got]
+    absent = [v for v, got in pieces.items() if not got]
+    missing = [v for v in absent if not VARIABLES[ERA5_NAMES[v]].optional]
+    if absent and not missing:
+        log.info("ERA5-Land files hold no %s: the features that need them are unavailable", absent)
+    for v in absent:
+        pieces.pop(v)
     if missing:
         where = files[0].parent if len(files) > 1 else files[0]
         raise DataError(where, f"variable(s) {missing} not found in {len(files)} ERA5-Land file(s) (variables are"
@@ -159,10 +166,25 @@ def open_era5land(
         check_months(pd.DatetimeIndex(da["time"].values), items[0][0].parent, f"ERA5-Land '{v}'")
         out[da.name] = da
     check_shared_time(out, files[0].parent)
-    ds = xr.Dataset(out)
+    ds = with_snow_depth(xr.Dataset(out))
     ds.attrs = {**first_attrs, "source_format": "ERA5-Land monthly means (CDS NetCDF)",
                 "source_files": ", ".join(f.name for f in files)}
     return ds
+
+
+def with_snow_depth(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with the snow depth (m) = snow water equivalent (mm = kg m-2) / snow density (kg m-3) per cell and
+    month, in place of the density (an input to the depth only); unchanged without both."""
+    swe, density = SNOW_DEPTH_FROM
+    if density not in ds:
+        return ds
+    out = ds.drop_vars(density)
+    if swe in ds:
+        var = VARIABLES["snow_depth"]
+        depth = ds[swe] / ds[density]
+        out["snow_depth"] = depth.assign_attrs(units=var.unit, long_name=var.long_name,
+                                               era5_name=f"{VARIABLES[swe].era5} / {VARIABLES[density].era5}")
+    return out
 
 
 def _check_overlaps(items: list[tuple[Path, xr.DataArray]], var: str) -> None:

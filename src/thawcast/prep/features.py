@@ -22,11 +22,43 @@ import xarray as xr
 
 from thawcast.catalogue import FEATURES
 from thawcast.errors import DataError
+from thawcast.variables import OPTIONAL_FEATURES, SNOW_DEPTH_FROM, VARIABLES
 
 
 def monthly_names(names: tuple[str, ...]) -> tuple[str, ...]:
     """The features stored per month (all but the window-level signal)."""
     return tuple(n for n in names if FEATURES[n].kind != "signal")
+
+
+def _file_variables(feature: str, source: str) -> list[str]:
+    """The file variables (ERA5-Land or CMIP5 short names) an optional feature is read from."""
+    var = VARIABLES[feature]
+    if source == "cmip5":
+        return [f"{var.cmip5} ({var.cmip5_table})"]
+    return [VARIABLES[n].era5 for n in SNOW_DEPTH_FROM] if feature == "snow_depth" else [var.era5]
+
+
+def require(requested: tuple[str, ...], have, source: str, where: str) -> None:
+    """Every requested optional feature (snow) is among ``have``; else one :class:`DataError` that names the file
+    variables it is read from and how to do without it.
+
+    Parameters
+    ----------
+    requested
+        The configured feature names (``features`` in params.yaml).
+    have
+        The variables a source provides (e.g. a band table's ``data_vars``).
+    source
+        ``era5`` or ``cmip5``: whose short names the message gives.
+    where
+        The files or experiment, for the message.
+    """
+    absent = [n for n in requested if n in OPTIONAL_FEATURES and n not in have]
+    if absent:
+        needs = sorted({v for n in absent for v in _file_variables(n, source)})
+        raise DataError(where, f"feature(s) {absent} need the {'CMIP5' if source == 'cmip5' else 'ERA5-Land'}"
+                        f" variable(s) {needs}, which these files lack: add them, or remove {absent} from"
+                        " `features` in params.yaml (README \"Snow\")")
 
 
 def calendar_features(times: pd.DatetimeIndex) -> dict[str, np.ndarray]:
@@ -54,6 +86,7 @@ def monthly_matrix(dynamic: xr.Dataset, static: xr.Dataset, names: tuple[str, ..
     for n in monthly_names(names):
         kind = FEATURES[n].kind
         if kind == "dynamic":
+            require(names, dynamic, "era5", source)
             if n not in dynamic:
                 raise DataError(source, f"dynamic feature '{n}' is missing (have {sorted(dynamic.data_vars)})")
             col = dynamic[n].transpose("band", "time").values

@@ -6,7 +6,7 @@
 2. ``hist`` = CMIP5 ``historical`` spliced with ``bias_correction.splice_experiment`` over the
    calibration years (the same for every scenario); ``sim`` = ``historical`` spliced with the
    RCP, from the calibration start to the RCP's end;
-3. every dynamic feature is corrected against ERA5-Land with ``xsdba`` by both EQM and QDM
+3. every dynamic feature (snow where both sides have it) is corrected against ERA5-Land with ``xsdba`` by both EQM and QDM
    (:mod:`thawcast.prep.bias`); both feed the spread diagnostics.
 """
 
@@ -27,12 +27,13 @@ from thawcast.ingest.common import check_months, open_netcdf, select_years
 from thawcast.prep import bias
 from thawcast.prep.bias import mean_change, retained, spread
 from thawcast.prep.moisture import layer_ratios, split
-from thawcast.variables import ERA5_FEATURES
+from thawcast.variables import ERA5_FEATURES, OPTIONAL_FEATURES
 
 log = logging.getLogger(__name__)
 
 DIRECT = tuple(v for v in ERA5_FEATURES if not v.startswith("w"))
-CMIP_NEEDS = (*DIRECT, "w_top_cmip")
+#: What every CMIP5 band table must hold; the optional features (snow) are corrected where both sides have them.
+CMIP_NEEDS = (*(v for v in DIRECT if v not in OPTIONAL_FEATURES), "w_top_cmip")
 
 
 def _years(rng: YearRange) -> slice:
@@ -71,11 +72,18 @@ def splice(first: xr.Dataset, then: xr.Dataset, source: str) -> xr.Dataset:
     return out
 
 
-def cmip_features(ds: xr.Dataset, ratios: xr.DataArray) -> xr.Dataset:
-    """The 12 ERA5-Land dynamic features from a CMIP band table (layered soil water from mrsos)."""
-    out = xr.Dataset({v: ds[v] for v in DIRECT})
+def cmip_features(ds: xr.Dataset, ratios: xr.DataArray, names: tuple[str, ...] = ERA5_FEATURES) -> xr.Dataset:
+    """ERA5-Land's dynamic features ``names`` from a CMIP band table (layered soil water from mrsos)."""
+    out = xr.Dataset({v: ds[v] for v in DIRECT if v in names})
     out.update(split(ds["w_top_cmip"], ratios))
-    return out[list(ERA5_FEATURES)]
+    return out[list(names)]
+
+
+def corrected_features(era: xr.Dataset, cmip: dict[str, xr.Dataset]) -> tuple[str, ...]:
+    """The dynamic features to correct: the required ones, and each optional one (snow) that ERA5-Land and every
+    experiment have (the bands stage refused a requested one that is absent)."""
+    return tuple(v for v in ERA5_FEATURES if v not in OPTIONAL_FEATURES
+                 or (v in era and all(v in ds for ds in cmip.values())))
 
 
 def spread_diagnostics(raw: xr.Dataset, corrected: dict[str, xr.Dataset], rcps: list[str], cal: YearRange,
@@ -85,7 +93,7 @@ def spread_diagnostics(raw: xr.Dataset, corrected: dict[str, xr.Dataset], rcps: 
     out = {"pair": f"{high} minus {low}", "calibration": str(cal), "projection": str(proj),
            "definition": "difference between the two scenarios' mean change (projection minus calibration"
                          " years, all bands and months pooled), canonical units", "spread": {}}
-    for v in ERA5_FEATURES:
+    for v in raw.data_vars:
         row = {"raw": spread(mean_change(raw[v], _years(cal), _years(proj)), high, low)}
         for m in BIAS_METHODS:
             row[m] = spread(mean_change(corrected[m][v], _years(cal), _years(proj)), high, low)
@@ -111,7 +119,8 @@ def correct_scenarios(cfg: Config, era: xr.Dataset, cmip: dict[str, xr.Dataset])
     cal = bc.calibration
     ref = select_years(era, cal.start_year, cal.end_year, "ERA5-Land bands (calibration)")
     ratios = layer_ratios(ref)
-    feats = {e: cmip_features(ds, ratios) for e, ds in cmip.items()}
+    names = corrected_features(era, cmip)
+    feats = {e: cmip_features(ds, ratios, names) for e, ds in cmip.items()}
     hist = select_years(splice(feats["historical"], feats[bc.splice_experiment], "historical+splice"),
                         cal.start_year, cal.end_year, f"CMIP5 historical+{bc.splice_experiment} (calibration)")
     sims = {}
@@ -127,11 +136,11 @@ def correct_scenarios(cfg: Config, era: xr.Dataset, cmip: dict[str, xr.Dataset])
                     dim=pd.Index(rcps, name="scenario"), data_vars="all", join="exact")
     corrected, adjustments = {}, {}
     for m in BIAS_METHODS:
-        log.info("bias correction %s: %d variables x %d scenarios", m.upper(), len(ERA5_FEATURES), len(rcps))
+        log.info("bias correction %s: %d variables x %d scenarios", m.upper(), len(names), len(rcps))
         adjustments[m] = {v: bias.train(ref[v], hist[v], variable=v, method=m, nquantiles=bc.nquantiles,
-                                        seed=cfg.seed) for v in ERA5_FEATURES}
+                                        seed=cfg.seed) for v in names}
         corrected[m] = xr.Dataset({v: bias.apply(adjustments[m][v], raw[v], period_years=bc.period_years)
-                                   for v in ERA5_FEATURES})
+                                   for v in names})
     diag = spread_diagnostics(raw, corrected, rcps, cal, cfg.projection) if len(rcps) > 1 else {}
     return Correction(corrected, ratios, diag, adjustments)
 

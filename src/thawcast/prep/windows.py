@@ -273,6 +273,13 @@ class History:
     signal_ref: tuple[float, float]  # mu, sigma of monthly R_thermal over the training months
     fit: np.ndarray  # [time] the months the scaler was fitted on
 
+    def of_split(self, split: str) -> WindowSet:
+        """The windows of one split (what :func:`open_windows` reads back from the stage's file)."""
+        keep = self.split == SPLITS.index(split)
+        ws = self.windows
+        return WindowSet(x=ws.x, band=ws.band[keep], last=ws.last[keep], length=ws.length, times=ws.times,
+                         feature_names=ws.feature_names, signal=ws.signal, y=ws.y)
+
 
 def _signal_raw(dynamic: xr.Dataset, length: int, mu: float, sigma: float, source: str) -> np.ndarray:
     if SIGNAL_SOURCE not in dynamic:

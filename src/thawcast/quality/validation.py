@@ -27,15 +27,25 @@ def _context():
     return _CONTEXT
 
 
-def load_suite(name: str, suite_dir: Path):
-    """Load ``<suite_dir>/<name>.json`` as a ``gx.ExpectationSuite``."""
+def load_suite(name: str, suite_dir: Path, present=None):
+    """Load ``<suite_dir>/<name>.json`` as a ``gx.ExpectationSuite``.
+
+    ``present``: the frame's columns; the expectations of an optional variable (``meta.optional_variable``, see
+    :mod:`thawcast.quality.suites`) whose column is not among them are left out (its data are absent, which the
+    stage that needs them reports).
+    """
     import great_expectations as gx
 
     path = Path(suite_dir) / f"{name}.json"
     if not path.exists():
         raise ConfigError(f"{path}: expectation suite not found (run `thawcast expectations`)")
     _context()
-    return gx.ExpectationSuite(**json.loads(path.read_text()))
+    spec = json.loads(path.read_text())
+    if present is not None:
+        have = set(present)
+        spec["expectations"] = [e for e in spec["expectations"]
+                                if "optional_variable" not in e.get("meta", {}) or e["kwargs"]["column"] in have]
+    return gx.ExpectationSuite(**spec)
 
 
 def _describe(result) -> str:
@@ -75,7 +85,7 @@ def run_suite(
     index_columns
         Columns reported next to unexpected values (e.g. ``source_file``, ``band``).
     """
-    suite = load_suite(suite_name, suite_dir)
+    suite = load_suite(suite_name, suite_dir, present=frame.columns)
     batch = _context().data_sources.pandas_default.read_dataframe(frame)
     fmt = {"result_format": "SUMMARY", "partial_unexpected_count": 5}
     if index_columns:

@@ -27,6 +27,7 @@ from thawcast.ingest.era5land import open_era5land
 from thawcast.layout import Layout
 from thawcast.parallel import dask_client
 from thawcast.prep.aggregate import band_means, compute_streaming
+from thawcast.prep.features import require
 from thawcast.prep.geometry import BandGeometry
 from thawcast.quality.provenance import is_synthetic, provenance, staged_output
 from thawcast.quality.suites import band_table_frame
@@ -49,6 +50,7 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
     geom = BandGeometry.from_config(cfg.study_area)
     era_dir = raw_dir / "era5land"
     era = open_era5land(era_dir)
+    require(cfg.feature_names, era, "era5", str(era_dir))
     era = select_years(era, cfg.period.start_year, cfg.period.end_year, str(era_dir))
     cmip = {}
     with dask_client(cfg.compute.scheduler, cfg.compute.processes) as client:
@@ -59,12 +61,14 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
             # A few MB on the coarse GCM grid: in memory, the band means take a second (streamed in 12-month
             # chunks, the task overhead made it 30 s per experiment to 2100); the same bits either way.
             ds = open_cmip5(raw_dir / "cmip5", exp, cfg.cmip5.model, cfg.cmip5.ensemble).load()
+            require(cfg.feature_names, ds, "cmip5", f"{raw_dir / 'cmip5'} ({cfg.cmip5.model} {exp})")
             log.info("aggregating CMIP5 %s (%d months, %d variables)", exp, ds.sizes["time"], len(ds.data_vars))
             out = band_means(ds, geom, source=f"{raw_dir / 'cmip5'} ({exp})")
             out.attrs = provenance("bands", METHOD, ds.attrs["source_files"], synthetic=is_synthetic(ds.attrs),
                                    model_id=cfg.cmip5.model, experiment_id=exp, ensemble=cfg.cmip5.ensemble,
                                    calendar_note="CMIP months mapped to month starts (365_day calendar)")
             cmip[exp] = out
+    cmip = _common_optional(cmip)
     era_b.attrs = provenance("bands", METHOD, era.attrs.get("source_files", str(era_dir)),
                              synthetic=is_synthetic(era.attrs), source_format=era.attrs.get("source_format", ""))
 
@@ -90,6 +94,18 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
             ds.to_netcdf(tmp / paths.cmip5_bands(exp).name)
         _write_calibration(era_b, cfg, paths.metric("bands.json"))
     return paths.bands
+
+
+def _common_optional(cmip: dict[str, xr.Dataset]) -> dict[str, xr.Dataset]:
+    """The experiments' tables with only the optional variables (snow) every experiment has: a scenario is
+    corrected against the spliced historical run, so a variable one of them lacks is of no use (:func:`require`
+    already refused one the features need)."""
+    partial = {v for ds in cmip.values() for v in ds.data_vars if VARIABLES[v].optional} - set.intersection(
+        *({v for v in ds.data_vars if VARIABLES[v].optional} for ds in cmip.values()))
+    if partial:
+        log.warning("CMIP5 %s: only some experiments have it, so it is left out of every experiment",
+                    sorted(partial))
+    return {e: ds.drop_vars(sorted(partial)) for e, ds in cmip.items()}
 
 
 def _write_calibration(era_b: xr.Dataset, cfg: Config, path: Path) -> None:

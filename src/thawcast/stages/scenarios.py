@@ -39,7 +39,7 @@ from thawcast.prep.scenarios import CMIP_NEEDS, correct_scenarios, open_band_tab
 from thawcast.quality.provenance import is_synthetic, provenance, staged_output
 from thawcast.quality.suites import band_table_frame
 from thawcast.quality.validation import run_suite, validate_stage
-from thawcast.variables import ERA5_FEATURES
+from thawcast.variables import ERA5_FEATURES, OPTIONAL_FEATURES
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def _suite_params(cfg: Config, ds: xr.Dataset, n_bands: int) -> dict:
 
 def run(cfg: Config, paths: Layout | None = None) -> Path:
     paths = paths or Layout.at()
-    era = open_band_table(paths.era5_bands, ERA5_FEATURES)
+    era = open_band_table(paths.era5_bands, tuple(v for v in ERA5_FEATURES if v not in OPTIONAL_FEATURES))
     cmip = {e: open_band_table(paths.cmip5_bands(e), CMIP_NEEDS) for e in cfg.cmip5.experiments}
     corrected, ratios, diag, adjustments = correct_scenarios(cfg, era, cmip)
     chosen = corrected[cfg.bias_correction.method]

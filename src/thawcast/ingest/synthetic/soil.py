@@ -120,6 +120,62 @@ def _solve_tridiagonal(a, b, c, d, cp, dp, x) -> None:
         x[i] = dp[i] - cp[i] * x[i + 1]
 
 
+@numba.njit(cache=True)
+def _snow_step(w: float, snowfall: float, t_air: float, melt_factor: float, dt_days: float) -> float:
+    """Snow water equivalent (mm) after one step: the snowfall (mm day-1) accumulates, and a degree-day melt
+    (``melt_factor`` mm per K above 0 C per day) removes what it can."""
+    add = snowfall * dt_days
+    return w + add - min(w + add, melt_factor * max(t_air, 0.0) * dt_days)
+
+
+@numba.njit(parallel=True, cache=True)
+def _run_snow(snowfall, t_air, dt_days, melt_factor, rows, weight, swe, out) -> None:
+    """The snow pack alone (no soil): add ``weight[s]`` x the snow water equivalent to ``out[rows[s]]``."""
+    steps, ncol = snowfall.shape
+    for j in numba.prange(ncol):
+        w = swe[j]
+        for s in range(steps):
+            w = _snow_step(w, snowfall[s, j], t_air[s, j], melt_factor, dt_days)
+            out[rows[s], j] += weight[s] * w
+        swe[j] = w
+
+
+def snow_pack(snowfall: np.ndarray, t_air: np.ndarray, dt_days: float, periods: np.ndarray,
+              params: SoilParams = SoilParams(), swe: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The snow pack of :func:`simulate` without the soil under it (what a GCM's land model reports as ``snw``).
+
+    Parameters
+    ----------
+    snowfall, t_air
+        Snowfall (mm w.e. day-1) and air temperature (degC) per step, [steps, cols].
+    periods
+        [steps] non-decreasing output row of each step (e.g. its month).
+    swe
+        Snow water equivalent (mm) per column at the start (default none).
+
+    Returns
+    -------
+    The mean snow water equivalent per row [rows, cols] (mm) and the columns' snow at the end.
+    """
+    snowfall = np.ascontiguousarray(snowfall, dtype=np.float64)
+    steps, ncol = snowfall.shape
+    rows, weight, n_rows = _row_weights(periods, steps)
+    swe = np.zeros(ncol) if swe is None else np.array(swe, dtype=np.float64)
+    out = np.zeros((n_rows, ncol))
+    _run_snow(snowfall, np.ascontiguousarray(t_air, dtype=np.float64), float(dt_days),
+              params.melt_factor_mm_per_k_day, rows, weight, swe, out)
+    return out, swe
+
+
+def _row_weights(periods: np.ndarray | None, steps: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Output row of each step, the weight that makes each row a mean over its steps, and the row count."""
+    rows = np.arange(steps) if periods is None else np.asarray(periods, dtype=np.int64)
+    if rows.shape != (steps,) or (steps and (rows[0] < 0 or np.any(np.diff(rows) < 0))):
+        raise ValueError("periods must give a non-decreasing row >= 0 for every step")
+    n_rows = int(rows[-1]) + 1 if steps else 0
+    return rows, 1.0 / np.bincount(rows, minlength=n_rows)[rows], n_rows
+
+
 @numba.njit(parallel=True, cache=True)
 def _run_columns(t_surface, snowfall, t_air, dt_days, dz, latent, props, snow, observe, rows, weight,
                  temp, swe, out, depth_out) -> None:
@@ -144,9 +200,7 @@ def _run_columns(t_surface, snowfall, t_air, dt_days, dz, latent, props, snow, o
         cp, dp, x = np.empty(nn), np.empty(nn), np.empty(nn)
         for s in range(steps):
             if snow:
-                add = snowfall[s, j] * dt_days
-                melt = min(w + add, melt_factor * max(t_air[s, j], 0.0) * dt_days)
-                w = w + add - melt
+                w = _snow_step(w, snowfall[s, j], t_air[s, j], melt_factor, dt_days)
             depth = w / rho_snow  # mm w.e. / (kg m-3) == m of snow
             for i in range(nn):
                 frac = min(max((tj[i] - tl) / interval, 0.0), 1.0)  # unfrozen fraction
@@ -256,11 +310,7 @@ def simulate(
     if temp.shape != (ncol, nn) or swe.shape != (ncol,):
         raise ValueError(f"state for {temp.shape} nodes and {swe.shape} columns; the forcing has {ncol} columns"
                          f" and the grid {nn} nodes")
-    rows = np.arange(steps) if periods is None else np.asarray(periods, dtype=np.int64)
-    if rows.shape != (steps,) or (steps and (rows[0] < 0 or np.any(np.diff(rows) < 0))):
-        raise ValueError("periods must give a non-decreasing row >= 0 for every step")
-    n_rows = int(rows[-1]) + 1 if steps else 0
-    weight = 1.0 / np.bincount(rows, minlength=n_rows)[rows]
+    rows, weight, n_rows = _row_weights(periods, steps)
     obs = np.eye(nn) if observe is None else np.ascontiguousarray(observe, dtype=np.float64)
     theta = np.broadcast_to(np.asarray(theta, dtype=np.float64), (ncol,))
     latent_heat = LATENT_HEAT_FUSION * RHO_WATER * theta if latent else np.zeros(ncol)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,7 @@ from thawcast.ingest.synthetic.soil import (
     layer_matrix,
     node_grid,
     simulate,
+    snow_pack,
 )
 from thawcast.prep.geometry import BandGeometry, band_weights, wrap_lon
 from thawcast.variables import VARIABLES, from_canonical
@@ -75,16 +77,20 @@ def simulate_era5land(cfg: Config, rng: np.random.Generator, end_state: list | N
     log.info("synthetic ERA5-Land: %d x %d grid (%d land cells), %d months",
              lat.size, lon.size, int(land.sum()), len(times))
     fields = generate(lat2, lon2, times, rng, hist_rate=cfg.synthetic.warming_k_per_decade)
-    soil, state = soil_temperatures(fields, land, times, cfg.synthetic.spinup_years, cfg.synthetic.soil_dt_days)
+    soil = soil_temperatures(fields, land, times, cfg.synthetic.spinup_years, cfg.synthetic.soil_dt_days)
     if end_state is not None:
-        end_state.append(state)
+        end_state.append(soil.state)
     return _land_dataset(fields, soil, land, times, lat, lon)
 
 
-def _land_dataset(fields: dict, soil: np.ndarray, land: np.ndarray, times, lat, lon) -> xr.Dataset:
+def _land_dataset(fields: dict, soil: SoilRecord, land: np.ndarray, times, lat, lon) -> xr.Dataset:
+    """The ERA5-Land variables on land: the drivers, the soil model's layer temperatures and snow pack (of the
+    model's fixed density, as ERA5-Land's ``rsn`` reports it)."""
     data = {}
     for i in range(4):
-        fields[f"t_soil{i + 1}"] = soil[i]
+        fields[f"t_soil{i + 1}"] = soil.temps[i]
+    fields["swe"] = soil.swe
+    fields["snow_density"] = np.where(np.isnan(soil.swe), np.nan, SoilParams().snow_density)
     for name, arr in fields.items():
         if name == "w_top_cmip":
             continue
@@ -138,8 +144,8 @@ def simulate_pseudo_reality(cfg: Config, rng: np.random.Generator, state, experi
                       scenario=experiment, since=float(first))
     pick = np.isin(np.flatnonzero(land.ravel()), np.flatnonzero(cells.ravel()))
     start = type(state)(*(v[pick] for v in state))
-    soil, _ = soil_temperatures(fields, np.ones((1, int(cells.sum())), dtype=bool), times, 0,
-                                cfg.synthetic.soil_dt_days, state=start)
+    soil = soil_temperatures(fields, np.ones((1, int(cells.sum())), dtype=bool), times, 0,
+                             cfg.synthetic.soil_dt_days, state=start)
 
     def on_grid(values: np.ndarray) -> np.ndarray:
         out = np.full(values.shape[:-2] + cells.shape, np.nan)
@@ -147,15 +153,17 @@ def simulate_pseudo_reality(cfg: Config, rng: np.random.Generator, state, experi
         return out
 
     fields = {k: on_grid(v) for k, v in fields.items()}
-    return _land_dataset(fields, on_grid(soil), cells, times, lat, lon)
+    return _land_dataset(fields, SoilRecord(on_grid(soil.temps), on_grid(soil.swe), soil.state), cells, times,
+                         lat, lon)
 
 
 def soil_temperatures(
     fields: dict[str, np.ndarray], land: np.ndarray, times: pd.DatetimeIndex,
     spinup_years: int, dt_days: float, params: SoilParams | None = None,
     state: ColumnState | None = None, chunk_years: int = 10,
-) -> tuple[np.ndarray, ColumnState]:
-    """Monthly mean temperature of the 4 ERA5-Land layers [4, time, lat, lon] (NaN off land), and the end state.
+) -> SoilRecord:
+    """Monthly mean temperature of the 4 ERA5-Land layers and snow water equivalent (NaN off land), and the end
+    state.
 
     Monthly forcing is interpolated linearly to the model step (held at the first and last month's value
     before and after their mid-months); the soil surface sees the air temperature plus a summer radiative
@@ -173,18 +181,14 @@ def soil_temperatures(
     # The water content behind the latent heat is a property of the column: a continuation keeps it.
     theta = np.clip(col["w3"].mean(0), 0.05, 0.6) if state is None else state.theta
     n_months = nt + 12 * spin
-    start = times[0] - pd.DateOffset(years=spin)
-    month_starts = (pd.date_range(start, periods=n_months + 1, freq="MS") - start).days.to_numpy()
-    mid = month_starts[:-1] + 15.2
-    step_t = np.arange(0.0, month_starts[-1], dt_days) + dt_days / 2
-    month_of_step = np.searchsorted(month_starts, step_t, side="right") - 1
+    mid, step_t, month_of_step = model_steps(times[0] - pd.DateOffset(years=spin), n_months, dt_days)
     if state is None:
         state = ColumnState(np.repeat((col["t_air"][:12].mean(0) + 2.0)[:, None], node_grid(params)[0].size, 1),
                             np.zeros(idx.size), theta)
     log.info("soil heat model: %d columns x %d steps of %.1f days", idx.size, step_t.size, dt_days)
     observe = layer_matrix(node_grid(params)[0])
-    out = np.full((4, nt) + land.shape, np.nan)
-    flat = out.reshape(4, nt, -1)
+    out = np.full((5, nt) + land.shape, np.nan)  # the 4 layers, then the snow water equivalent
+    flat = out.reshape(5, nt, -1)
     for m0 in range(0, n_months, 12 * chunk_years):
         m1 = min(m0 + 12 * chunk_years, n_months)
         sel = (month_of_step >= m0) & (month_of_step < m1)
@@ -197,8 +201,37 @@ def soil_temperatures(
         keep = np.arange(m0, m1) >= 12 * spin  # months of the record (not spin-up)
         if keep.any():
             first = max(m0, 12 * spin) - 12 * spin
-            flat[:, first:first + int(keep.sum()), idx] = np.moveaxis(run.temps[keep], -1, 0)
-    return out, state
+            flat[:4, first:first + int(keep.sum()), idx] = np.moveaxis(run.temps[keep], -1, 0)
+            flat[4][first:first + int(keep.sum()), idx] = run.snow_depth[keep] * params.snow_density
+    return SoilRecord(out[:4], out[4], state)
+
+
+def model_steps(start: pd.Timestamp, n_months: int, dt_days: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Model steps of ``dt_days`` over ``n_months`` months from ``start``: the months' mid-points and the steps'
+    centres (days since ``start``), and each step's month (what monthly forcing is interpolated between)."""
+    month_starts = (pd.date_range(start, periods=n_months + 1, freq="MS") - start).days.to_numpy()
+    step_t = np.arange(0.0, month_starts[-1], dt_days) + dt_days / 2
+    return month_starts[:-1] + 15.2, step_t, np.searchsorted(month_starts, step_t, side="right") - 1
+
+
+def gcm_snow(t_air: np.ndarray, p_snow: np.ndarray, times: pd.DatetimeIndex, dt_days: float) -> np.ndarray:
+    """The synthetic GCM's snow water equivalent (mm) [time, lat, lon]: the soil model's snow pack on the GCM's
+    own air temperature and snowfall, after a year's spin-up on the first year."""
+    nt = len(times)
+    cols = {k: np.concatenate([v[:12], v]).reshape(nt + 12, -1) for k, v in (("t", t_air), ("s", p_snow))}
+    mid, step_t, month = model_steps(times[0] - pd.DateOffset(years=1), nt + 12, dt_days)
+    step_t, month = step_t[month < nt + 12], month[month < nt + 12]  # a last step centred past the end
+    forcing = {k: np.stack([np.interp(step_t, mid, v[:, j]) for j in range(v.shape[1])], 1) for k, v in cols.items()}
+    swe, _ = snow_pack(forcing["s"], forcing["t"], dt_days, month)
+    return swe[12:].reshape(t_air.shape)
+
+
+class SoilRecord(NamedTuple):
+    """What :func:`soil_temperatures` returns."""
+
+    temps: np.ndarray  #: [4, time, lat, lon] monthly mean layer temperatures (degC), NaN off land
+    swe: np.ndarray  #: [time, lat, lon] monthly mean snow water equivalent (mm), NaN off land
+    state: ColumnState  #: the columns at the end
 
 
 def write_era5land(ds: xr.Dataset, folder: Path, title: str = "SYNTHETIC reanalysis-era5-land-monthly-means"
@@ -269,7 +302,7 @@ def write_cmip5(cfg: Config, folder: Path, rng: np.random.Generator, years_per_f
     lat, lon = cmip_grid(cfg)
     lon2, lat2 = np.meshgrid(wrap_lon(lon), lat)
     geom = BandGeometry.from_config(cfg.study_area)
-    # Land-model variables (mrsos) exist on cells that overlap the study land.
+    # Land-model variables (mrsos, snw, snd) exist on cells that overlap the study land.
     land = band_weights(lat, wrap_lon(lon), geom).sum("band").values > 0
     spans = {"historical": (cfg.synthetic.hist_start_year, 2005)}
     for exp in cfg.cmip5.experiments:
@@ -282,12 +315,14 @@ def write_cmip5(cfg: Config, folder: Path, rng: np.random.Generator, years_per_f
         exp_rng = np.random.default_rng(hist_seed if exp == "historical" else rcp_seed)
         fields = generate(lat2, lon2, times, exp_rng, hist_rate=cfg.synthetic.warming_k_per_decade,
                           scenario=None if exp == "historical" else exp, bias=IPSL_LIKE_BIAS)
+        fields["swe"] = gcm_snow(fields["t_air"], fields["p_snow"], times, cfg.synthetic.soil_dt_days)
+        fields["snow_depth"] = fields["swe"] / SoilParams().snow_density
         log.info("synthetic CMIP5 %s %s: %d months", cfg.cmip5.model, exp, len(times))
         for name, var in VARIABLES.items():
             if var.cmip5 is None:
                 continue
             values, unit = from_canonical(fields[name], "cmip5", var.cmip5)
-            if var.cmip5_table == "Lmon":
+            if var.cmip5_table in _LAND_TABLES:
                 values = np.where(land[None], values, np.nan)
             for y0, y1 in cmip_chunks(first, last, years_per_file):
                 sel = (times.year >= y0) & (times.year <= y1)
@@ -297,6 +332,9 @@ def write_cmip5(cfg: Config, folder: Path, rng: np.random.Generator, years_per_f
                 written.append(path)
     return written
 
+
+#: CMIP5 tables of land-surface variables (written on land cells only) and their realms.
+_LAND_TABLES = {"Lmon": "land", "LImon": "landIce land"}
 
 _NOLEAP_CUM = np.cumsum([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30])
 _NOLEAP_LEN = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
@@ -337,7 +375,7 @@ def _write_cmor(path: Path, name: str, values: np.ndarray, unit: str, var, times
         "institution": "IPSL (Institut Pierre Simon Laplace, Paris, France) - format only",
         "institute_id": "IPSL", "model_id": cfg.cmip5.model, "experiment_id": exp,
         "parent_experiment_id": "historical" if exp != "historical" else "piControl",
-        "frequency": "mon", "modeling_realm": "land" if var.cmip5_table == "Lmon" else "atmos",
+        "frequency": "mon", "modeling_realm": _LAND_TABLES.get(var.cmip5_table, "atmos"),
         "table_id": f"Table {var.cmip5_table} (31 January 2011)", "project_id": "CMIP5",
         "product": "output", "realization": np.int32(1), "initialization_method": np.int32(1),
         "physics_version": np.int32(1), "Conventions": "CF-1.4",
@@ -355,6 +393,7 @@ _STANDARD_NAMES = {
     "prsn": "snowfall_flux", "rlds": "surface_downwelling_longwave_flux_in_air",
     "rsds": "surface_downwelling_shortwave_flux_in_air", "hfls": "surface_upward_latent_heat_flux",
     "hfss": "surface_upward_sensible_heat_flux", "mrsos": "moisture_content_of_soil_layer",
+    "snw": "surface_snow_amount", "snd": "surface_snow_thickness",
 }
 
 
