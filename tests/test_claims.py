@@ -265,3 +265,23 @@ def test_the_per_decade_thaw_numbers_in_the_prose_are_the_committed_thaw_metrics
     tdm = " / ".join(f"{north[r]['tdm_layer1_trend_per_decade']:+.2f} ± {north[r]['tdm_layer1_trend_ci95']:.2f}"
                      for r in rcps)
     assert f"thawing degree-months rise by {tdm} degC month per decade" in text
+
+
+def test_the_snow_ablation_tables_are_the_committed_feature_ablation():
+    ab = metrics("feature_ablation.json")
+
+    def diff(d: dict) -> str:
+        return f"{d['mean']:+.3f} +- {d['standard_error']:.3f}" + (" *" if d["beyond_two_standard_errors"] else "")
+
+    rows = table("| | validation RMSE without |")
+    assert rows[0] == ["all five", f"{ab['validation_rmse']['without']['mean']:.3f}",
+                       f"{ab['validation_rmse']['with']['mean']:.3f}", diff(ab["difference"])]
+    assert rows[1:] == [[a, f"{r['without']:.3f}", f"{r['with']:.3f}", diff(r["difference"])]
+                        for a, r in ab["by_architecture"].items()]
+    seasons = table("| season | t_soil1 | t_soil2 | t_soil3 | t_soil4 |")
+    assert seasons == [[s] + [diff(c["difference"]) for c in by.values()] for s, by in ab["by_season_layer"].items()]
+    assert f"The decision is **{ab['decision']}**" in README
+    td = ab["test_difference"]
+    assert f"on the test years {td['mean']:+.3f} +- {td['standard_error']:.3f} degC" in README
+    # the default inputs follow the decision
+    assert ab["in_default"] == (ab["decision"] == "add")

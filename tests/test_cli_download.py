@@ -10,6 +10,7 @@ from conftest import REPO
 from thawcast.cli import STAGES, main
 from thawcast.config import parse_config
 from thawcast.ingest.download import CDS_VARIABLE_NAMES, ERA5LAND_DATASET, era5land_request
+from thawcast.ingest.era5land import ERA5_SHORT_NAMES
 
 
 def test_help_lists_every_stage_the_pipeline_runs():
@@ -36,7 +37,8 @@ def test_era5_request_covers_study_box_and_variables():
     req = era5land_request(cfg, 2005)
     north, west, south, east = req["area"]
     assert north >= 71.336926 and south <= 59.2632802 and west <= -168 and east >= -141
-    assert len(req["variable"]) == 16 and set(req["variable"]) == set(CDS_VARIABLE_NAMES.values())
+    assert len(req["variable"]) == 18 and set(req["variable"]) == set(CDS_VARIABLE_NAMES.values())
+    assert set(CDS_VARIABLE_NAMES) == set(ERA5_SHORT_NAMES)  # every variable the reader reads, snow included
     assert req["product_type"] == ["monthly_averaged_reanalysis"]
     assert req["year"] == ["2005"] and len(req["month"]) == 12
     assert ERA5LAND_DATASET == "reanalysis-era5-land-monthly-means"

@@ -26,7 +26,7 @@ def test_dvc_repro_builds_every_stage_and_a_second_run_is_a_noop(built):
     work, params, env, first = built
     archs = params["training"]["architectures"]
     for stage in ("raw", "static", "bands", "scenarios", "windows", "tune",
-                  "compare-studies", "seed-spread", *[f"train@{a}" for a in archs], "evaluate", "project", "thaw", "explain",
+                  "compare-studies", "seed-spread", "feature-ablation", *[f"train@{a}" for a in archs], "evaluate", "project", "thaw", "explain",
                   "compare-explanations", "report"):
         assert f"Running stage '{stage}'" in first.stdout
     assert (work / "data" / "bands" / "era5land_bands.nc").exists()
@@ -44,6 +44,9 @@ def test_dvc_repro_builds_every_stage_and_a_second_run_is_a_noop(built):
     # evaluation, SHAP, projections, ALT, the perfect-model skill by decade
     assert page.count("data:image/png;base64,") == 4 + 3 * len(archs)
     assert "How far to trust the projections" in page
+    ablation = json.loads((work / "metrics" / "feature_ablation.json").read_text())
+    assert "Snow: does it earn a place" in page and f"Decision: {ablation['decision']}" in page
+    assert ablation["features"] == ["swe"] and ablation["difference"]["n_pairs"] == len(archs) * 2  # two seeds
     assert next(v["data"]["metrics/perfect_model.json"]["data"] for v in shown.values())["available"]
     pm = json.loads((work / "metrics" / "perfect_model.json").read_text())  # dvc shows numbers only
     assert set(pm["networks"]) == set(archs) and set(pm["scores"]) == {"rcp26", "rcp45", "rcp60", "rcp85"}

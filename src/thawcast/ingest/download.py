@@ -27,6 +27,9 @@ CDS_VARIABLE_NAMES = {
     "sshf": "surface_sensible_heat_flux",
     **{f"swvl{i}": f"volumetric_soil_water_layer_{i}" for i in range(1, 5)},
     **{f"stl{i}": f"soil_temperature_level_{i}" for i in range(1, 5)},
+    # snow (optional features; the depth is derived as sd / rsn)
+    "sd": "snow_depth_water_equivalent",
+    "rsn": "snow_density",
 }
 
 

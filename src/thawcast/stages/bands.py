@@ -105,7 +105,7 @@ def _common_optional(cmip: dict[str, xr.Dataset]) -> dict[str, xr.Dataset]:
     if partial:
         log.warning("CMIP5 %s: only some experiments have it, so it is left out of every experiment",
                     sorted(partial))
-    return {e: ds.drop_vars(sorted(partial)) for e, ds in cmip.items()}
+    return {e: ds.drop_vars(sorted(partial), errors="ignore") for e, ds in cmip.items()}
 
 
 def _write_calibration(era_b: xr.Dataset, cfg: Config, path: Path) -> None:

@@ -132,6 +132,8 @@ survives the correction; the paper's quantile mapping erased it, QDM keeps it.
             parts.append(_img(figs / f"observed_vs_predicted_{arch}.png", f"Observed vs predicted: {arch}"))
     parts.append(_md("## Hyper-parameter tuning\n\n" + _strip_title(_read(metrics_dir / "tuning.md"))))
     parts.append(_md("## Seed noise\n\n" + _strip_title(_read(metrics_dir / "seed_spread.md"))))
+    parts.append(_md("## Snow: does it earn a place among the inputs?\n\n"
+                     + _strip_title(_read(metrics_dir / "feature_ablation.md"))))
     parts.append(_md("## Which drivers matter (SHAP)\n\n" + _strip_title(_read(metrics_dir / "shap.md"))))
     for arch in archs:
         parts.append(_img(paths.explanation(arch) / "figures" / "shap_bar.png", f"Mean |SHAP|: {arch}"))
