@@ -186,3 +186,15 @@ def test_no_import_cycles_between_modules():
     for m in sorted(modules):
         if m not in state:
             visit(m, [m])
+
+
+def test_the_report_depends_on_every_output_it_lists():
+    """The report's "Exact versions" table lists the hash of every stage output (from dvc.lock): each must be a
+    dependency of the report, or a changed output would leave the report's table stale without rerunning it."""
+    deps = _paths(DVC["report"]["deps"])
+    for name in DVC:
+        if name == "report":
+            continue
+        st = _stage(name)
+        for out in _paths(st.get("outs")) + _paths(st.get("metrics")):
+            assert any(out == d or out.startswith(d + "/") for d in deps), f"{out} ({name}) is not a report dep"

@@ -23,7 +23,7 @@ import xarray as xr
 
 from thawcast.config import Config
 from thawcast.errors import DataError
-from thawcast.ingest.era5land import open_era5land, open_era5land_file
+from thawcast.ingest.era5land import open_era5land, open_era5land_file, with_snow_depth
 from thawcast.layout import Layout
 from thawcast.prep.aggregate import band_means
 from thawcast.prep.geometry import BandGeometry
@@ -71,7 +71,7 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
             cells = truth["t_air"].isel(time=0).notnull().values if cells is None else cells
             # named by where the files end up: a staging folder's name (with its process id) would make the
             # output differ from build to build
-            _write_bands(truth, geom, tmp / paths.pseudo_bands(rcp).name, str(paths.pseudo_reality / rcp), synthetic=True,
+            _write_bands(with_snow_depth(truth), geom, tmp / paths.pseudo_bands(rcp).name, str(paths.pseudo_reality / rcp), synthetic=True,
                          thawcast_pseudo_reality="true", experiment_id=rcp)
             log.info("pseudo-reality %s: wrote %d files and the band means", rcp, len(files))
         era_dir = paths.raw / "era5land"
