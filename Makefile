@@ -22,8 +22,9 @@ $(STAMP): pyproject.toml
 repro: install
 	dvc repro
 
+# Two pytest-xdist workers (at most four on bigger machines), whole files per worker: a file's fixtures are built once.
 test: install
-	pytest -m "not slow and not services" -q --durations=15
+	pytest -m "not slow and not services" -q --durations=15 -n auto --maxprocesses 4 --dist loadfile
 
 test-all: install
 	pytest -m "not services" -q

@@ -112,7 +112,13 @@ def rng() -> np.random.Generator:
 WORLD_FIXTURES = frozenset({"tiny_world", "tiny_pipeline", "trained"})
 
 
+#: Test files that take minutes: collected first, so that with ``make test``'s two pytest-xdist workers one of
+#: them starts on them while the other works through the rest (collected last they set the run's length).
+SLOWEST_FIRST = ("tests/test_dvc_pipeline.py",)
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         if WORLD_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.world)
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in SLOWEST_FIRST)  # stable: the rest keep their order

@@ -13,6 +13,17 @@ import yaml
 
 from conftest import REPO, TINY
 
+#: Environment variables MLflow exports whenever a process sets its store (so that its subprocesses inherit it): a
+#: subprocess of a test would otherwise inherit the store of whichever test ran before in this interpreter.
+MLFLOW_EXPORTS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+def cli_env() -> dict[str, str]:
+    """This environment for a ``thawcast``/``dvc`` subprocess: this interpreter's ``bin`` first on PATH, and no store
+    that an earlier test's MLflow calls exported."""
+    env = {k: v for k, v in os.environ.items() if k not in MLFLOW_EXPORTS}
+    return {**env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int = 1800) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
@@ -35,7 +46,7 @@ def tiny_repo(work: Path, archs: list[str], edit: Callable[[dict], None] | None 
         edit(params)
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     (work / "dvc.lock").unlink(missing_ok=True)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = cli_env()
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
                 ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"]):
         assert run(cmd, work, env).returncode == 0

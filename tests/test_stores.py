@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from conftest import TINY
+from repo_copy import cli_env
 from thawcast.cli import main
 from thawcast.config import parse_config
 from thawcast.tracking.registry import use_store
@@ -83,7 +84,7 @@ def test_a_corrupt_optuna_storage_is_named(tmp_path, monkeypatch, capsys, tiny_p
     # moved aside, tuning starts afresh (a new process, as the user's next command)
     shutil.move(path, tmp_path / "broken")
     again = subprocess.run([str(Path(sys.executable).parent / "thawcast"), "tune", "gru"], cwd=tmp_path,
-                           capture_output=True, text=True, timeout=600, check=False)
+                           env=cli_env(), capture_output=True, text=True, timeout=600, check=False)
     assert again.returncode == 0, again.stderr[-2000:]
     assert (tmp_path / "data" / "tuning" / "gru" / "best_params.json").exists()
 

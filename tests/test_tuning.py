@@ -2,7 +2,6 @@
 
 import json
 import multiprocessing
-import os
 import shutil
 import signal
 import sqlite3
@@ -20,6 +19,7 @@ import yaml
 from optuna.trial import TrialState
 
 from conftest import TINY, layout
+from repo_copy import cli_env
 from thawcast.config import parse_config
 from thawcast.errors import ConfigError, DataError
 from thawcast.layout import Layout
@@ -275,7 +275,7 @@ def test_killed_tuning_resumes_reusing_completed_trials(tiny_pipeline, tmp_path)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "windows").symlink_to(tiny_pipeline / "windows")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = cli_env()
     cmd = [str(Path(sys.executable).parent / "thawcast"), "tune", "gru"]
     db = tmp_path / "mlruns" / "optuna.db"
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

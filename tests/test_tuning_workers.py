@@ -18,6 +18,7 @@ import yaml
 from optuna.trial import TrialState
 
 from conftest import TINY, layout
+from repo_copy import cli_env
 from thawcast.config import parse_config
 from thawcast.errors import ConfigError
 from thawcast.learn import tuning
@@ -77,7 +78,7 @@ def test_a_killed_worker_loses_no_completed_trial(tiny_pipeline, tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "windows").symlink_to(tiny_pipeline / "windows")
     journal = tmp_path / "mlruns" / "optuna.journal"  # the default storage
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = cli_env()
     cmd = [str(Path(sys.executable).parent / "thawcast"), "tune", "gru", "--workers", "2"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline, victim = time.time() + 240, None
