@@ -22,9 +22,10 @@ $(STAMP): pyproject.toml
 repro: install
 	dvc repro
 
-# Two pytest-xdist workers (at most four on bigger machines), whole files per worker: a file's fixtures are built once.
+# Two pytest-xdist workers (at most four on bigger machines), whole files per worker (a file's fixtures are built
+# once), in collection order (xdist would otherwise start with the files of most tests; the slowest is one test).
 test: install
-	pytest -m "not slow and not services" -q --durations=15 -n auto --maxprocesses 4 --dist loadfile
+	pytest -m "not slow and not services" -q --durations=15 -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder
 
 test-all: install
 	pytest -m "not services" -q
