@@ -87,3 +87,34 @@ def test_ridge_recovers_a_linear_target_and_picks_alpha_on_validation(rng):
     assert r2 > 0.99
     with pytest.raises(DataError, match="before fit"):
         RidgeBaseline().predict(test)
+
+
+def test_ridge_picks_the_strong_shrinkage_when_the_inputs_say_nothing(rng):
+    """A target of pure noise: the weakly shrunk model fits the noise of the training windows and loses on
+    validation, so the last of the alphas wins (a choice that kept the first alpha, or compared the RMSE with
+    anything but the best RMSE so far, would not get there)."""
+    x = rng.normal(size=(N_BANDS, len(TIMES), 2)).astype(np.float32)
+    y = rng.normal(size=(N_BANDS, len(TIMES), 4)).astype(np.float32)
+    train, val = (_windows(a, b, x, y=y) for a, b in ((2001, 2004), (2005, 2006)))
+    assert RidgeBaseline(alphas=(1e-3, 1e3)).fit(train, val).alpha == 1e3
+    with pytest.raises(DataError, match=r"^ridge baseline used before fit$"):
+        RidgeBaseline().predict(val)
+
+
+def test_climatology_table_shape_and_the_month_it_lacks():
+    y = _periodic()
+    table = climatology_table(y, TIMES.month.to_numpy(), np.asarray(TIMES.year <= 2003))
+    assert table.shape == (N_BANDS, 12, 4)
+    with pytest.raises(DataError, match=r"^no training month for calendar month 6: climatology undefined$"):
+        climatology_table(y, TIMES.month.to_numpy(), np.asarray(TIMES < "2001-06-01"))
+
+
+def test_seasonal_persistence_from_the_first_month_of_the_record():
+    """The first target a year after the record starts reads month 0: allowed, and exact on a yearly cycle."""
+    y = _periodic()
+    ws = _windows(2002, 2002)
+    assert (ws.last + 1 - 12).min() == 0
+    np.testing.assert_allclose(predict_seasonal_persistence(y, ws), y[ws.band, ws.last + 1])
+    with pytest.raises(DataError, match=r"^seasonal persistence needs the target month one year earlier; some"
+                                        r" windows start less than 12 months into the record$"):
+        predict_seasonal_persistence(y, _windows(2001, 2001))

@@ -51,3 +51,33 @@ def test_skill_table_groups_by_band_and_layer(rng):
         skill_table(obs, obs, band, ("a", "b", "c"))
     with pytest.raises(DataError, match="band index"):
         skill_table(obs, obs, band[:-1], ("a", "b"))
+
+
+def test_missing_values_given_as_none_are_skipped():
+    """Scores from JSON or pandas object columns: ``None`` is a missing value, like NaN, on either side."""
+    assert rmse([1.0, None, 3.0], [2.0, 5.0, 3.0]) == pytest.approx(np.sqrt(0.5))
+    assert mae([1.0, 2.0, 3.0], [2.0, None, 5.0]) == pytest.approx(1.5)
+
+
+def test_error_messages_say_what_is_wrong():
+    with pytest.raises(DataError, match=r"^no finite observed/simulated pairs to score$"):
+        rmse(np.array([np.nan]), np.array([1.0]))
+    with pytest.raises(DataError, match=r"^baseline RMSE must be positive, got 0.0$"):
+        fractional_reduction(1.0, 0.0)
+    with pytest.raises(DataError, match=r"^band index shape \(39,\) does not match 40 windows$"):
+        skill_table(np.zeros((40, 2)), np.zeros((40, 2)), np.zeros(39, int), ("a", "b"))
+
+
+def test_fractional_reduction_against_a_baseline_other_than_one():
+    assert fractional_reduction(1.0, 4.0) == pytest.approx(0.75)  # a quarter of the baseline's error is left
+    assert scores([0.0, 1.0], [0.0, 1.0]).keys() == {"rmse", "mae", "r2"}
+
+
+def test_skill_table_default_band_names_follow_the_band_index():
+    """Without names, band ``b`` is ``band<b>``, also when a band in between has no windows."""
+    band = np.array([0, 0, 2, 2])
+    obs = np.zeros((4, 1))
+    sim = np.array([[1.0], [1.0], [3.0], [3.0]])
+    t = skill_table(obs, sim, band, ("a",))
+    assert list(t["per_band"]) == ["band0", "band2"]
+    assert t["per_band"]["band2"]["rmse"] == 3.0 and t["per_band_layer"]["band0"]["a"]["mae"] == 1.0
