@@ -158,3 +158,20 @@ def test_the_scaling_frame_reports_zero_mean_unit_std_on_the_training_months(his
     np.testing.assert_allclose(moving["train_mean"], 0.0, atol=1e-6)
     np.testing.assert_allclose(moving["train_std"], 1.0, rtol=1e-5)
     assert frame.loc["year", "constant"] and frame.loc["year", "train_std"] == 0.0
+
+
+def test_of_split_is_the_split_s_windows_as_the_stage_s_file_would_give_them(history, tmp_path):
+    """The in-memory split (the feature-ablation stage's) equals the one read back from the window file."""
+    from thawcast.prep.windows import open_windows, to_dataset
+
+    _era, _static, hist = history
+    path = tmp_path / "history.nc"
+    to_dataset(hist.windows, hist.split, hist.y_degc, TARGETS, {}).to_netcdf(path)
+    for code, name in enumerate(SPLITS):
+        mine, read = hist.of_split(name), open_windows(path, name)
+        assert len(mine) == int((hist.split == code).sum()) > 0
+        np.testing.assert_array_equal(mine.band, read.band)
+        np.testing.assert_array_equal(mine.last, read.last)
+        np.testing.assert_array_equal(mine.inputs(), read.inputs())
+        np.testing.assert_array_equal(mine.targets(), read.targets())
+        assert mine.feature_names == read.feature_names and mine.length == read.length
