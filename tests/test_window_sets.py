@@ -175,3 +175,35 @@ def test_of_split_is_the_split_s_windows_as_the_stage_s_file_would_give_them(his
         np.testing.assert_array_equal(mine.inputs(), read.inputs())
         np.testing.assert_array_equal(mine.targets(), read.targets())
         assert mine.feature_names == read.feature_names and mine.length == read.length
+
+
+def test_scalers_and_signal_reference_round_trip_through_their_file(history, tmp_path):
+    from thawcast.prep.windows import load_scalers, load_signal_reference, save_scalers
+
+    _era, _static, hist = history
+    path = tmp_path / "scaler.json"
+    save_scalers(path, hist.scalers, {"signal_reference": {"mean": hist.signal_ref[0], "std": hist.signal_ref[1]}})
+    back = load_scalers(path)
+    assert set(back) == set(hist.scalers) == {"features", "targets", "signal"}
+    for k, s in hist.scalers.items():
+        assert back[k].names == s.names
+        np.testing.assert_array_equal(back[k].mean, s.mean)
+        np.testing.assert_array_equal(back[k].std, s.std)
+        np.testing.assert_array_equal(back[k].constant, s.constant)
+    assert load_signal_reference(path) == hist.signal_ref
+    with pytest.raises(DataError, match="scaler file not found"):
+        load_scalers(tmp_path / "nope.json")
+
+
+def test_to_grid_puts_each_window_s_value_at_its_target_month(history):
+    _era, _static, hist = history
+    ws = hist.of_split("test")
+    values = np.stack([ws.band * 100.0 + ws.last, -ws.band.astype(float)], axis=1)
+    months = ws.times[12:]
+    grid = ws.to_grid(values, months)
+    assert grid.shape == (ws.x.shape[0], len(months), 2)
+    pos = months.get_indexer(ws.target_times())
+    np.testing.assert_array_equal(grid[ws.band, pos], values)
+    filled = np.zeros(grid.shape[:2], bool)
+    filled[ws.band, pos] = True
+    assert np.isnan(grid[~filled]).all()  # no window targets those months
