@@ -52,7 +52,7 @@ def ablation_table(scores: dict[tuple[str, str, int], dict], features: tuple[str
                    layers: tuple[str, ...], in_default: bool) -> dict:
     """The stage's table from ``scores[(variant, arch, seed)] = {"val": rmse, "test": rmse, "val_season":
     season_layer_rmse(..)}`` with variants ``without`` and ``with``."""
-    archs = sorted({a for _, a, _ in scores}, key=[a for _, a, _ in scores].index)
+    archs = list(dict.fromkeys(a for _, a, _ in scores))
     pairs = [(a, s) for a in archs for s in seeds]
 
     def diff(key: str, pick=lambda x: x) -> list[float]:
