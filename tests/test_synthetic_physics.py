@@ -177,3 +177,40 @@ def test_the_soil_model_runs_on_numba_s_own_threads_beside_torch():
                          check=False)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["workqueue", "True"]
+
+
+def test_processes_compile_the_soil_kernels_one_at_a_time_and_never_again_after():
+    """Processes that compiled the parallel kernels into numba's cache at the same time could leave a cache a
+    later process crashed on (a pytest worker died so on a fresh clone). A process waits for the lock another
+    holds before it compiles or loads them; the first call fixes the only argument types any call uses."""
+    import subprocess
+    import sys
+    import time
+
+    from filelock import FileLock
+
+    from thawcast.ingest.synthetic.soil import compile_lock_path
+
+    simulate(np.zeros((2, 1)), np.zeros((2, 1)), np.zeros((2, 1)), 1.0, 0.0)  # the cache is warm (~1 s to load)
+    code = (
+        "import sys, numpy as np\n"
+        "from thawcast.ingest.synthetic import soil\n"
+        "print('imported', flush=True)\n"
+        "ts = (-8 + 10 * np.sin(np.arange(730) * 2 * np.pi / 365))[:, None] * np.ones((1, 3))\n"
+        "p = soil.SoilParams()\n"
+        "obs = soil.layer_matrix(soil.node_grid(p)[0])\n"
+        "run = soil.simulate(ts, np.full_like(ts, 0.5), ts, 1.0, np.full(3, 0.3), p, t_init=np.zeros(3),\n"
+        "                    observe=obs, periods=np.arange(730) // 30)\n"
+        "soil.simulate(ts, ts, ts, 1.0, 0.2, p, latent=False, snow=False, state=run.state)\n"
+        "soil.snow_pack(ts, ts, 1.0, np.arange(730) // 30, swe=np.ones(3))\n"
+        "print(len(soil._run_columns.signatures), len(soil._run_snow.signatures))\n"
+    )
+    with FileLock(compile_lock_path()):
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        assert proc.stdout.readline().strip() == "imported", proc.stderr.read()[-2000:]
+        time.sleep(4)
+        assert proc.poll() is None, "the process ran the soil model while another held the compile lock"
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    assert out.split() == ["1", "1"]  # every call above ran on the kernels compiled for the first

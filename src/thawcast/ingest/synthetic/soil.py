@@ -22,6 +22,12 @@ process, and a test run crashed (segfault) in this module after torch had traine
 process (the same clash as scverse/scanpy#4026). Calls come one at a time from one thread, which
 is all ``workqueue`` supports.
 
+The compiled kernels are cached on disk (numba's ``cache=True``), and each process compiles or loads them
+once, holding a lock file shared by every process of this user on the machine (:func:`_compile_once`):
+processes that compiled these parallel kernels at the same time could leave a cache that a later process
+loaded and crashed on (numba/numba#4807), and a test run does exactly that (pytest workers and the stages
+they start, all on a fresh clone's empty cache).
+
 Upper boundary: the air (or surface) temperature reaches the soil through a surface
 resistance plus, when snow lies, the snow pack's resistance ``depth / k_snow``. Snow
 water equivalent accumulates snowfall and melts with a degree-day factor. Lower
@@ -30,12 +36,16 @@ boundary: a constant geothermal heat flux.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 import numba
 import numpy as np
+from filelock import FileLock
 
 from thawcast.variables import ERA5_LAYERS_M
 
@@ -45,6 +55,31 @@ SECONDS_PER_DAY = 86400.0
 
 if "NUMBA_THREADING_LAYER" not in os.environ:  # see the module docstring (before the first parallel call)
     numba.config.THREADING_LAYER = "workqueue"
+
+_compiled = False  # whether this process has its kernels (see _compile_once)
+
+
+def compile_lock_path() -> Path:
+    """The lock file under which processes compile or load the kernels: one per user and installed copy."""
+    key = hashlib.sha1(__file__.encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"thawcast-numba-{os.getuid()}-{key}.lock"
+
+
+def _compile_once() -> None:
+    """Compile the parallel kernels, or load them from numba's cache, under the machine-wide lock (module
+    docstring), on the argument types every call uses, so that no later call compiles outside the lock."""
+    global _compiled
+    if _compiled:
+        return
+    with FileLock(compile_lock_path()):
+        _compiled = True  # the calls below pass through here
+        try:
+            tiny = np.zeros((2, 1))
+            simulate(tiny, tiny, tiny, 1.0, 0.0)
+            snow_pack(tiny, tiny, 1.0, np.arange(2))
+        except BaseException:
+            _compiled = False
+            raise
 
 
 @dataclass(frozen=True)
@@ -157,6 +192,7 @@ def snow_pack(snowfall: np.ndarray, t_air: np.ndarray, dt_days: float, periods: 
     -------
     The mean snow water equivalent per row [rows, cols] (mm) and the columns' snow at the end.
     """
+    _compile_once()
     snowfall = np.ascontiguousarray(snowfall, dtype=np.float64)
     steps, ncol = snowfall.shape
     rows, weight, n_rows = _row_weights(periods, steps)
@@ -298,6 +334,7 @@ def simulate(
         ``temps`` [steps or rows, cols, nodes or n_obs] (degC) after each step or averaged per row,
         ``snow_depth`` [steps or rows, cols] (m), ``depths`` [nodes] and the final ``state``.
     """
+    _compile_once()
     t_surface = np.ascontiguousarray(t_surface, dtype=np.float64)
     steps, ncol = t_surface.shape
     dz, z = node_grid(params)
