@@ -161,7 +161,7 @@ def test_one_process_draws_from_the_seed_and_workers_each_from_their_own(monkeyp
 
 def test_an_unreachable_tuning_database_or_tracking_server_is_one_clear_error():
     from thawcast.config import MlflowConfig
-    from thawcast.errors import ServiceError
+    from thawcast.errors import ConfigError, ServiceError
 
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
@@ -173,6 +173,14 @@ def test_an_unreachable_tuning_database_or_tracking_server_is_one_clear_error():
     with pytest.raises(ServiceError, match=f"mlflow.tracking_uri http://127.0.0.1:{port}: the tracking server"):
         use_store(MlflowConfig(tracking_uri=f"http://127.0.0.1:{port}"))
     assert time.perf_counter() - t0 < 60  # not MLflow's default minutes of retries
+    t0 = time.perf_counter()  # a database as the MLflow store, without a tracking server
+    with pytest.raises(ServiceError, match=rf"mlflow.tracking_uri postgresql\+psycopg2://team:\*\*\*@127.0.0.1:{port}/mlflow:"
+                                           " the database does not answer") as err:
+        use_store(MlflowConfig(tracking_uri=f"postgresql+psycopg2://team:secret@127.0.0.1:{port}/mlflow"))
+    assert "secret" not in str(err.value)
+    assert time.perf_counter() - t0 < 30  # MLflow alone retries for about two minutes
+    with pytest.raises(ConfigError, match="postgresql\\+nodriver://team:\\*\\*\\*@.*driver is not installed"):
+        use_store(MlflowConfig(tracking_uri="postgresql+nodriver://team:secret@127.0.0.1/mlflow"))
 
 
 def test_studies_side_by_side_draw_the_same_trials_as_in_a_row(tiny_pipeline, tmp_path):

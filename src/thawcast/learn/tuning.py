@@ -35,6 +35,7 @@ from thawcast.config import Config, SearchDim
 from thawcast.errors import ConfigError, DataError, ServiceError
 from thawcast.layout import absolute_sqlite, redacted
 from thawcast.parallel import dead_here, process_id
+from thawcast.tracking.databases import POSTGRES_DRIVER, connect_args
 
 log = logging.getLogger(__name__)
 
@@ -120,14 +121,15 @@ def storage(cfg: Config, attempts: int = 5) -> optuna.storages.BaseStorage:
             # heartbeats are "experimental" in Optuna 5; they are what recovers killed trials
             warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(url, heartbeat_interval=cfg.tuning.heartbeat_s,
-                                              grace_period=cfg.tuning.grace_s)
+                                              grace_period=cfg.tuning.grace_s,
+                                              engine_kwargs={"connect_args": connect_args(url)})
 
     for attempt in range(1, attempts + 1):
         try:
             return connect()
         except ImportError:  # Optuna's wording for a missing database driver
-            raise ConfigError(f"tuning.storage {cfg.tuning.storage}: its database driver is not installed"
-                              " (for PostgreSQL: pip install -e '.[team]', which adds psycopg2)") from None
+            raise ConfigError(f"tuning.storage {redacted(cfg.tuning.storage)}: its database driver is not installed"
+                              f" ({POSTGRES_DRIVER})") from None
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as err:
             if attempt == attempts:
                 first = str(err.orig if getattr(err, "orig", None) is not None else err).strip().splitlines()

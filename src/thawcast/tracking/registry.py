@@ -15,8 +15,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from thawcast.config import MlflowConfig
-from thawcast.errors import DataError, ServiceError, ThawcastError
+from thawcast.errors import ConfigError, DataError, ServiceError, ThawcastError
 from thawcast.layout import absolute_sqlite, redacted
+from thawcast.tracking.databases import POSTGRES_DRIVER, connect_args
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,8 @@ def _reach(uri: str, call):
     over about ten seconds (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``/``..._TIMEOUT`` still win where set).
     """
     mlflow = _mlflow()
+    if not is_server(uri) and _local_store(uri) is None:
+        return _reach_database(uri, call)
     if not is_server(uri):
         import sqlalchemy.exc
 
@@ -165,6 +168,27 @@ def _reach(uri: str, call):
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
+
+
+def _reach_database(uri: str, call):
+    """``call()`` on a database store (``postgresql://...``, MLflow without a tracking server): one connection
+    first, with a connect timeout, because MLflow retries a database that does not answer for about two minutes
+    and then names it with its password."""
+    import sqlalchemy
+    import sqlalchemy.exc
+
+    where = f"mlflow.tracking_uri {redacted(uri)}"
+    try:
+        sqlalchemy.create_engine(uri, connect_args=connect_args(uri)).connect().close()
+        return call()
+    except (ImportError, sqlalchemy.exc.NoSuchModuleError, sqlalchemy.exc.ArgumentError) as exc:
+        raise ConfigError(f"{where}: not a database URL MLflow can use, or its driver is not installed"
+                          f" ({str(exc).splitlines()[0][:200]}); {POSTGRES_DRIVER}") from None
+    except (sqlalchemy.exc.SQLAlchemyError, _mlflow().exceptions.MlflowException) as exc:
+        cause = getattr(exc, "orig", None) or exc
+        first = (str(cause).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise ServiceError(f"{where}: the database does not answer or refuses ({redacted(first)}); start it"
+                           " (README 'Team mode') or point mlflow.tracking_uri elsewhere") from None
 
 
 def registered_name(cfg: MlflowConfig, architecture: str) -> str:
