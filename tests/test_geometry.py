@@ -132,10 +132,19 @@ def test_a_hole_the_data_surround_is_an_error_and_the_sea_coast_or_a_lake_is_not
     assert w2[lake].sum() / w2.sum() < MAX_HOLE_SHARE < w2[hole].sum() / w2.sum()
     np.testing.assert_array_equal(enclosed(hole), hole)
     check_holes(~lake, weights, GEOM, source="lake.nc")
-    with pytest.raises(DataError, match=r"hole.nc: no data in 32 cells of band 2 \(63.29-65.30 N\) that data"
-                                        r" surround, 2.9% of the band's land, at latitudes 64.00\.\.64.60 N,"
-                                        r" longitudes -150.60\.\.-149.20 E"):
+    with pytest.raises(DataError, match=r"hole.nc: no data in 32 land cells of band 2 \(63.29-65.30 N\), 2.9% of"
+                                        r" the band's land, at latitudes 64.00\.\.64.60 N,"
+                                        r" longitudes -150.60\.\.-149.20 E: a hole in the grid"):
         check_holes(~hole, weights, GEOM, source="hole.nc")
+    # a coast two cells (0.4 degrees) wide without data is still coast; land without data from the grid's western
+    # edge to 160 W is not, though the empty cells reach the edge (issue 16: it passed as sea before)
+    wide_coast = coast | np.roll(coast, 1, axis=1) & on_land
+    check_holes(on_land & ~wide_coast, weights, GEOM, source="coast.nc")
+    west = np.broadcast_to(lon < -160, on_land.shape)
+    assert not (enclosed(~(on_land & ~west)) & west).any()  # the rule before: no cell of it enclosed
+    with pytest.raises(DataError, match=r"west.nc: no data in \d+ land cells of band 0 .* longitudes -16\d.\d+\.\."
+                                        r"-160.\d+ E: a hole in the grid or an area the file leaves out"):
+        check_holes(on_land & ~west, weights, GEOM, source="west.nc")
 
 
 def test_wrap_lon():

@@ -129,12 +129,12 @@ def ingested(tiny_world, tiny_cfg, tmp_path_factory):
     return root / "raw"
 
 
-@pytest.mark.parametrize("fault", ["narrow longitudes", "hole", "renamed variable"])
+@pytest.mark.parametrize("fault", ["narrow longitudes", "hole", "blank west", "renamed variable"])
 def test_user_files_that_miss_part_of_the_study_area_or_a_variable_are_named(ingested, tiny_world, tiny_cfg,
                                                                            tmp_path, fault):
     """Issue 16's cases: a grid over -160..-141 of the -168..-141 study area, a block of inland cells with no
-    data, and 't2m' renamed 'T2M', each in one of three ERA5-Land files, are refused where the files are
-    read, naming the user's file, and the previous raw output stays."""
+    data, the full grid with no data west of 160 W, and 't2m' renamed 'T2M', each in one of three ERA5-Land
+    files, are refused where the files are read, naming the user's file, and the previous raw output stays."""
     cfg, ext = _user_files(tiny_world, tiny_cfg, tmp_path)
     shutil.copytree(ingested, tmp_path / "raw")
     before = sorted(p.name for p in (tmp_path / "raw" / "era5land").iterdir())
@@ -149,7 +149,10 @@ def test_user_files_that_miss_part_of_the_study_area_or_a_variable_are_named(ing
             ds["t2m"] = ds["t2m"].where(~xr.DataArray(box, dims=("latitude", "longitude")))
             return ds
         _rewrite(target, hole)
-        match = r"no 't_air' in \d+ cells of band 2 \(63.29-65.30 N\) that data surround"
+        match = r"no 't_air' in \d+ land cells of band 2 \(63.29-65.30 N\), .*: a hole in the grid"
+    elif fault == "blank west":  # the full grid, every variable empty west of 160 W: it reaches the grid's edge
+        _rewrite(target, lambda ds: ds.where(ds["longitude"] >= -160))
+        match = r"no '\w+' in \d+ land cells of band \d .*: a hole in the grid or an area the file leaves out"
     else:
         _rewrite(target, lambda ds: ds.rename({"t2m": "T2M"}))
         match = r"no variable 't2m' .* but 'T2M'"

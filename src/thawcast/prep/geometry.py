@@ -205,10 +205,30 @@ def enclosed(empty: np.ndarray) -> np.ndarray:
         open_ = grown
 
 
+#: Cells without data this close (degrees) to where the band geometry has no land may be coast that the data
+#: call sea; farther inland, a cell without data is land the file leaves out.
+COAST_DEG = 0.5
+
+
+def missing_land(valid: np.ndarray, weights: xr.DataArray) -> np.ndarray:
+    """``[lat, lon]`` booleans: cells without data on band land that the data surround (holes, lakes) or that
+    lie more than :data:`COAST_DEG` from the geometry's sea (an area the file leaves out, even one that reaches
+    the grid's edge). Empty cells on the coast, where the data's land-sea mask and the band geometry's differ,
+    are not counted."""
+    from scipy.ndimage import binary_dilation
+
+    empty = ~np.asarray(valid, dtype=bool)
+    sea = weights.values.sum(axis=0) <= 0  # no band land in the cell (the sea, or outside the study area)
+    step = float(min(np.abs(np.diff(weights["lat"].values)).min(initial=1.0),
+                     np.abs(np.diff(weights["lon"].values)).min(initial=1.0)))
+    near_sea = binary_dilation(sea, iterations=max(1, round(COAST_DEG / step)))
+    return empty & (enclosed(empty) | ~near_sea)
+
+
 def check_holes(valid: np.ndarray, weights: xr.DataArray, geometry: BandGeometry, source: str | None = None,
                 what: str = "data") -> None:
-    """Raise if cells without data that the data surround (not coast: the sea reaches the grid's edge) carry more
-    than :data:`MAX_HOLE_SHARE` of any band's land weight.
+    """Raise if band land without data (:func:`missing_land`) carries more than :data:`MAX_HOLE_SHARE` of any
+    band's land weight.
 
     Parameters
     ----------
@@ -227,15 +247,15 @@ def check_holes(valid: np.ndarray, weights: xr.DataArray, geometry: BandGeometry
         Naming the band, the share it lost and the latitude/longitude range of the empty cells.
     """
     lat, lon, w = weights["lat"].values, weights["lon"].values, weights.values
-    hole = enclosed(~np.asarray(valid, dtype=bool))
+    hole = missing_land(valid, weights)
     for b in range(w.shape[0]):
         share = w[b][hole].sum() / w[b].sum()
         if share > MAX_HOLE_SHARE:
             rows, cols = np.nonzero(hole & (w[b] > 0))
             raise DataError(
                 source,
-                f"no {what} in {rows.size} cells of band {b} ({geometry.edges[b]:.2f}-{geometry.edges[b + 1]:.2f} N)"
-                f" that data surround, {share:.1%} of the band's land, at latitudes {lat[rows].min():.2f}.."
+                f"no {what} in {rows.size} land cells of band {b} ({geometry.edges[b]:.2f}-"
+                f"{geometry.edges[b + 1]:.2f} N), {share:.1%} of the band's land, at latitudes {lat[rows].min():.2f}.."
                 f"{lat[rows].max():.2f} N, longitudes {lon[cols].min():.2f}..{lon[cols].max():.2f} E: a hole in the"
-                " grid (the band mean would cover part of the band)",
+                " grid or an area the file leaves out (the band mean would cover part of the band)",
             )
