@@ -61,6 +61,24 @@ def test_missing_variable_files(cmip_dir, tmp_path):
         open_cmip5(d, "rcp26")
 
 
+def test_files_named_otherwise_are_listed_where_none_were_found(cmip_dir, tmp_path):
+    """A renamed variable (TAS_...), experiment (RCP45) or member (r2i1p1): the error lists what the folder
+    holds, so the user sees the name they have beside the one looked for."""
+    d = _copy(cmip_dir, tmp_path)
+    for p in d.glob("tas_*rcp26*"):
+        p.rename(p.with_name("TAS" + p.name[3:]))
+    with pytest.raises(DataError, match=r"no files for variable\(s\) \['tas'\] of IPSL-CM5A-MR rcp26 r1i1p1 .*"
+                                        r"the folder holds .*IPSL-CM5A-MR rcp26 r1i1p1 \(TAS, hfls, "):
+        open_cmip5(d, "rcp26")
+    for p in d.glob("*_rcp45_*"):
+        p.rename(p.with_name(p.name.replace("_rcp45_", "_RCP45_")))
+    with pytest.raises(DataError, match=r"no files of IPSL-CM5A-MR rcp45 r1i1p1; the folder holds .*"
+                                        r"IPSL-CM5A-MR RCP45 r1i1p1 \(hfls, "):
+        open_cmip5(d, "rcp45")
+    with pytest.raises(DataError, match=r"no files of IPSL-CM5A-MR rcp26 r2i1p1; .*IPSL-CM5A-MR rcp26 r1i1p1 "):
+        open_cmip5(d, "rcp26", ensemble="r2i1p1")
+
+
 def test_gap_between_chunks(cmip_dir, tmp_path):
     d = _copy(cmip_dir, tmp_path)
     (d / "tas_Amon_IPSL-CM5A-MR_rcp26_r1i1p1_201601-202512.nc").unlink()

@@ -129,12 +129,13 @@ def ingested(tiny_world, tiny_cfg, tmp_path_factory):
     return root / "raw"
 
 
-@pytest.mark.parametrize("fault", ["narrow longitudes", "hole", "blank west", "renamed variable"])
+@pytest.mark.parametrize("fault", ["narrow longitudes", "hole", "blank west", "renamed variable", "GRIB name"])
 def test_user_files_that_miss_part_of_the_study_area_or_a_variable_are_named(ingested, tiny_world, tiny_cfg,
                                                                            tmp_path, fault):
     """Issue 16's cases: a grid over -160..-141 of the -168..-141 study area, a block of inland cells with no
-    data, the full grid with no data west of 160 W, and 't2m' renamed 'T2M', each in one of three ERA5-Land
-    files, are refused where the files are read, naming the user's file, and the previous raw output stays."""
+    data, the full grid with no data west of 160 W, and 't2m' renamed 'T2M' or '2t', each in one of three
+    ERA5-Land files, are refused where the files are read, naming the user's file, and the previous raw output
+    stays."""
     cfg, ext = _user_files(tiny_world, tiny_cfg, tmp_path)
     shutil.copytree(ingested, tmp_path / "raw")
     before = sorted(p.name for p in (tmp_path / "raw" / "era5land").iterdir())
@@ -153,9 +154,13 @@ def test_user_files_that_miss_part_of_the_study_area_or_a_variable_are_named(ing
     elif fault == "blank west":  # the full grid, every variable empty west of 160 W: it reaches the grid's edge
         _rewrite(target, lambda ds: ds.where(ds["longitude"] >= -160))
         match = r"no '\w+' in \d+ land cells of band \d .*: a hole in the grid or an area the file leaves out"
-    else:
+    elif fault == "renamed variable":
         _rewrite(target, lambda ds: ds.rename({"t2m": "T2M"}))
         match = r"no variable 't2m' .* but 'T2M'"
+    else:  # a name no look-alike rule knows: the month the file covers have no air temperature at all
+        _rewrite(target, lambda ds: ds.rename({"t2m": "2t"}))
+        match = (r"no variable 't2m' \(.*\) for \d{4}-01\.\.\d{4}-12 \(12 months\), and no other file has it for those"
+                 r" months; the file has \['2t', 'rsn', ")
     with pytest.raises(DataError, match=match) as info:
         raw.run(cfg, layout(tmp_path))
     assert str(info.value).startswith(f"{target}:"), str(info.value)

@@ -64,6 +64,24 @@ def find_cmip5_files(folder: Path, model: str, experiment: str, ensemble: str) -
     return {v: [p for _, p in sorted(items)] for v, items in found.items()}
 
 
+def folder_holds(folder: Path, limit: int = 6) -> str:
+    """What a CMIP5 folder holds, for an error that found none of the files it looked for: each model,
+    experiment and member with its variables, then files whose names do not follow the DRS (a few of each)."""
+    runs: dict[tuple[str, str, str], set[str]] = {}
+    other = []
+    for p in sorted(Path(folder).iterdir()) if Path(folder).is_dir() else []:
+        if (m := _NAME.match(p.name)) is not None:
+            runs.setdefault((m["model"], m["exp"], m["ens"]), set()).add(m["var"])
+        elif p.suffix == ".nc":
+            other.append(p.name)
+    parts = [f"{' '.join(k)} ({', '.join(sorted(v))})" for k, v in sorted(runs.items())[:limit]]
+    parts += [f"and {len(runs) - limit} more"] if len(runs) > limit else []
+    if other:
+        parts.append(f"{len(other)} .nc files not named var_table_model_experiment_member_YYYYMM-YYYYMM.nc"
+                     f" ({', '.join(other[:limit])}{', ...' if len(other) > limit else ''})")
+    return "the folder holds " + ("; ".join(parts) if parts else "no .nc files")
+
+
 def _open_chunk(path: Path, var: str, chunks: dict | None) -> tuple[xr.DataArray, dict]:
     """One variable of one chunk file in canonical units, and the file's global attributes."""
     ds = open_netcdf(path, chunks=chunks, use_cftime=True)
@@ -108,10 +126,13 @@ def open_cmip5(
     files = find_cmip5_files(folder, model, experiment, ensemble)
     missing = [v for v in variables if v not in files and not VARIABLES[CMIP5_NAMES[v]].optional]
     variables = [v for v in variables if v in files]  # an optional variable (snow) may be absent
+    if not files:
+        raise DataError(folder, f"no files of {model} {experiment} {ensemble}; {folder_holds(folder)}")
     if missing:
         raise DataError(
             folder, f"no files for variable(s) {missing} of {model} {experiment} {ensemble}"
-            f" (expected names like {cmip5_filename(missing[0], model, experiment, ensemble, 'YYYYMM', 'YYYYMM')})",
+            f" (expected names like {cmip5_filename(missing[0], model, experiment, ensemble, 'YYYYMM', 'YYYYMM')});"
+            f" {folder_holds(folder)}",
         )
     out = {}
     first: dict = {}

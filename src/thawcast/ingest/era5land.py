@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +101,35 @@ def _check_names(ds: xr.Dataset, path: Path, variables: Sequence[str]) -> None:
         if v not in ds and (alike := look_alike(v, unknown)) is not None:
             raise DataError(path, f"no variable '{v}' ({VARIABLES[ERA5_NAMES[v]].long_name}) but '{alike}': ERA5-Land"
                             f" names it '{v}'; rename it back (the file has {sorted(map(str, ds.data_vars))})")
+
+
+def check_complete(held: Mapping[Path, tuple[pd.DatetimeIndex, Collection[str]]]) -> None:
+    """Every ERA5-Land variable the pipeline needs (all but the optional snow) is in some file for every month
+    the files cover.
+
+    Parameters
+    ----------
+    held
+        Per file, its months and the canonical names of the variables :func:`open_era5land_file` read from it.
+
+    Raises
+    ------
+    DataError
+        Naming a file without the variable for months no other file has it for (renamed past recognition,
+        ``2t`` for ``t2m`` say, or left out of the download), and the variables that file does hold.
+    """
+    months = pd.DatetimeIndex(sorted(set().union(*(set(m) for m, _ in held.values()))))
+    for var in VARIABLES.values():
+        if not var.era5 or var.optional:
+            continue
+        have = set().union(*(set(m) for m, names in held.values() if var.name in names))
+        gap = months[~months.isin(list(have))]
+        if len(gap):
+            path = next(p for p, (m, names) in held.items() if var.name not in names and m.isin(gap).any())
+            with xr.open_dataset(path, decode_times=False) as ds:
+                names = sorted(map(str, ds.data_vars))
+            raise DataError(path, f"no variable '{var.era5}' ({var.long_name}) for {gap[0]:%Y-%m}..{gap[-1]:%Y-%m}"
+                            f" ({len(gap)} months), and no other file has it for those months; the file has {names}")
 
 
 def open_era5land(

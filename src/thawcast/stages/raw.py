@@ -19,8 +19,8 @@ import xarray as xr
 
 from thawcast.config import Config
 from thawcast.errors import DataError
-from thawcast.ingest.cmip5 import find_cmip5_files, open_cmip5
-from thawcast.ingest.era5land import list_netcdf, open_era5land_file
+from thawcast.ingest.cmip5 import find_cmip5_files, folder_holds, open_cmip5
+from thawcast.ingest.era5land import check_complete, list_netcdf, open_era5land_file
 from thawcast.layout import Layout
 from thawcast.prep.geometry import BandGeometry, band_weights, check_holes
 from thawcast.quality.provenance import staged_output
@@ -68,7 +68,8 @@ def _ingest(cfg: Config, tmp: Path) -> dict[Path, Path]:
                 origins[tmp / "cmip5" / p.name] = Path(p)
                 n += 1
     if n == 0:
-        raise DataError(src.cmip5_dir, f"no {cfg.cmip5.model} {cfg.cmip5.ensemble} CMIP5 files found")
+        raise DataError(src.cmip5_dir, f"no {cfg.cmip5.model} {cfg.cmip5.ensemble} CMIP5 files of"
+                        f" {', '.join(cfg.cmip5.experiments)} found; {folder_holds(src.cmip5_dir)}")
     if src.lithology_file is not None:
         if not Path(src.lithology_file).exists():
             raise DataError(src.lithology_file, "lithology file not found")
@@ -98,15 +99,17 @@ def validation_sections(cfg: Config, raw_dir: Path, suite_dir: Path) -> list[dic
     """Read every raw file back through the readers, check that each grid covers the study area without holes,
     and run the raw suites."""
     geom = BandGeometry.from_config(cfg.study_area)
-    era, weights = [], {}
+    era, weights, held = [], {}, {}
     for f in list_netcdf(raw_dir / "era5land"):
         ds = open_era5land_file(f, chunks={"time": 12}).load()  # one file in memory: 5x faster than dask here
+        held[f] = (pd.DatetimeIndex(ds["time"].values), list(ds.data_vars))
         grid = (ds["lat"].values.tobytes(), ds["lon"].values.tobytes())
         if grid not in weights:  # one grid in a sound download; another one is checked (and refused) on its own
             weights[grid] = band_weights(ds["lat"].values, ds["lon"].values, geom, source=str(f))
         summary, land = grid_summary(ds, f.name)
         _check_coverage(land, weights[grid], geom, f)
         era.append(summary)
+    check_complete(held)
     era_frame = finish_summary(pd.concat(era, ignore_index=True))
     cmip = []
     for exp in cfg.cmip5.experiments:
