@@ -146,12 +146,32 @@ def test_a_run_that_dies_half_way_moves_no_alias_and_writes_nothing(trained, tmp
     assert client.get_model_version_by_alias("thawcast-tcn", "champion").version == champion
     (new_run,) = [r for r in client.search_runs([exp]) if r.info.run_id not in runs_before]
     assert "test_rmse" in new_run.data.metrics  # it did die after training, scoring and logging
-    new_versions = {v.version for v in client.search_model_versions("name='thawcast-tcn'")} - versions_before
-    if where == "after logging":
-        assert new_run.info.status == "FAILED" and not new_versions
-    else:  # registered, but no alias points at the version and no hand-off names it
-        assert len(new_versions) == 1 and champion not in new_versions
-        assert not client.get_model_version("thawcast-tcn", new_versions.pop()).aliases
+    # what it registered was taken back: the registry holds no model that the DVC outputs do not name
+    assert {v.version for v in client.search_model_versions("name='thawcast-tcn'")} == versions_before
+    assert new_run.info.status == "FAILED"
+    if where != "after logging":
+        assert "failed before its outputs were in place" in new_run.data.tags["thawcast.failed"]
+
+
+def test_a_version_registered_by_a_run_killed_before_the_alias_moved_is_never_used(trained):
+    """kill -9 between registering and moving the alias leaves a version nobody takes back; with the same weights
+    (same data, settings and seed) it must not take the place of the version the alias names."""
+    cfg, root, _ = trained
+    use_store(cfg.mlflow)
+    client = mlflow.MlflowClient()
+    reg = _registration(root, "tcn")
+    champion = client.get_model_version_by_alias("thawcast-tcn", "champion")
+    assert str(resolve_registration(reg).version) == str(champion.version)
+    stray = train_register(f"models:/thawcast-tcn/{champion.version}", "thawcast-tcn", champion.run_id,
+                           reg.weights_sha256)
+    try:
+        assert int(stray.version) > int(champion.version)
+        assert str(resolve_registration(reg).version) == str(champion.version)
+        client.delete_registered_model_alias("thawcast-tcn", "champion")  # control: without the alias, the newest
+        assert str(resolve_registration(reg).version) == str(stray.version)
+    finally:
+        client.set_registered_model_alias("thawcast-tcn", "champion", champion.version)
+        client.delete_model_version("thawcast-tcn", stray.version)
 
 
 def test_tuned_best_params_override_the_defaults(tmp_path, tiny_cfg):

@@ -39,6 +39,7 @@ from thawcast.quality.provenance import git_commit, staged_output
 from thawcast.tracking.dvclock import data_version
 from thawcast.tracking.registry import (
     Registration,
+    discard_run_versions,
     register,
     registered_name,
     set_alias,
@@ -98,12 +99,17 @@ def run(cfg: Config, arch: str, paths: Layout | None = None) -> Path:
                       "scaling": "inputs z-scored with the windows stage's scaler.json (logged with this run)",
                       "weights_sha256": digest})
         mlflow.log_artifact(str(paths.scaler))
-    mv = register(info.model_uri, name, run.info.run_id, digest,
-                  tags={"git_commit": tags["git_commit"], **{k: v for k, v in tags.items() if k.startswith("dvc.")}})
     reg = Registration(arch, name, digest, cfg.mlflow.alias)
-    with staged_output(paths.model(arch)) as tmp:
-        (tmp / paths.registration(arch).name).write_text(json.dumps(reg.to_dict(), indent=2) + "\n")
-        (tmp / "settings.json").write_text(json.dumps(settings.to_dict(), indent=2) + "\n")
-        pd.DataFrame(result.history).to_csv(tmp / "history.csv", index=False)
-    set_alias(name, cfg.mlflow.alias, mv.version)
+    try:  # the alias moves last, once the hand-off is in place; a failure takes back what was registered
+        mv = register(info.model_uri, name, run.info.run_id, digest,
+                      tags={"git_commit": tags["git_commit"], **{k: v for k, v in tags.items() if k.startswith("dvc.")}})
+        with staged_output(paths.model(arch)) as tmp:
+            (tmp / paths.registration(arch).name).write_text(json.dumps(reg.to_dict(), indent=2) + "\n")
+            (tmp / "settings.json").write_text(json.dumps(settings.to_dict(), indent=2) + "\n")
+            pd.DataFrame(result.history).to_csv(tmp / "history.csv", index=False)
+        set_alias(name, cfg.mlflow.alias, mv.version)
+    except BaseException as exc:
+        discard_run_versions(name, run.info.run_id, f"the train stage failed before its outputs were in place"
+                             f" ({type(exc).__name__}: {exc})"[:500])
+        raise
     return paths.model(arch)

@@ -247,8 +247,25 @@ def set_alias(name: str, alias: str, version: str | int) -> None:
     log.info("%s@%s -> version %s", name, alias, version)
 
 
+def discard_run_versions(name: str, run_id: str, why: str) -> None:
+    """Delete the versions of ``name`` that run ``run_id`` registered and mark the run FAILED: a stage that failed
+    after registering leaves no model the DVC outputs do not name. Best effort: where the store refuses, the
+    failure is logged and such a version stays unused (:func:`resolve_registration` follows the alias)."""
+    client = _mlflow().MlflowClient()
+    try:
+        for mv in client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'"):
+            client.delete_model_version(name, mv.version)
+            log.warning("deleted %s version %s: %s", name, mv.version, why)
+        client.set_tag(run_id, "thawcast.failed", why)
+        client.set_terminated(run_id, "FAILED")
+    except (_mlflow().exceptions.MlflowException, OSError) as exc:  # the stage's own failure is the one to show
+        log.warning("could not remove what run %s registered as %s (%s); unused, it can stay", run_id, name, exc)
+
+
 def resolve_registration(reg: Registration):
-    """The newest registered version of ``reg.registered_model`` whose weights digest is ``reg.weights_sha256``.
+    """The registered version of ``reg.registered_model`` whose weights digest is ``reg.weights_sha256``: the one
+    ``reg.alias`` names where it holds those weights, else the newest (a version registered again with the same
+    weights by a run killed before it moved the alias must not take the alias's place).
 
     Raises
     ------
@@ -261,7 +278,12 @@ def resolve_registration(reg: Registration):
     if not found:
         raise RegistryError(f"no version of {reg.registered_model!r} holds the weights {reg.weights_sha256[:12]}"
                             f" that train@{reg.architecture} recorded; rerun the train stage (dvc repro)")
-    return max(found, key=lambda mv: int(mv.version))
+    try:
+        aliased = str(client.get_model_version_by_alias(reg.registered_model, reg.alias).version)
+    except _mlflow().exceptions.MlflowException:  # no such alias (yet)
+        aliased = None
+    return (next((mv for mv in found if str(mv.version) == aliased), None)
+            or max(found, key=lambda mv: int(mv.version)))
 
 
 def load_registration(reg: Registration):
