@@ -191,7 +191,7 @@ def test_scalers_and_signal_reference_round_trip_through_their_file(history, tmp
         np.testing.assert_array_equal(back[k].std, s.std)
         np.testing.assert_array_equal(back[k].constant, s.constant)
     assert load_signal_reference(path) == hist.signal_ref
-    with pytest.raises(DataError, match="scaler file not found"):
+    with pytest.raises(DataError, match=r"nope.json: not found: rerun the windows stage"):
         load_scalers(tmp_path / "nope.json")
 
 

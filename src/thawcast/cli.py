@@ -121,6 +121,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"thawcast {args.command}: error: {os_error_hint(exc)}", file=sys.stderr)
         return 2
+    except Exception as exc:  # re-raised unless an MLflow store refused a write (one line, below)
+        from thawcast.tracking.registry import store_write_failure
+
+        if (line := store_write_failure(exc)) is None:
+            raise
+        print(f"thawcast {args.command}: error: {line}", file=sys.stderr)
+        return 2
 
 
 def _dispatch(args: argparse.Namespace) -> int:

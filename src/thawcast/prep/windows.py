@@ -26,8 +26,9 @@ import xarray as xr
 from thawcast.catalogue import SIGNAL, SIGNAL_SOURCE
 from thawcast.config import Config, WindowsConfig, YearRange
 from thawcast.errors import DataError
-from thawcast.ingest.common import select_years
+from thawcast.ingest.common import open_netcdf, select_years
 from thawcast.prep.features import monthly_matrix, monthly_names, scenario_signal
+from thawcast.quality.provenance import read_output_json
 from thawcast.variables import TARGETS
 
 SPLITS = ("train", "validation", "test")
@@ -79,17 +80,18 @@ def save_scalers(path: Path, scalers: dict[str, Scaler], meta: dict) -> None:
 
 def load_signal_reference(path: Path) -> tuple[float, float]:
     """Mean and std of the scenario signal's source over the training months (saved by the ``windows`` stage)."""
-    ref = json.loads(Path(path).read_text()).get("signal_reference", {})
+    ref = read_output_json(path, "windows").get("signal_reference", {})
     return float(ref.get("mean", "nan")), float(ref.get("std", "nan"))
 
 
 def load_scalers(path: Path) -> dict[str, Scaler]:
     """The ``features``, ``targets`` and ``signal`` scalers saved by the ``windows`` stage."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(path, "scaler file not found (run the windows stage)")
-    raw = json.loads(path.read_text())
-    return {k: Scaler.from_dict(raw[k]) for k in ("features", "targets", "signal") if k in raw}
+    raw = read_output_json(path, "windows")
+    try:
+        return {k: Scaler.from_dict(raw[k]) for k in ("features", "targets", "signal") if k in raw}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(path, f"not a scaler file ({type(exc).__name__}: {exc}): rerun the windows stage"
+                        " (`dvc repro windows`)") from None
 
 
 # ---------------------------------------------------------------- split bookkeeping
@@ -245,7 +247,7 @@ def open_windows(path: Path, split: str | None = None) -> WindowSet:
     path = Path(path)
     if not path.exists():
         raise DataError(path, "window file not found (run the windows stage)")
-    with xr.open_dataset(path) as ds:
+    with open_netcdf(path) as ds:
         ds = ds.load()
     band, last = ds["window_band"].values.astype(np.int64), ds["window_last"].values.astype(np.int64)
     if split is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import os
 import shutil
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from thawcast import __version__
+from thawcast.errors import DataError
 from thawcast.parallel import process_alive
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,23 @@ USER_OS_ERRORS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC
 
 #: What a user does about a :data:`USER_OS_ERRORS` failure.
 OS_ERROR_ADVICE = "free disk space, or check the folder's permissions, then run the stage again"
+
+
+def read_output_json(path: Path, stage: str, kind: type = dict):
+    """A JSON file a pipeline stage wrote, as ``kind``; a missing, unreadable or damaged one (an edit, a merge,
+    a disk that filled up while it was written) is one :class:`DataError` naming the stage that rebuilds it."""
+    path = Path(path)
+    redo = f"rerun the {stage} stage (`dvc repro {stage}`), or restore it with `dvc checkout`"
+    if not path.exists():
+        raise DataError(path, f"not found: {redo}")
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(path, f"not readable JSON ({exc}): {redo}") from None
+    if not isinstance(value, kind):
+        raise DataError(path, f"holds a JSON {type(value).__name__}, not the {kind.__name__} the {stage} stage"
+                        f" writes: {redo}")
+    return value
 
 
 def os_error_hint(exc: OSError) -> str:

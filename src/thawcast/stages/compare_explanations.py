@@ -16,6 +16,7 @@ from thawcast.analysis.tables import markdown_table
 from thawcast.config import Config
 from thawcast.errors import DataError
 from thawcast.layout import Layout
+from thawcast.quality.provenance import read_output_json
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
         path = paths.top_features(arch)
         if not path.exists():
             raise DataError(path, f"no SHAP summary for {arch!r} (run `thawcast explain {arch}` or the explain stage)")
-        tops[arch] = json.loads(path.read_text())
+        tops[arch] = read_output_json(path, "explain")
     metrics = {arch: {"model": f"{t['registered_model']}#{t['weights_sha256'][:12]}",
                       "additivity_gap_degc": t["additivity_gap_degc"],
                       "top": {r["feature"]: r["mean_abs_shap_degc"] for r in t["top"][:RANKS]}}

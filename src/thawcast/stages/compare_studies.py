@@ -16,6 +16,7 @@ from thawcast.analysis.tables import markdown_table
 from thawcast.config import Config
 from thawcast.errors import DataError
 from thawcast.layout import Layout
+from thawcast.quality.provenance import read_output_json
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ def comparison(cfg: Config, paths: Layout) -> dict:
         path = paths.study_summary(arch)
         if not path.exists():
             raise DataError(path, f"no tuning summary for {arch!r} (run `thawcast tune {arch}` or the tune stage)")
-        s = json.loads(path.read_text())
+        s = read_output_json(path, "tune")
         out[arch] = {**{k: s.get(k) for k in FIELDS}, "best_params": s.get("best_params", {}), "study": s["study"]}
     return out
 

@@ -11,13 +11,20 @@ from pathlib import Path
 
 import yaml
 
+from thawcast.errors import DataError
+
 
 def locked_outputs(lock: Path) -> dict[str, tuple[str, str]]:
     """``{output path: (stage name, md5)}`` for every output ``lock`` records (empty without a lock)."""
     lock = Path(lock)
     if not lock.exists():
         return {}
-    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+    try:
+        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+    except (yaml.YAMLError, AttributeError) as exc:  # AttributeError: YAML, but not a mapping
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(lock, f"not a DVC lock file ({first}); a merge conflict? Resolve it, or take it back with"
+                        " `git checkout dvc.lock` and rebuild with `dvc repro`") from None
     out = {}
     for name, stage in stages.items():
         for entry in stage.get("outs", []) or []:

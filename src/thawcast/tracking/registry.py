@@ -7,7 +7,6 @@ command runs in and are resolved to absolute ones here, once.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping
@@ -17,6 +16,7 @@ from pathlib import Path
 from thawcast.config import MlflowConfig
 from thawcast.errors import ConfigError, DataError, ServiceError, ThawcastError
 from thawcast.layout import absolute_sqlite, redacted
+from thawcast.quality.provenance import read_output_json
 from thawcast.tracking.databases import POSTGRES_DRIVER, connect_args
 
 log = logging.getLogger(__name__)
@@ -191,6 +191,20 @@ def _reach_database(uri: str, call):
                            " (README 'Team mode') or point mlflow.tracking_uri elsewhere") from None
 
 
+def store_write_failure(exc: BaseException) -> str | None:
+    """One line for an MLflow store that refused a write half way through a stage (a read-only or locked SQLite
+    file, a full disk: MLflow raises its own exception from the database's), or None for any other error."""
+    import sqlalchemy.exc
+
+    cause = exc.__cause__ or exc.__context__
+    if not (isinstance(exc, _mlflow().exceptions.MlflowException)
+            and isinstance(cause, sqlalchemy.exc.OperationalError)):
+        return None
+    first = (str(cause.orig or cause).strip().splitlines() or ["OperationalError"])[0][:200]
+    return (f"the MLflow store refused a write ({first}): check that the store named by mlflow.tracking_uri and"
+            " its folder can be written, the disk has room and no other program holds it, then run the stage again")
+
+
 def registered_name(cfg: MlflowConfig, architecture: str) -> str:
     return f"{cfg.model_prefix}{architecture}"
 
@@ -331,7 +345,8 @@ def load_registered(name: str, alias: str | None = None, version: str | int | No
 
 def read_registration(path: Path, arch: str) -> Registration:
     """The registration record (``registration.json``) the train stage wrote for ``arch``."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(path, f"no registration record for {arch!r} (run the train@{arch} stage)")
-    return Registration.from_dict(json.loads(path.read_text()))
+    record = read_output_json(path, f"train@{arch}")
+    try:
+        return Registration.from_dict(record)
+    except RegistryError as exc:
+        raise DataError(path, f"{exc}: rerun the train@{arch} stage (`dvc repro train@{arch}`)") from None
