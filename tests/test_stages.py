@@ -1,6 +1,7 @@
 """Stages end to end on the tiny world: outputs, provenance, and nothing lost on failure."""
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -185,3 +186,15 @@ def test_ingest_of_user_files(tiny_world, tiny_cfg, tmp_path):
     with pytest.raises(DataError) as info:
         raw.run(cfg, layout(tmp_path))
     assert str(info.value).startswith(f"{broken}:") and ".tmp-" not in str(info.value)
+
+
+def test_errors_name_the_users_file_whether_the_copy_was_named_relative_or_absolute(tmp_path, monkeypatch):
+    """raw reads copies of the user's files in its staging folder; an error names the user's file, also when the
+    reader resolved the copy to an absolute path (the path came out doubled: '/work//data/era5/x.nc')."""
+    from thawcast.stages.raw import _by_origin
+
+    monkeypatch.chdir(tmp_path)
+    copy, original = Path("data/.raw.tmp-7/era5land/x.nc"), Path("/data/era5/x.nc")
+    for named in (copy, copy.resolve()):
+        err = _by_origin(DataError(named, f"time axis of {named} stops in 2002-11"), {copy: original})
+        assert str(err) == "/data/era5/x.nc: time axis of /data/era5/x.nc stops in 2002-11"

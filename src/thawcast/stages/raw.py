@@ -83,9 +83,11 @@ def _ingest(cfg: Config, tmp: Path) -> dict[Path, Path]:
 def _by_origin(exc: DataError, origins: dict[Path, Path]) -> DataError:
     """``exc`` naming the user's file instead of its copy in the staging folder (gone when they read it)."""
     problem = exc.problem
-    for copy, original in sorted(origins.items(), key=lambda kv: -len(str(kv[0]))):
-        problem = problem.replace(str(copy), str(original))
-    return DataError(origins.get(exc.path, exc.path), problem)
+    # each copy as an absolute path first (a reader may have resolved it), then as the stage named it
+    names = {str(form): str(original) for copy, original in origins.items() for form in (copy.resolve(), copy)}
+    for copy in sorted(names, key=len, reverse=True):
+        problem = problem.replace(copy, names[copy])
+    return DataError(names.get(str(exc.path), exc.path), problem)
 
 
 def _check_coverage(land: dict[str, np.ndarray], weights: xr.DataArray, geom: BandGeometry, source: Path,
