@@ -198,3 +198,32 @@ def test_errors_name_the_users_file_whether_the_copy_was_named_relative_or_absol
     for named in (copy, copy.resolve()):
         err = _by_origin(DataError(named, f"time axis of {named} stops in 2002-11"), {copy: original})
         assert str(err) == "/data/era5/x.nc: time axis of /data/era5/x.nc stops in 2002-11"
+
+
+@pytest.mark.parametrize("fault", ["none", "narrow longitudes", "hole"])
+def test_a_lithology_grid_is_checked_for_coverage_where_it_is_read(tiny_world, tiny_cfg, tmp_path, fault):
+    """The user's lithology raster covers the study area without holes, checked by raw (it named thawcast's copy
+    only at static before, and a hole passed), naming the user's file."""
+    cfg, ext = _user_files(tiny_world, tiny_cfg, tmp_path)
+    lith = ext / "lithology.nc"
+    shutil.copy2(tiny_world / "raw" / "static" / "lithology.nc", lith)
+    cfg = cfg.model_copy(update={"source": cfg.source.model_copy(update={"lithology_file": lith})})
+    if fault == "none":
+        raw.run(cfg, layout(tmp_path))
+        assert (tmp_path / "raw" / "static" / "lithology.nc").read_bytes() == lith.read_bytes()
+        return
+    lon = next(n for n in ("longitude", "lon") if n in xr.open_dataset(lith).coords)
+    lat = "latitude" if lon == "longitude" else "lat"
+    if fault == "narrow longitudes":
+        _rewrite(lith, lambda ds: ds.isel({lon: ds[lon].values >= -160}))
+        match = r"grid covers longitudes -16\d.\d+..-14\d.\d+ E, the study area spans -168.00..-141.00 E"
+    else:
+        def hole(ds):
+            box = ((ds[lat] >= 63.5) & (ds[lat] <= 65.5)) & ((ds[lon] >= -156) & (ds[lon] <= -146))
+            return ds.assign(lithology=ds["lithology"].where(~box, -1))
+        _rewrite(lith, hole)
+        match = r"no lithology in \d+ land cells of band 2 .*: a hole in the grid"
+    with pytest.raises(DataError, match=match) as info:
+        raw.run(cfg, layout(tmp_path))
+    assert str(info.value).startswith(f"{lith}:"), str(info.value)
+    assert not (tmp_path / "raw").exists()

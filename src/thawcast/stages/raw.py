@@ -21,6 +21,7 @@ from thawcast.config import Config
 from thawcast.errors import DataError
 from thawcast.ingest.cmip5 import find_cmip5_files, folder_holds, open_cmip5
 from thawcast.ingest.era5land import check_complete, list_netcdf, open_era5land_file
+from thawcast.ingest.hwsd import open_lithology
 from thawcast.layout import Layout
 from thawcast.prep.geometry import BandGeometry, band_weights, check_holes
 from thawcast.quality.provenance import staged_output
@@ -112,6 +113,11 @@ def validation_sections(cfg: Config, raw_dir: Path, suite_dir: Path) -> list[dic
         _check_coverage(land, weights[grid], geom, f)
         era.append(summary)
     check_complete(held)
+    lithology = raw_dir / "static" / "lithology.nc"
+    if lithology.exists():  # read by the static stage; its coverage is checked here, where the user's file is named
+        codes = open_lithology(lithology)
+        check_holes(codes.notnull().values, band_weights(codes["lat"].values, codes["lon"].values, geom,
+                                                         source=str(lithology)), geom, str(lithology), "lithology")
     era_frame = finish_summary(pd.concat(era, ignore_index=True))
     cmip = []
     for exp in cfg.cmip5.experiments:
