@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import TINY
+from conftest import TINY, layout
 from thawcast.config import TrainingConfig, parse_config
 from thawcast.errors import ModelInputError
 from thawcast.learn.settings import default_settings
@@ -213,3 +213,33 @@ def test_a_device_count_the_machine_cannot_run_is_one_clear_error():
     train, val = (WindowTensors.from_windows(toy_windows(s)) for s in (0, 1))
     with pytest.raises(ConfigError, match="training.devices 2 / accelerator gpu"):
         fit(tiny_net(), train, val, CFG.model_copy(update={"devices": 2, "accelerator": "gpu"}), seed=0)
+
+
+def test_devices_the_machine_cannot_run_stop_a_stage_before_it_records_anything(trained, tmp_path):
+    """train, tune, seed-spread and feature-ablation check the devices first: before, tune had recorded a
+    failed trial and a failed MLflow run by the time the device error came."""
+    import mlflow
+
+    from thawcast.errors import ConfigError
+    from thawcast.stages import feature_ablation, seed_spread, train, tune
+    from thawcast.tracking.registry import use_store
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    cfg, _, world = trained
+    gpu = cfg.model_copy(update={"training": cfg.training.model_copy(update={"accelerator": "gpu", "devices": 2})})
+    paths = layout(tmp_path, windows=world / "windows")
+    use_store(cfg.mlflow)
+    exp = mlflow.MlflowClient().get_experiment_by_name(cfg.mlflow.experiment).experiment_id
+    runs = len(mlflow.MlflowClient().search_runs([exp]))
+    for stage in (lambda: train.run(gpu, "gru", paths), lambda: seed_spread.run(gpu, paths),
+                  lambda: feature_ablation.run(gpu, paths)):
+        with pytest.raises(ConfigError, match="training.devices 2 / accelerator gpu"):
+            stage()
+    trial_gpu = cfg.model_copy(update={"training": cfg.training.model_copy(update={"accelerator": "gpu"})})
+    with pytest.raises(ConfigError, match="training.devices 1 / accelerator gpu"):  # trials run on one device
+        tune.run(trial_gpu, "gru", paths)
+    assert len(mlflow.MlflowClient().search_runs([exp])) == runs
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no stage output, not even a staging folder
+    with pytest.raises(ConfigError, match="strategy ddp_spawn trains on several devices"):
+        parse_config({**TINY, "training": {**TINY["training"], "strategy": "ddp_spawn"}})

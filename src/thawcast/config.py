@@ -264,6 +264,13 @@ class TrainingConfig(_Section):
         " several. Lightning's plain ``ddp`` re-runs the command in each process, which would repeat a whole"
         " stage, so it is not offered"))
 
+    @model_validator(mode="after")
+    def _strategy_needs_devices(self) -> TrainingConfig:
+        if self.strategy == "ddp_spawn" and self.devices == 1:
+            raise ValueError("strategy ddp_spawn trains on several devices: set training.devices above 1, or"
+                             " strategy auto")
+        return self
+
     @property
     def distributed(self) -> bool:
         """Whether a run trains on several devices (DDP)."""

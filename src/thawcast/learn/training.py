@@ -215,6 +215,24 @@ class FitResult:
         return self.epochs_run > 0 and self.best_epoch < self.epochs_run - 1
 
 
+def _trainer(cfg: TrainingConfig, callbacks: Sequence = ()) -> L.Trainer:
+    """The Lightning trainer of :func:`fit`; devices the machine cannot run are :class:`ConfigError`."""
+    try:
+        return L.Trainer(
+            max_epochs=cfg.max_epochs, accelerator=cfg.accelerator, devices=cfg.devices,
+            strategy="ddp_spawn" if cfg.distributed else "auto", deterministic=cfg.deterministic,
+            gradient_clip_val=cfg.gradient_clip or None, logger=False, enable_checkpointing=False,
+            enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, callbacks=list(callbacks))
+    except MisconfigurationException as exc:
+        raise ConfigError(f"training.devices {cfg.devices} / accelerator {cfg.accelerator}: {exc}") from None
+
+
+def check_devices(cfg: TrainingConfig) -> None:
+    """Raise :class:`ConfigError` now, before a stage logs or trains anything, if this machine cannot run
+    ``training.accelerator`` on ``training.devices``."""
+    _trainer(cfg)
+
+
 def fit(net: BandSequenceModel, train: WindowTensors, val: WindowTensors, cfg: TrainingConfig, seed: int,
         callbacks: Sequence = (), on_epoch: Callable[[int, dict], None] | None = None, label: str = "model",
         ) -> FitResult:
@@ -247,17 +265,8 @@ def fit(net: BandSequenceModel, train: WindowTensors, val: WindowTensors, cfg: T
     module = SequenceRegressor(net, cfg.learning_rate, cfg.weight_decay, cfg.max_epochs)
     # Spawned DDP processes cannot call back into this one: epochs are reported from the record afterwards.
     epochs = EpochRecorder(label, cfg.max_epochs, None if cfg.distributed else on_epoch)
-    try:
-        trainer = L.Trainer(
-            max_epochs=cfg.max_epochs, accelerator=cfg.accelerator, devices=cfg.devices,
-            strategy="ddp_spawn" if cfg.distributed else "auto", deterministic=cfg.deterministic,
-            gradient_clip_val=cfg.gradient_clip or None, logger=False, enable_checkpointing=False,
-            enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-            callbacks=[EarlyStopping(MONITOR, patience=cfg.patience, mode="min", check_finite=True), epochs,
-                       ThreadsPerProcess(cfg.threads), *callbacks],
-        )
-    except MisconfigurationException as exc:
-        raise ConfigError(f"training.devices {cfg.devices} / accelerator {cfg.accelerator}: {exc}") from None
+    trainer = _trainer(cfg, callbacks=[EarlyStopping(MONITOR, patience=cfg.patience, mode="min", check_finite=True),
+                                       epochs, ThreadsPerProcess(cfg.threads), *callbacks])
     t0 = time.perf_counter()
     with torch_threads(cfg.threads), _sharing_for(cfg), warnings.catch_warnings():
         # Our batches are in-memory tensor slices: there is no worker pool to size.

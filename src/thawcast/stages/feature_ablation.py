@@ -24,7 +24,14 @@ from thawcast.ingest.common import open_netcdf
 from thawcast.layout import Layout
 from thawcast.learn.ablation import ablation_table, markdown, season_layer_rmse
 from thawcast.learn.settings import default_settings
-from thawcast.learn.training import TrainingData, WindowTensors, predict, score_degc, train_many
+from thawcast.learn.training import (
+    TrainingData,
+    WindowTensors,
+    check_devices,
+    predict,
+    score_degc,
+    train_many,
+)
 from thawcast.prep.scenarios import open_band_table
 from thawcast.prep.windows import build_history
 from thawcast.quality.provenance import git_commit
@@ -38,6 +45,7 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
     import mlflow
 
     paths = paths or Layout.at()
+    check_devices(cfg.training)  # before anything is trained or logged
     variants = cfg.ablation_variants()
     with open_netcdf(paths.static_table) as s:
         static = s.load()

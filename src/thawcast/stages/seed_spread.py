@@ -29,7 +29,7 @@ from thawcast.config import Config
 from thawcast.layout import Layout
 from thawcast.learn.seeds import markdown, spread_row, summary
 from thawcast.learn.settings import default_settings, resolve_settings
-from thawcast.learn.training import load_training_data, score_degc, train_many
+from thawcast.learn.training import check_devices, load_training_data, score_degc, train_many
 from thawcast.prep.windows import open_windows
 from thawcast.quality.provenance import git_commit
 from thawcast.tracking.registry import start_run, use_store
@@ -41,6 +41,7 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
     import mlflow
 
     paths = paths or Layout.at()
+    check_devices(cfg.training)  # before anything is trained or logged
     data = load_training_data(paths.history, paths.scaler)
     test = open_windows(paths.history, "test")
     seeds = cfg.robustness.all_seeds(cfg.seed)

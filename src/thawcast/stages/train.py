@@ -32,7 +32,7 @@ from thawcast import __version__
 from thawcast.config import Config, config_to_dict
 from thawcast.layout import Layout
 from thawcast.learn.settings import select_settings
-from thawcast.learn.training import load_training_data, score_degc, train_model
+from thawcast.learn.training import check_devices, load_training_data, score_degc, train_model
 from thawcast.models.packed import PackedModel
 from thawcast.prep.windows import open_windows
 from thawcast.quality.provenance import git_commit, staged_output
@@ -58,6 +58,7 @@ def run(cfg: Config, arch: str, paths: Layout | None = None) -> Path:
 
     paths = paths or Layout.at()
     cfg.training.require(arch)
+    check_devices(cfg.training)  # before anything is logged
     settings = select_settings(cfg, arch, paths.best_params(arch), paths.metric("seed_spread.json"))
     log.info("%s: hyper-parameters from %s: %s", arch, settings.source, settings.hparams.model_dump())
     data = load_training_data(paths.history, paths.scaler)

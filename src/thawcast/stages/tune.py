@@ -71,9 +71,10 @@ def tune_one(cfg: Config, arch: str, paths: Layout) -> Path:
     from optuna.trial import TrialState
 
     from thawcast.learn import tuning
-    from thawcast.learn.training import TrainingError
+    from thawcast.learn.training import TrainingError, check_devices
 
     cfg.training.require(arch)
+    check_devices(trial_settings(cfg, arch, {}).training)  # before a trial or a run is recorded
     train_data = load_training_data(paths.history, paths.scaler)  # also the input check, before any study exists
     data = data_version([str(paths.windows)], paths.lock)[str(paths.windows)]
     fp = tuning.fingerprint(cfg, arch, data)
