@@ -177,6 +177,20 @@ def absolute_sqlite(url: str) -> str:
     return url
 
 
+#: What to do when a database URL's driver is missing: the one ``.[team]`` installs, named in the URL (a bare
+#: ``postgresql://`` means psycopg 3 to SQLAlchemy 2.1).
+POSTGRES_DRIVER = "for PostgreSQL write postgresql+psycopg2://... and pip install -e '.[team]'"
+
+#: Seconds a database driver may take to connect (:func:`connect_args`).
+CONNECT_TIMEOUT_S = 10
+
+
+def connect_args(url: str) -> dict:
+    """Driver options for a database URL: a connect timeout for PostgreSQL and MySQL, whose drivers otherwise
+    wait as long as the operating system does (minutes, for a host that drops packets); none for others."""
+    return {"connect_timeout": CONNECT_TIMEOUT_S} if url.startswith(("postgresql", "mysql")) else {}
+
+
 def redacted(url: str) -> str:
     """``url`` with any password replaced by ``***`` (``postgresql://user:***@host/db``), for messages."""
     return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)

@@ -33,9 +33,8 @@ from optuna.trial import TrialState
 
 from thawcast.config import Config, SearchDim
 from thawcast.errors import ConfigError, DataError, ServiceError
-from thawcast.layout import absolute_sqlite, redacted
+from thawcast.layout import POSTGRES_DRIVER, absolute_sqlite, connect_args, redacted
 from thawcast.parallel import dead_here, process_id
-from thawcast.tracking.databases import POSTGRES_DRIVER, connect_args
 
 log = logging.getLogger(__name__)
 

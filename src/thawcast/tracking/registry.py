@@ -15,9 +15,8 @@ from pathlib import Path
 
 from thawcast.config import MlflowConfig
 from thawcast.errors import ConfigError, DataError, ServiceError, ThawcastError
-from thawcast.layout import absolute_sqlite, redacted
+from thawcast.layout import POSTGRES_DRIVER, absolute_sqlite, connect_args, redacted
 from thawcast.quality.provenance import read_output_json
-from thawcast.tracking.databases import POSTGRES_DRIVER, connect_args
 
 log = logging.getLogger(__name__)
 
