@@ -201,3 +201,32 @@ def test_studies_side_by_side_draw_the_same_trials_as_in_a_row(tiny_pipeline, tm
         pids = {t.user_attrs["worker"] for t in _journal_trials(root / "optuna.journal")}
         assert len(pids) == workers  # two processes, one study each; or this one process
     assert outputs[2] == outputs[1]
+
+
+def test_optuna_dashboard_lists_the_studies_of_the_journal_the_workers_share(tmp_path):
+    """`optuna-dashboard mlruns/optuna.journal` (README) opens the default storage: its API, called without a
+    server, lists a study written through thawcast's storage with its trials."""
+    import io
+    from wsgiref.util import setup_testing_defaults
+
+    import optuna_dashboard
+    from optuna_dashboard._storage_url import get_storage
+
+    journal = tmp_path / "optuna.journal"
+    storage = tuning.storage(parse_config({**TINY, "tuning": {"storage": str(journal)}}))
+    optuna.create_study(study_name="thawcast-gru", storage=storage).optimize(
+        lambda t: t.suggest_float("x", 0.0, 1.0), n_trials=3)
+    app = optuna_dashboard.wsgi(get_storage(str(journal)))
+
+    def get(path):
+        environ = {"PATH_INFO": path, "REQUEST_METHOD": "GET", "wsgi.input": io.BytesIO()}
+        setup_testing_defaults(environ)
+        status = []
+        body = b"".join(app(environ, lambda s, headers, exc_info=None: status.append(s)))
+        assert status == ["200 OK"], (path, status, body[:300])
+        return json.loads(body)
+
+    (summary,) = get("/api/studies")["study_summaries"]
+    assert summary["study_name"] == "thawcast-gru"
+    trials = get(f"/api/studies/{summary['study_id']}")["trials"]
+    assert sorted(t["number"] for t in trials) == [0, 1, 2]
