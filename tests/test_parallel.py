@@ -66,6 +66,27 @@ def test_band_means_on_a_two_worker_local_cluster_are_the_threads_bits(tiny_worl
             xr.testing.assert_equal(da, db)  # exact values, every variable and coordinate
 
 
+def test_the_local_cluster_listens_on_localhost_only_and_is_gone_after_the_block():
+    """compute.scheduler local: the scheduler, its dashboard and every worker listen on 127.0.0.1 only."""
+    import os
+
+    import psutil
+
+    from thawcast.parallel import dask_client
+
+    def listening():
+        return {c.laddr for c in psutil.Process(os.getpid()).net_connections(kind="tcp") if c.status == "LISTEN"}
+
+    before = listening()
+    with dask_client("local", 2) as client:
+        workers = client.scheduler_info()["workers"]
+        here = listening() - before  # the scheduler (and its dashboard) run in this process
+        assert len(workers) == 2 and len(here) >= 1
+        assert all(a.startswith("tcp://127.0.0.1:") for a in [client.scheduler.address, *workers]), workers
+        assert {a.ip for a in here} == {"127.0.0.1"}, here
+    assert client.status == "closed" and listening() == before
+
+
 def test_a_dask_scheduler_that_does_not_answer_is_one_clear_error():
     import socket
     import time
