@@ -227,3 +227,16 @@ def test_a_lithology_grid_is_checked_for_coverage_where_it_is_read(tiny_world, t
         raw.run(cfg, layout(tmp_path))
     assert str(info.value).startswith(f"{lith}:"), str(info.value)
     assert not (tmp_path / "raw").exists()
+
+
+def test_cmip5_files_without_data_on_part_of_the_land_are_named(tiny_world, tiny_cfg, tmp_path):
+    """The coverage check of ERA5-Land applies to each CMIP5 experiment too: RCP4.5 files with no data west of
+    160 W (on the GCM's 2.5-degree grid, the empty columns reach the grid's edge) are refused at raw."""
+    cfg, ext = _user_files(tiny_world, tiny_cfg, tmp_path)
+    for f in sorted((ext / "cmip5").glob("*_rcp45_*.nc")):
+        _rewrite(f, lambda ds: ds.assign({v: ds[v].where(ds["lon"] >= 200) for v in ds.data_vars
+                                          if "lon" in ds[v].dims}))
+    with pytest.raises(DataError, match=r"cmip5: no '\w+' of IPSL-CM5A-MR rcp45 in \d+ land cells of band \d .*"
+                                        r"an area the file leaves out"):
+        raw.run(cfg, layout(tmp_path))
+    assert not (tmp_path / "raw").exists()
