@@ -71,7 +71,7 @@ CASES = [
     ("MLflow store not a database", _write("mlruns/mlflow.db", "not sqlite"), ["evaluate"],
      r"mlruns/mlflow.db: the MLflow store cannot be opened"),
     ("epochs out of domain", _param(training__max_epochs=0), ["train", A], r"training.max_epochs"),
-    ("an architecture not configured", lambda proj: None, ["train", "lstm"], r"lstm"),
+    ("an architecture not configured", lambda proj: None, ["train", "lstm"], r"architecture 'lstm' is not in"),
 ]
 
 

@@ -193,9 +193,12 @@ def test_errors_name_the_users_file_whether_the_copy_was_named_relative_or_absol
     reader resolved the copy to an absolute path (the path came out doubled: '/work//data/era5/x.nc')."""
     from thawcast.stages.raw import _by_origin
 
-    monkeypatch.chdir(tmp_path)
+    (tmp_path / "disk").mkdir()
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "data").symlink_to(tmp_path / "disk")  # data/ on another disk, as downloads often are
+    monkeypatch.chdir(tmp_path / "proj")
     copy, original = Path("data/.raw.tmp-7/era5land/x.nc"), Path("/data/era5/x.nc")
-    for named in (copy, copy.resolve()):
+    for named in (copy, copy.resolve(), Path.cwd() / copy):
         err = _by_origin(DataError(named, f"time axis of {named} stops in 2002-11"), {copy: original})
         assert str(err) == "/data/era5/x.nc: time axis of /data/era5/x.nc stops in 2002-11"
 

@@ -229,9 +229,21 @@ def test_devices_the_machine_cannot_run_stop_a_stage_before_it_records_anything(
     cfg, _, world = trained
     gpu = cfg.model_copy(update={"training": cfg.training.model_copy(update={"accelerator": "gpu", "devices": 2})})
     paths = layout(tmp_path, windows=world / "windows")
-    use_store(cfg.mlflow)
-    exp = mlflow.MlflowClient().get_experiment_by_name(cfg.mlflow.experiment).experiment_id
-    runs = len(mlflow.MlflowClient().search_runs([exp]))
+    journal = tmp_path / "optuna.journal"
+    cfg = cfg.model_copy(update={"tuning": cfg.tuning.model_copy(update={"storage": str(journal)})})
+    gpu = gpu.model_copy(update={"tuning": cfg.tuning})
+    client = mlflow.MlflowClient()
+    experiments = [use_store(cfg.mlflow), use_store(cfg.mlflow, cfg.tuning.experiment)]
+
+    def recorded():
+        return len(client.search_runs(experiments)), journal.exists()
+
+    before = recorded()
+    tune.run(cfg.model_copy(update={"tuning": cfg.tuning.model_copy(update={"budget": cfg.tuning.budget.model_copy(
+        update={"n_trials": 1, "max_epochs": 1})})}), "gru", layout(tmp_path / "control", windows=world / "windows"))
+    assert recorded()[0] > before[0] and journal.exists()  # control: a tune that runs records both
+    journal.unlink()
+    before = recorded()
     for stage in (lambda: train.run(gpu, "gru", paths), lambda: seed_spread.run(gpu, paths),
                   lambda: feature_ablation.run(gpu, paths)):
         with pytest.raises(ConfigError, match="training.devices 2 / accelerator gpu"):
@@ -239,7 +251,7 @@ def test_devices_the_machine_cannot_run_stop_a_stage_before_it_records_anything(
     trial_gpu = cfg.model_copy(update={"training": cfg.training.model_copy(update={"accelerator": "gpu"})})
     with pytest.raises(ConfigError, match="training.devices 1 / accelerator gpu"):  # trials run on one device
         tune.run(trial_gpu, "gru", paths)
-    assert len(mlflow.MlflowClient().search_runs([exp])) == runs
-    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no stage output, not even a staging folder
+    assert recorded() == before  # no MLflow run in either experiment, no study storage
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["control"]  # no stage output, not even a staging folder
     with pytest.raises(ConfigError, match="strategy ddp_spawn trains on several devices"):
         parse_config({**TINY, "training": {**TINY["training"], "strategy": "ddp_spawn"}})

@@ -10,6 +10,7 @@ replaced.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -84,8 +85,10 @@ def _ingest(cfg: Config, tmp: Path) -> dict[Path, Path]:
 def _by_origin(exc: DataError, origins: dict[Path, Path]) -> DataError:
     """``exc`` naming the user's file instead of its copy in the staging folder (gone when they read it)."""
     problem = exc.problem
-    # each copy as an absolute path first (a reader may have resolved it), then as the stage named it
-    names = {str(form): str(original) for copy, original in origins.items() for form in (copy.resolve(), copy)}
+    # each copy as an absolute path first (a reader may have made it absolute, following symlinks or not), then as
+    # the stage named it
+    names = {str(form): str(original) for copy, original in origins.items()
+             for form in (copy.resolve(), Path(os.path.abspath(copy)), copy)}
     for copy in sorted(names, key=len, reverse=True):
         problem = problem.replace(copy, names[copy])
     return DataError(names.get(str(exc.path), exc.path), problem)
