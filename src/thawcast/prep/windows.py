@@ -283,10 +283,15 @@ class History:
                          feature_names=ws.feature_names, signal=ws.signal, y=ws.y)
 
 
-def _signal_raw(dynamic: xr.Dataset, length: int, mu: float, sigma: float, source: str) -> np.ndarray:
+def _signal_source(dynamic: xr.Dataset, source: str) -> np.ndarray:
+    """``[band, time]`` monthly values of the scenario signal's source variable."""
     if SIGNAL_SOURCE not in dynamic:
         raise DataError(source, f"'{SIGNAL_SOURCE}' is needed for the scenario signal z but is missing")
-    return scenario_signal(dynamic[SIGNAL_SOURCE].transpose("band", "time").values, length, mu, sigma)
+    return dynamic[SIGNAL_SOURCE].transpose("band", "time").values
+
+
+def _signal_raw(dynamic: xr.Dataset, length: int, mu: float, sigma: float, source: str) -> np.ndarray:
+    return scenario_signal(_signal_source(dynamic, source), length, mu, sigma)
 
 
 def build_history(cfg: Config, era: xr.Dataset, static: xr.Dataset) -> History:
@@ -315,9 +320,9 @@ def build_history(cfg: Config, era: xr.Dataset, static: xr.Dataset) -> History:
     scalers = {"features": feat_scaler, "targets": targ_scaler}
     signal, mu_sigma = None, (float("nan"), float("nan"))
     if SIGNAL in names:
-        r = era[SIGNAL_SOURCE].transpose("band", "time").values[:, fit]
-        mu_sigma = (float(r.mean()), float(r.std()))
-        z_raw = _signal_raw(era, w, *mu_sigma, "ERA5-Land bands")
+        r_all = _signal_source(era, "ERA5-Land bands")
+        mu_sigma = (float(r_all[:, fit].mean()), float(r_all[:, fit].std()))
+        z_raw = scenario_signal(r_all, w, *mu_sigma)
         z_fit = z_raw[band[split == 0], last[split == 0]]
         scalers["signal"] = Scaler.fit(z_fit[:, None], (SIGNAL,))
         signal = scalers["signal"].transform(z_raw[..., None])[..., 0].astype(np.float32)
