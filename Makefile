@@ -44,7 +44,7 @@ services-deps:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql; }
 
-# Mutation testing of the core modules against their unit tests (about an hour on 2 cores; resumable).
+# Mutation testing of the core modules against their unit tests (about 20 minutes on 2 idle cores; resumable).
 mutate: install
 	$(VENV)/bin/python -m pip install --quiet -e '.[mutate]'
 	python tests/mutation.py

@@ -118,3 +118,15 @@ def test_seasonal_persistence_from_the_first_month_of_the_record():
     with pytest.raises(DataError, match=r"^seasonal persistence needs the target month one year earlier; some"
                                         r" windows start less than 12 months into the record$"):
         predict_seasonal_persistence(y, _windows(2001, 2001))
+
+
+def test_ridge_scores_alphas_by_squared_error_when_validation_is_warmer_than_training(rng):
+    """Pure-noise targets as above, but the validation years 3 (scaled) units warmer than the training years:
+    every alpha under-predicts them, so the errors are nearly all negative. RMSE is sqrt(9 + variance) for each
+    alpha and still picks the strong shrinkage; a score of the signed (or cubed) errors would be the root of a
+    negative number and keep the first alpha."""
+    x = rng.normal(size=(N_BANDS, len(TIMES), 2)).astype(np.float32)
+    y = rng.normal(size=(N_BANDS, len(TIMES), 4)).astype(np.float32)
+    y[:, np.asarray(TIMES.year >= 2005)] += 3.0
+    train, val = (_windows(a, b, x, y=y) for a, b in ((2001, 2004), (2005, 2006)))
+    assert RidgeBaseline(alphas=(1e-3, 1e3)).fit(train, val).alpha == 1e3
