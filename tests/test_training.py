@@ -222,7 +222,7 @@ def test_devices_the_machine_cannot_run_stop_a_stage_before_it_records_anything(
 
     from thawcast.errors import ConfigError
     from thawcast.stages import feature_ablation, seed_spread, train, tune
-    from thawcast.tracking.registry import use_store
+    from thawcast.tracking.registry import tracking_uri, use_store
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
@@ -232,8 +232,8 @@ def test_devices_the_machine_cannot_run_stop_a_stage_before_it_records_anything(
     journal = tmp_path / "optuna.journal"
     cfg = cfg.model_copy(update={"tuning": cfg.tuning.model_copy(update={"storage": str(journal)})})
     gpu = gpu.model_copy(update={"tuning": cfg.tuning})
-    client = mlflow.MlflowClient()
     experiments = [use_store(cfg.mlflow), use_store(cfg.mlflow, cfg.tuning.experiment)]
+    client = mlflow.MlflowClient(tracking_uri(cfg.mlflow))  # not the URI an earlier test in this worker left
 
     def recorded():
         return len(client.search_runs(experiments)), journal.exists()
