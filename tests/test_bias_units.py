@@ -51,6 +51,14 @@ class _Stand:
         return "Stand"
 
 
+@pytest.fixture(autouse=True)
+def _global_stream_restored():
+    """Several tests seed numpy's global stream (the one xsdba's jitter draws from): give the next test it back."""
+    state = np.random.get_state()
+    yield
+    np.random.set_state(state)
+
+
 @pytest.fixture(scope="module")
 def temps():
     """Two bands of three years of air temperature, from -20 to +15 degC."""
@@ -231,29 +239,47 @@ def test_apply_names_a_multiplicative_eqm_correction():
     np.testing.assert_allclose(out, ref, rtol=1e-12)  # ratios all exactly 1
 
 
+def _adjusted_by_the_quantile_mapping_alone(caplog, trained, sim):
+    """``bias.apply(trained, sim)``, checking that no value went through the mean-bias fallback (a calendar month
+    whose sim values are all alike leaves QDM's ranks undefined)."""
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="thawcast.prep.bias"):
+        out = bias.apply(trained, sim)
+    assert not [m for m in caplog.messages if "degenerate" in m]
+    return out
+
+
 @pytest.mark.parametrize(("variable", "small", "kept"), [("p_total", 0.005, 0.02), ("w1", 0.0005, 0.005)])
-def test_amounts_under_the_zero_threshold_come_out_as_exact_zeros(variable, small, kept):
-    """ref == hist, all over the threshold: the ratios are exactly 1, so sim comes back, except that what is under the threshold
-    (0.01 mm/day, 0.001 m3/m3) -- jittered to a tiny random amount first -- is set to 0."""
+def test_amounts_under_the_zero_threshold_come_out_as_exact_zeros(caplog, variable, small, kept):
+    """ref == hist, all over the threshold: the ratios are exactly 1, so sim comes back, except that what is under
+    the threshold (0.01 mm/day, 0.001 m3/m3) -- jittered to a tiny random amount first -- is set to 0. Two years
+    of sim, each calendar month's pair distinct, so that QDM ranks them (no fallback)."""
     thresh = {"p_total": 0.01, "w1": 0.001}[variable]
     ref = _monthly(np.linspace(0.05, 0.7, 24) * (10.0 if variable == "p_total" else 1.0))
     trained = bias.train(ref, ref, variable=variable, method="qdm", nquantiles=5)
-    sim = _monthly([0.0, small, thresh, kept, 0.3, 0.4, 0.5, 0.6, 0.7, 0.0, small, 0.2])
-    out = bias.apply(trained, sim)
-    np.testing.assert_allclose(out, [0.0, 0.0, thresh, kept, 0.3, 0.4, 0.5, 0.6, 0.7, 0.0, 0.0, 0.2],
-                               rtol=1e-12, atol=0)
-    assert (out.values[[0, 1, 9, 10]] == 0.0).all()
+    first = [0.0, small, thresh, kept, 0.3, 0.4, 0.5, 0.6, 0.7, 0.0, small, 0.2]
+    second = [0.25, 0.35, 0.45, 0.55, kept, thresh, small, 0.0, 0.15, 0.65, 0.75, small]
+    out = _adjusted_by_the_quantile_mapping_alone(caplog, trained, _monthly(first + second))
+    expected = np.array(first + second)
+    expected[expected < thresh] = 0.0
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=0)
+    assert (out.values[[0, 1, 9, 10, 18, 19, 23]] == 0.0).all() and (out.values[expected > 0] > 0).all()
 
 
-def test_non_negative_variables_are_floored_at_zero_and_others_are_not(temps):
-    # hist = ref + 10: every additive factor is -10, so sim - 10; solar radiation cannot go below 0
+def test_non_negative_variables_are_floored_at_zero_and_others_are_not(caplog, temps):
+    # hist = ref + 10: every additive factor is -10, so sim - 10; solar radiation cannot go below 0. Two years
+    # of sim with each month's pair distinct, so that QDM ranks them (no fallback).
     ref = temps.isel(band=0) + 100.0
-    sim = _monthly([3.0] + [50.0] * 11, start="2001-01-01")
-    solar = bias.apply(bias.train(ref, ref + 10.0, variable="r_solar", method="qdm", nquantiles=5), sim)
-    air = bias.apply(bias.train(ref, ref + 10.0, variable="t_air", method="qdm", nquantiles=5), sim)
-    np.testing.assert_allclose(solar, [0.0] + [40.0] * 11, atol=1e-9)
-    np.testing.assert_allclose(air, [-7.0] + [40.0] * 11, atol=1e-9)
-    assert float(solar[0]) == 0.0
+    first = np.array([3.0] + [50.0] * 11)
+    sim = _monthly(np.concatenate([first, first + 5.0]), start="2001-01-01")
+    solar = _adjusted_by_the_quantile_mapping_alone(
+        caplog, bias.train(ref, ref + 10.0, variable="r_solar", method="qdm", nquantiles=5), sim)
+    air = _adjusted_by_the_quantile_mapping_alone(
+        caplog, bias.train(ref, ref + 10.0, variable="t_air", method="qdm", nquantiles=5), sim)
+    np.testing.assert_allclose(air, sim - 10.0, atol=1e-9)
+    assert float(air[0]) == pytest.approx(-7.0, abs=1e-9)  # t_air keeps its negatives
+    np.testing.assert_allclose(solar, np.maximum(sim - 10.0, 0.0), atol=1e-9)
+    assert float(solar[0]) == 0.0 and float(solar[12]) == 0.0 and float(air[12]) == pytest.approx(-2.0, abs=1e-9)
 
 
 def test_apply_refuses_a_sim_with_missing_values(identity_t_air, temps):

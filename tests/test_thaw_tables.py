@@ -324,14 +324,15 @@ def test_summarise_rounds_to_three_decimals_and_counts_years_at_the_bound():
     assert s["rcp45"]["north"]["t_air_trend_degC_per_decade"] == 0.4
 
 
-def test_an_alt_a_millionth_of_a_cm_short_of_the_bound_is_at_it():
-    """An ALT 1e-6 cm short of 194.5 cm (interpolation rounding) is at the bound: counted, and no ALT trend."""
+def test_an_alt_within_a_millionth_of_a_cm_of_the_bound_is_at_it():
+    """An ALT half a millionth of a cm short of 194.5 cm (interpolation rounding; the tolerance is 1e-6 cm) is at
+    the bound: counted, and no ALT trend."""
     obs, ens, air = _summary_inputs()
-    obs["alt_cm"][1] = [194.499999, 194.499999, 194.0]
+    obs["alt_cm"][1] = [194.4999995, 194.4999995, 194.0]
     north = summarise(obs, ens, ["south", "north"], air)["observed"]["north"]
     assert north["alt_share_years_at_bound"] == 0.667 and north["alt_trend_cm_per_decade"] is None
     proj = _projection()
-    proj["alt_cm"].loc[{"band": 1, "model": "a"}] = 194.499999  # member a only just at the bound, b at 194.0
+    proj["alt_cm"].loc[{"band": 1, "model": "a"}] = 194.4999995  # member a only just at the bound, b at 194.0
     north = decadal_summary(proj, ["south", "north"], [(2030, 2032), (2033, 2035)])["rcp85"]["north"]
     assert [v["alt_share_at_bound"] for v in north["decades"].values()] == [0.5, 0.5]
     assert north["alt_trend_cm_per_decade"] is None and north["alt_trend_cm_ci95"] is None
