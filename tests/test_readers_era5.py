@@ -144,3 +144,32 @@ def test_no_time_coordinate(tmp_path):
     rewrite(path, lambda ds: ds.drop_vars("expver").rename({"valid_time": "when"}))
     with pytest.raises(DataError, match="no time coordinate"):
         open_era5land(tmp_path)
+
+
+@pytest.mark.parametrize(("fmt", "engine"), [("NETCDF4", "h5netcdf"), ("NETCDF4_CLASSIC", "h5netcdf"),
+                                             ("NETCDF3_64BIT", "scipy"), ("NETCDF3_CLASSIC", "scipy")])
+def test_each_netcdf_format_is_read_by_a_thread_safe_engine_and_gives_the_same_data(tmp_path, fmt, engine):
+    import xarray as xr
+
+    from thawcast.ingest.common import read_engine
+
+    (path,) = write_cds(canonical_cube(years=(2001,)), tmp_path / "as_written")
+    converted = tmp_path / fmt / path.name
+    converted.parent.mkdir()
+    with xr.open_dataset(path, engine="netcdf4") as ds:
+        ds.load().to_netcdf(converted, format=fmt, engine="netcdf4")
+    assert read_engine(converted) == engine
+    ref, alt = open_era5land(path.parent).load(), open_era5land(converted.parent).load()
+    assert list(alt.data_vars) == list(ref.data_vars) and (alt["time"].values == ref["time"].values).all()
+    for v in ref.data_vars:
+        np.testing.assert_array_equal(alt[v].values, ref[v].values)
+
+
+def test_a_file_that_is_not_netcdf_goes_to_netcdf4_and_is_named(tmp_path):
+    from thawcast.ingest.common import read_engine
+
+    path = tmp_path / "era5land_monthly_2001.nc"
+    path.write_text("<html>Service unavailable</html>")
+    assert read_engine(path) == "netcdf4"
+    with pytest.raises(DataError, match=rf"{path.name}: not a readable NetCDF file"):
+        open_era5land(tmp_path)

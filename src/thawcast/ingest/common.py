@@ -20,6 +20,27 @@ _LAT_NAMES = ("latitude", "lat")
 _LON_NAMES = ("longitude", "lon")
 
 
+#: The first bytes of an HDF5 file (NetCDF-4) and of the classic formats scipy reads (CDF-1 and CDF-2).
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_CLASSIC_SIGNATURES = (b"CDF\x01", b"CDF\x02")
+
+
+def read_engine(path: Path) -> str:
+    """The xarray engine that reads ``path`` safely from many threads at once.
+
+    netCDF-C is not thread-safe and the netCDF4 wheels crash now and then when dask's threads read files
+    (xarray issues 7079 and 9779, netcdf4-python 1452; it took down a test worker here). h5py serialises
+    every call behind its own lock, and scipy's classic reader is pure Python, so NetCDF-4 files go through
+    h5netcdf and CDF-1/CDF-2 files through scipy. Anything else goes to netCDF4 as before: it reads CDF-5
+    and names what is wrong with a file that is not NetCDF.
+    """
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head == _HDF5_SIGNATURE:
+        return "h5netcdf"
+    return "scipy" if head[:4] in _CLASSIC_SIGNATURES else "netcdf4"
+
+
 def open_netcdf(path: Path, chunks: dict | None = None, use_cftime: bool = False) -> xr.Dataset:
     """Open one NetCDF file lazily, turning any low-level failure into a :class:`DataError`."""
     path = Path(path)
@@ -29,7 +50,7 @@ def open_netcdf(path: Path, chunks: dict | None = None, use_cftime: bool = False
         raise DataError(path, "file is empty (0 bytes): an interrupted download?")
     decode = xr.coders.CFDatetimeCoder(use_cftime=True) if use_cftime else True
     try:
-        ds = xr.open_dataset(path, chunks=chunks, decode_times=decode, cache=False)
+        ds = xr.open_dataset(path, engine=read_engine(path), chunks=chunks, decode_times=decode, cache=False)
         # Touch the header of every variable: truncated files often fail only here.
         for name in ds.variables:
             _ = ds[name].dtype

@@ -33,6 +33,7 @@ from thawcast.ingest.common import (
     month_starts,
     normalise_grid,
     open_netcdf,
+    read_engine,
 )
 from thawcast.variables import ERA5_NAMES, SNOW_DEPTH_FROM, VARIABLES, to_canonical
 
@@ -126,7 +127,7 @@ def check_complete(held: Mapping[Path, tuple[pd.DatetimeIndex, Collection[str]]]
         gap = months[~months.isin(list(have))]
         if len(gap):
             path = next(p for p, (m, names) in held.items() if var.name not in names and m.isin(gap).any())
-            with xr.open_dataset(path, decode_times=False) as ds:
+            with xr.open_dataset(path, engine=read_engine(path), decode_times=False) as ds:
                 names = sorted(map(str, ds.data_vars))
             raise DataError(path, f"no variable '{var.era5}' ({var.long_name}) for {gap[0]:%Y-%m}..{gap[-1]:%Y-%m}"
                             f" ({len(gap)} months), and no other file has it for those months; the file has {names}")
