@@ -8,7 +8,10 @@ then aggregates it to band means twice, each in a fresh process:
   with ``compute_streaming`` (bounded open-file cache), as the ``bands`` stage does;
 * ``naive``: the same files loaded fully into memory first, then averaged;
 * ``cluster1``, ``cluster2``: the streaming aggregation on a dask.distributed LocalCluster of 1 and 2
-  single-threaded worker processes (``compute.scheduler: local``), with each worker's peak RSS.
+  single-threaded worker processes (``compute.scheduler: local``), with each worker's peak RSS;
+* ``cells``: the grid-cell path beside it (issue "Every grid cell"): the land cells' ``[cell, time, variable]``
+  store of all 16 variables written to NetCDF a year at a time (:mod:`thawcast.prep.cells`; goal: peak RSS
+  under 4 GB for the full grid).
 
 Reports wall time and peak RSS of each and their ratios (measured in one run; the
 machines are shared and noisy, so compare ratios, not absolute numbers).
@@ -49,7 +52,7 @@ def generate(folder: Path, years: int, seed: int = 0) -> None:
             continue
         times = pd.date_range(f"{year}-01-01", periods=12, freq="MS")
         data = {}
-        for name in ERA5_FEATURES + TARGETS:
+        for name in tuple(n for n in ERA5_FEATURES if VARIABLES[n].era5) + TARGETS:  # snow_depth is derived
             lo, hi = VARIABLES[name].valid_range
             mid, span = (lo + hi) / 2, (hi - lo) / 10
             data[name] = (("time", "lat", "lon"),
@@ -71,6 +74,8 @@ def run_mode(mode: str, folder: Path) -> dict:
     t0 = time.perf_counter()
     ds = open_era5land(folder, chunks={"time": 12})
     workers = {}
+    if mode == "cells":
+        return _run_cells(ds, geom, folder, base_mib, t0)
     if mode == "naive":
         out = band_means(ds.load(), geom).compute()
     elif mode.startswith("cluster"):
@@ -87,6 +92,22 @@ def run_mode(mode: str, folder: Path) -> dict:
             "worker_peak_rss_mib": max(workers.values(), default=None), "checksum": float(out["t_air"].sum())}
 
 
+def _run_cells(ds: xr.Dataset, geom, folder: Path, base_mib: float, t0: float) -> dict:
+    from thawcast.prep.cells import cell_store, land_cells, write_cell_store
+
+    cells = land_cells(ds["t_soil1"].notnull().all("time").compute(), geom)
+    path = folder.parent / "cells_store.nc"
+    write_cell_store(cell_store(ds, cells, tuple(ds.data_vars)), path)
+    wall = time.perf_counter() - t0
+    peak_mib = _peak_rss_mib()
+    with xr.open_dataset(path) as saved:
+        checksum = float(saved["values"].sel(variable="t_air").sum(dtype="float64"))
+        shape = saved["values"].shape
+    return {"mode": "cells", "wall_s": wall, "peak_rss_mib": peak_mib, "work_mib": peak_mib - base_mib,
+            "worker_peak_rss_mib": None, "checksum": checksum, "cells": shape[0],
+            "store_mib": path.stat().st_size / 2**20, "raw_mib": np.prod(shape) * 4 / 2**20}
+
+
 def _peak_rss_mib() -> float:
     """Peak resident memory of this process (a dask worker when run through ``client.run``), MiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -96,7 +117,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--years", type=int, default=23)
     ap.add_argument("--dir", type=Path, default=HERE / "_out" / "era5land_0.1deg")
-    ap.add_argument("--mode", choices=["stream", "naive", "cluster1", "cluster2"], help=argparse.SUPPRESS)
+    ap.add_argument("--mode", choices=["stream", "naive", "cluster1", "cluster2", "cells"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.mode:
         print(json.dumps(run_mode(args.mode, args.dir)))
@@ -107,7 +128,7 @@ def main() -> None:
     print(f"cube: {cells['latitude']} x {cells['longitude']} cells x {12 * args.years} months x 16 variables,"
           f" {size_mib:.0f} MiB on disk")
     results = {}
-    for mode in ("stream", "naive", "cluster1", "cluster2"):
+    for mode in ("stream", "naive", "cluster1", "cluster2", "cells"):
         proc = subprocess.run([sys.executable, __file__, "--dir", str(args.dir), "--mode", mode],
                               capture_output=True, text=True, check=True)
         results[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -125,6 +146,10 @@ def main() -> None:
     c1, c2 = results["cluster1"], results["cluster2"]
     print(f"ratios LocalCluster: 2 workers / 1 worker wall {c2['wall_s'] / c1['wall_s']:.2f};"
           f" 2 workers / dask threads (stream) wall {c2['wall_s'] / s['wall_s']:.2f}")
+    c = results["cells"]
+    print(f"cells: {c['cells']} land cells, a {c['raw_mib']:.0f} MiB [cell, time, variable] store ({c['store_mib']:.0f}"
+          f" MiB compressed); ratios cells/bands (stream): wall {c['wall_s'] / s['wall_s']:.2f},"
+          f" peak RSS {c['peak_rss_mib'] / s['peak_rss_mib']:.2f}; peak RSS under 4 GB: {c['peak_rss_mib'] < 4096}")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ log = logging.getLogger("thawcast")
 STAGES = {
     "raw": "generate the synthetic Alaska (default) or ingest downloaded files into data/raw/",
     "static": "per-band static features (HWSD texture/carbon, lithology) into data/static/",
+    "cells": "every land cell's monthly drivers and soil temperatures, and its statics, into data/cells/",
     "bands": "per-band monthly ERA5-Land and CMIP5 tables into data/bands/",
     "scenarios": "bias-corrected CMIP5 RCP inputs (xsdba QDM/EQM) into data/scenarios/ + spread metrics",
     "windows": "scaled features, splits and sliding-window indices into data/windows/",

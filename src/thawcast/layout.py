@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 #: Stage output folders under ``data/``, in pipeline order.
-STAGE_DIRS: tuple[str, ...] = ("raw", "static", "bands", "scenarios", "windows", "tuning", "models", "evaluation",
+STAGE_DIRS: tuple[str, ...] = ("raw", "static", "cells", "bands", "scenarios", "windows", "tuning", "models", "evaluation",
                                "projections", "thaw", "explain", "pseudo_reality", "perfect_model", "report")
 
 
@@ -25,6 +25,7 @@ class Layout:
 
     raw: Path
     static: Path
+    cells: Path
     bands: Path
     scenarios: Path
     windows: Path
@@ -79,6 +80,16 @@ class Layout:
     def static_table(self) -> Path:
         """Static per-band features (static stage)."""
         return self.static / "static_bands.nc"
+
+    @property
+    def cell_store(self) -> Path:
+        """The land cells' ``[cell, time, variable]`` drivers and soil temperatures (cells stage)."""
+        return self.cells / "cells.nc"
+
+    @property
+    def static_cells(self) -> Path:
+        """Static features per land cell (cells stage)."""
+        return self.cells / "static_cells.nc"
 
     def scenario(self, rcp: str) -> Path:
         """Bias-corrected inputs of one RCP (scenarios stage)."""

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import xarray as xr
 
+from thawcast.catalogue import LITHOLOGY_CLASSES
 from thawcast.errors import DataError
 from thawcast.ingest.common import normalise_grid, open_netcdf
 
@@ -68,3 +69,8 @@ def open_lithology(path: Path) -> xr.DataArray:
     if float(valid.max()) > 8:
         raise DataError(path, f"lithology codes must be 0..8, found {int(valid.max())}")
     return valid
+
+
+def unknown_lithology(hwsd: xr.Dataset) -> xr.DataArray:
+    """Lithology codes on the HWSD grid, all ``unknown``: what the static stages use without a lithology raster."""
+    return xr.full_like(hwsd["clay_pct"], LITHOLOGY_CLASSES.index("unknown"), dtype=float).rename("lithology")

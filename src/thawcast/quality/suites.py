@@ -163,6 +163,24 @@ def _static_suite() -> dict:
     return {"name": "static_bands", "expectations": ex, "meta": {"generated_by": "thawcast.quality.suites"}}
 
 
+def _cells_suite(variables: tuple[str, ...]) -> dict:
+    """One row per land cell: the statics' checks of the band table, its coordinates, and each variable's range
+    over the period (the variable's valid range) and missing months (none)."""
+    ex = [e for e in _static_suite()["expectations"] if e["kwargs"].get("column") != "band"]
+    ex += [
+        _exp("expect_column_values_to_be_unique", column="cell"),
+        _exp("expect_column_values_to_be_between", column="band", min_value=0, max_value={"$PARAMETER": "max_band"}),
+        _range("lat", -90.0, 90.0),
+        _range("lon", -180.0, 180.0),
+    ]
+    for v in variables:
+        lo, hi = VARIABLES[v].valid_range
+        ex += _per_variable(v, [_exp("expect_column_values_to_be_between", column=f"{v}__missing", min_value=0,
+                                     max_value=0),
+                                _range(f"{v}__min", lo, hi), _range(f"{v}__max", lo, hi)])
+    return {"name": "cells", "expectations": ex, "meta": {"generated_by": "thawcast.quality.suites"}}
+
+
 def build_suites() -> dict[str, dict]:
     """Every suite, by name (the JSON file stem in ``expectations/``)."""
     dyn = ERA5_FEATURES + TARGETS
@@ -170,6 +188,7 @@ def build_suites() -> dict[str, dict]:
         "raw_era5land": _grid_summary_suite("raw_era5land", ERA5_RAW, None),
         "raw_cmip5": _grid_summary_suite("raw_cmip5", CMIP5_CANONICAL, "experiment"),
         "static_bands": _static_suite(),
+        "cells": _cells_suite(dyn),
         "bands_era5land": _band_table_suite("bands_era5land", dyn, None),
         "bands_cmip5": _band_table_suite("bands_cmip5", CMIP5_CANONICAL, "experiment"),
         "scenarios": _band_table_suite("scenarios", ERA5_FEATURES, "scenario", span=True),

@@ -17,7 +17,7 @@ import xarray as xr
 from thawcast.catalogue import LITHOLOGY_CLASSES, STATIC_UNITS, TEXTURE
 from thawcast.config import Config
 from thawcast.ingest.common import open_netcdf
-from thawcast.ingest.hwsd import open_hwsd, open_lithology
+from thawcast.ingest.hwsd import open_hwsd, open_lithology, unknown_lithology
 from thawcast.layout import Layout
 from thawcast.prep.geometry import BandGeometry
 from thawcast.prep.soil import static_band_table
@@ -40,7 +40,7 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
         log.warning("no lithology raster: every band gets lithology_unknown = 1")
         synthetic_lith = False
         codes = None
-        table = static_band_table(hwsd, _all_unknown(hwsd), geom, cfg.static, "HWSD (permamodel)")
+        table = static_band_table(hwsd, unknown_lithology(hwsd), geom, cfg.static, "HWSD (permamodel)")
     frame = table.reset_index()
     frame["lithology_total"] = frame[[f"lithology_{c}" for c in LITHOLOGY_CLASSES]].sum(axis=1)
     frame["texture_total"] = frame[list(TEXTURE)].sum(axis=1)
@@ -64,9 +64,3 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
         ds.to_netcdf(tmp / paths.static_table.name)
         table.to_csv(tmp / "static_bands.csv", float_format="%.6g")
     return paths.static
-
-
-def _all_unknown(hwsd: xr.Dataset) -> xr.DataArray:
-    return xr.full_like(hwsd["clay_pct"], LITHOLOGY_CLASSES.index("unknown"), dtype=float).rename("lithology")
-
-
