@@ -15,6 +15,7 @@ from thawcast.ingest.era5land import open_era5land
 from thawcast.prep.cells import (
     cell_means,
     cell_store,
+    holdout_blocks,
     land_cells,
     static_cell_table,
     write_cell_store,
@@ -211,9 +212,47 @@ def test_the_cells_stage_on_the_tiny_world(tiny_world, tiny_cfg, tmp_path, caplo
         assert n == land - (int(left_out[0].split()[0]) if left_out else 0) and n > 0
         assert ((store["lat"] >= area.band_edges[0]) & (store["lat"] < area.band_edges[-1])).all()
         assert statics.sizes["cell"] == n and not statics.to_dataframe().isna().any().any()
+        assert set(statics["held_out"].values.tolist()) == {0, 1}  # the tiny grid holds several blocks
         for k in (0, n // 2, n - 1):
             point = era.sel(lat=float(store["lat"][k]), lon=float(store["lon"][k]))
             np.testing.assert_array_equal(store["values"][k, :, -1], point["t_soil4"].values.astype(np.float32))
         area = store["area_km2"].values
         assert (area > 0).all() and area.max() / area.min() == pytest.approx(
             np.cos(np.deg2rad(store["lat"].min().item())) / np.cos(np.deg2rad(store["lat"].max().item())), rel=0.02)
+
+
+def _square(n, step=0.5):
+    lat = 60.0 + step / 2 + step * np.arange(n)
+    lon = -150.0 + step / 2 + step * np.arange(n)
+    return land_cells(_grid(lat, lon, np.ones((n, n))), BandGeometry((60.0, 60.0 + n * step), -150.0, -150.0 + n * step))
+
+
+def test_the_spatial_hold_out_takes_whole_blocks_until_the_share_is_reached():
+    cells = _square(4)  # 16 cells of 0.5 degree; blocks of 1 x 1 degree hold 4 cells each
+    block = (np.floor((cells.lat - 60.0) / 1.0) * 10 + np.floor((cells.lon + 150.0) / 1.0)).astype(int)
+    for share, n_blocks in ((0.1, 1), (0.25, 1), (0.3, 2), (0.5, 2), (0.9, 3)):
+        out = holdout_blocks(cells, (1.0, 1.0), share, seed=0)
+        assert out.sum() == 4 * n_blocks, share  # whole blocks, the fewest that reach the share
+        for b in np.unique(block):  # a block is all in or all out
+            assert len(set(out[block == b])) == 1
+    # the same seed gives the same blocks; the draw depends on it
+    assert (holdout_blocks(cells, (1.0, 1.0), 0.25, seed=3) == holdout_blocks(cells, (1.0, 1.0), 0.25, seed=3)).all()
+    assert len({tuple(holdout_blocks(cells, (1.0, 1.0), 0.25, seed=s)) for s in range(10)}) > 1
+    # blocks of 1 x 2 degrees: 8 cells each, so a quarter holds out one half of the square
+    assert holdout_blocks(cells, (1.0, 2.0), 0.25, seed=0).sum() == 8
+
+
+def test_a_hold_out_that_would_leave_nothing_to_train_on_is_refused():
+    cells = _square(4)
+    with pytest.raises(DataError, match=r"^cells: the 16 cells fill 1 block of 2.0 x 2.0 degrees: a spatial hold-out"
+                                        r" needs at least 2 \(smaller cells.holdout_block_deg\)$"):
+        holdout_blocks(cells, (2.0, 2.0), 0.2, seed=0)
+
+
+def test_the_hold_out_settings_are_checked_when_params_are_read():
+    from thawcast.config import parse_config
+    from thawcast.errors import ConfigError
+
+    for bad in ({"holdout_share": 1.0}, {"holdout_share": 0.0}, {"holdout_block_deg": [2.0, 0.0]}):
+        with pytest.raises(ConfigError, match="cells.holdout"):
+            parse_config({"cells": bad})

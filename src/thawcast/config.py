@@ -177,6 +177,25 @@ class StaticConfig(_Section):
     mineral_bulk_density_kg_m3: float = Field(1450.0, gt=500.0, lt=2700.0)
 
 
+class CellsConfig(_Section):
+    """Grid cells as units (README "Grid cells"): the spatial hold-out.
+
+    The cells are grouped into blocks of ``holdout_block_deg`` (latitude, longitude) degrees, and whole blocks,
+    drawn with the global ``seed``, are held out until at least ``holdout_share`` of the cells are: neighbouring
+    cells share their weather, so single held-out cells would say little about cells a model never saw.
+    """
+
+    holdout_share: float = Field(0.2, gt=0.0, lt=1.0)
+    holdout_block_deg: tuple[float, float] = (2.0, 4.0)
+
+    @field_validator("holdout_block_deg")
+    @classmethod
+    def _positive(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if min(v) <= 0:
+            raise ValueError(f"holdout_block_deg must be positive (latitude, longitude degrees), got {list(v)}")
+        return v
+
+
 class BiasCorrectionConfig(_Section):
     """Bias correction of the CMIP5 scenario inputs against ERA5-Land (``xsdba``).
 
@@ -542,6 +561,7 @@ class Config(_Section):
     cmip5: Cmip5Config = Cmip5Config()
     synthetic: SyntheticConfig = SyntheticConfig()
     static: StaticConfig = StaticConfig()
+    cells: CellsConfig = CellsConfig()
     bias_correction: BiasCorrectionConfig = BiasCorrectionConfig()
     projection: YearRange = YearRange(start_year=2024, end_year=2100)
     perfect_model: PerfectModelConfig = PerfectModelConfig()

@@ -129,6 +129,28 @@ def cell_means(da: xr.DataArray, cells: Cells) -> np.ndarray:
         return np.where(norm > 0, total / norm, np.nan)
 
 
+def holdout_blocks(cells: Cells, block_deg: tuple[float, float], share: float, seed: int) -> np.ndarray:
+    """Which cells a spatial hold-out keeps out (one bool per cell): whole blocks of ``block_deg`` (latitude,
+    longitude) degrees, counted from the grid's south-west corner, drawn in a seeded random order until at least
+    ``share`` of the cells are held out. At least one block always stays in.
+
+    Raises
+    ------
+    DataError
+        If the cells fill fewer than two blocks: a hold-out that large would leave nothing to train on.
+    """
+    lat0, lon0 = cell_edges(cells.grid_lat)[0], cell_edges(cells.grid_lon)[0]
+    row = np.floor((cells.lat - lat0) / block_deg[0]).astype(np.int64)
+    col = np.floor((cells.lon - lon0) / block_deg[1]).astype(np.int64)
+    blocks, block_of, size = np.unique(row * (col.max() + 1) + col, return_inverse=True, return_counts=True)
+    if len(blocks) < 2:
+        raise DataError("cells", f"the {len(cells)} cells fill {len(blocks)} block of {block_deg[0]} x {block_deg[1]}"
+                        " degrees: a spatial hold-out needs at least 2 (smaller cells.holdout_block_deg)")
+    order = np.random.default_rng(seed).permutation(len(blocks))
+    taken = min(int(np.searchsorted(np.cumsum(size[order]), share * len(cells))) + 1, len(blocks) - 1)
+    return np.isin(block_of, order[:taken])
+
+
 def with_soil(hwsd: xr.Dataset, cells: Cells) -> Cells:
     """The cells with some HWSD soil: HWSD marks water, ice and rock by no texture at all, and those have no active
     layer to model. The cells without are logged (how many, and the first few) and left out."""

@@ -172,6 +172,9 @@ def _cells_suite(variables: tuple[str, ...]) -> dict:
         _exp("expect_column_values_to_be_between", column="band", min_value=0, max_value={"$PARAMETER": "max_band"}),
         _range("lat", -90.0, 90.0),
         _range("lon", -180.0, 180.0),
+        _exp("expect_column_values_to_be_in_set", column="held_out", value_set=[0, 1]),
+        _exp("expect_column_mean_to_be_between", column="held_out", min_value={"$PARAMETER": "min_held_out"},
+             max_value={"$PARAMETER": "max_held_out"}),
     ]
     for v in variables:
         lo, hi = VARIABLES[v].valid_range

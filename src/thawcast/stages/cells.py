@@ -8,7 +8,8 @@ A unit is a land cell with soil temperatures, its centre in a band and the study
   hold and the 4 soil temperatures, with each cell's ``lat``, ``lon``, ``band`` and ``area_km2``.
   Built chunk by chunk (:mod:`thawcast.prep.cells`): memory holds a few years of the land cells, not the grid.
 * ``static_cells.nc`` / ``static_cells.csv``: per cell, the band table's statics (HWSD texture and organic
-  carbon, per-layer organic carbon and bulk density, lithology shares) and its latitude and longitude.
+  carbon, per-layer organic carbon and bulk density, lithology shares), its latitude and longitude, and
+  ``held_out``: whether it is in the spatial hold-out (``cells`` in params.yaml).
 
 Great Expectations checks one row per cell: its statics, and each variable's range over the period and its
 missing months (none).
@@ -20,6 +21,7 @@ import logging
 from importlib.metadata import version
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import xarray as xr
 
@@ -31,6 +33,7 @@ from thawcast.ingest.hwsd import open_hwsd, open_lithology, unknown_lithology
 from thawcast.layout import Layout
 from thawcast.prep.cells import (
     cell_store,
+    holdout_blocks,
     land_cells,
     static_cell_table,
     with_soil,
@@ -63,6 +66,9 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
     lith_path = paths.raw / "static" / "lithology.nc"
     codes = open_lithology(lith_path) if lith_path.exists() else unknown_lithology(hwsd)
     table = static_cell_table(hwsd, codes, cells, cfg.static)
+    held_out = holdout_blocks(cells, cfg.cells.holdout_block_deg, cfg.cells.holdout_share, cfg.seed)
+    log.info("spatial hold-out: %d of %d cells (%.1f%%) in blocks of %s x %s degrees", held_out.sum(), len(cells),
+             100 * held_out.mean(), *cfg.cells.holdout_block_deg)
     store = cell_store(era, cells, store_variables(era))
     store = store.assign_coords(area_km2=("cell", cells.area_km2))
     store["values"].attrs = {"long_name": "monthly ERA5-Land drivers and soil temperatures of the land cells",
@@ -75,10 +81,15 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
                  len(cells), store.sizes["time"], store.sizes["variable"])
         summary = write_cell_store(store, tmp / paths.cell_store.name)
         frame = _validation_frame(table, cells.band, summary)
+        frame["held_out"] = held_out.astype(np.int8)
         section = run_suite(frame, "cells", paths.expectations,
-                            parameters={"n_rows": len(cells), "max_band": geom.n_bands - 1}, index_columns=["cell"])
+                            parameters={"n_rows": len(cells), "max_band": geom.n_bands - 1,
+                                        # some cells held out, some not
+                                        "min_held_out": 1 / len(cells), "max_held_out": 1 - 1 / len(cells)},
+                            index_columns=["cell"])
         validate_stage("cells", [section], paths.validation_reports)
-        _write_static(table, cells, tmp / paths.static_cells.name, lith_path if lith_path.exists() else None)
+        _write_static(table.assign(held_out=held_out.astype(np.int8)), cells, tmp / paths.static_cells.name,
+                      lith_path if lith_path.exists() else None)
     return paths.cells
 
 
@@ -97,7 +108,9 @@ def _validation_frame(table: pd.DataFrame, band, summary: xr.Dataset) -> pd.Data
 def _write_static(table: pd.DataFrame, cells, path: Path, lith_path: Path | None) -> None:
     ds = xr.Dataset.from_dataframe(table.drop(columns=["lat", "lon"])).assign_coords(cells.coords())
     for c in ds.data_vars:
-        ds[c].attrs = {"units": STATIC_UNITS[c], "long_name": c.replace("_", " ")}
+        ds[c].attrs = {"units": STATIC_UNITS.get(c, "1"), "long_name": c.replace("_", " ")}
+    ds["held_out"].attrs["long_name"] = ("1: in the spatial hold-out (never to reach training, tuning or scaling;"
+                                         " scored on the test years)")
     synthetic = False
     if lith_path is not None:
         with open_netcdf(lith_path) as lith:
