@@ -33,6 +33,15 @@ def canonical_cube(years=(2001, 2002), lat=None, lon=None, seed=0, snow: bool = 
     return xr.Dataset(data, coords={"time": times, "lat": lat, "lon": lon})
 
 
+def monthly(values, start="2001-01-01", bands=False) -> xr.DataArray:
+    """A monthly series from ``start``: ``values`` [time] or, with ``bands``, [band, time]."""
+    values = np.asarray(values, float)
+    t = pd.date_range(start, periods=values.shape[-1], freq="MS")
+    if bands:
+        return xr.DataArray(values, dims=("band", "time"), coords={"band": np.arange(len(values)), "time": t})
+    return xr.DataArray(values, dims="time", coords={"time": t})
+
+
 def write_cds(ds: xr.Dataset, folder: Path) -> list[Path]:
     from thawcast.ingest.synthetic.world import write_era5land
 

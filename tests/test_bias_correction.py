@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
+from helpers import monthly
 from thawcast.errors import DataError
 from thawcast.prep import bias
 from thawcast.prep.bias import adjust, mean_change, retained, spread
@@ -15,15 +16,10 @@ from thawcast.prep.moisture import LAYERS, layer_ratios, split, top10
 YEARS = 20
 
 
-def _series(values, start="2001-01-01"):
-    t = pd.date_range(start, periods=len(values), freq="MS")
-    return xr.DataArray(np.asarray(values, float), dims="time", coords={"time": t})
-
-
 def _temperature(rng, years=YEARS, start="2001-01-01"):
     n = 12 * years
     month = np.arange(n) % 12
-    return _series(-5 + 15 * np.sin(2 * np.pi * (month - 3) / 12) + rng.normal(0, 1.0, n), start)
+    return monthly(-5 + 15 * np.sin(2 * np.pi * (month - 3) / 12) + rng.normal(0, 1.0, n), start)
 
 
 def _trend(da):
@@ -50,9 +46,9 @@ def test_qdm_keeps_a_warming_that_eqm_flattens(rng):
     month = np.arange(12 * YEARS) % 12
     season = -5 + 15 * np.sin(2 * np.pi * (month - 3) / 12)
     noise = rng.normal(0.0, 1.0, (3, 12 * YEARS))
-    ref = _series(season + noise[0])
-    hist = _series(season + 2.0 + 2.0 * noise[1])
-    sim = _series(season + 2.0 + 2.0 * noise[2] + 3.0, "2031-01-01")
+    ref = monthly(season + noise[0])
+    hist = monthly(season + 2.0 + 2.0 * noise[1])
+    sim = monthly(season + 2.0 + 2.0 * noise[2] + 3.0, "2031-01-01")
     model_change = float(sim.mean() - hist.mean())
     assert model_change == pytest.approx(3.0, abs=0.3)
     qdm = adjust(ref, hist, sim, variable="t_air", method="qdm", nquantiles=50)
@@ -67,7 +63,7 @@ def test_qdm_keeps_a_warming_that_eqm_flattens(rng):
 def test_a_shift_only_bias_keeps_the_trend_either_way(rng):
     """With a pure +2 K offset the correction is the same at every quantile: no method bends a trend."""
     ref = _temperature(rng)
-    sim = _series(_temperature(rng).values + 2.0 + np.linspace(0.0, 3.0, 12 * YEARS), "2031-01-01")
+    sim = monthly(_temperature(rng).values + 2.0 + np.linspace(0.0, 3.0, 12 * YEARS), "2031-01-01")
     for method in ("qdm", "eqm"):
         out = adjust(ref, ref + 2.0, sim, variable="t_air", method=method, nquantiles=50)
         assert _trend(out) == pytest.approx(_trend(sim), abs=0.2)
@@ -79,8 +75,8 @@ def test_precipitation_stays_non_negative(rng, method, variable):
     n = 12 * YEARS
     wet = rng.random((3, n)) > 0.35  # about a third of months dry (exact zeros)
     amount = rng.gamma(0.6, 2.0, (3, n))
-    ref, hist = _series(amount[0] * wet[0]), _series(1.6 * amount[1] * wet[1])
-    sim = _series(2.5 * amount[2] * wet[2], "2031-01-01")
+    ref, hist = monthly(amount[0] * wet[0]), monthly(1.6 * amount[1] * wet[1])
+    sim = monthly(2.5 * amount[2] * wet[2], "2031-01-01")
     out = adjust(ref, hist, sim, variable=variable, method=method, nquantiles=30)
     assert bool(out.notnull().all())
     assert float(out.min()) >= 0.0
@@ -89,7 +85,7 @@ def test_precipitation_stays_non_negative(rng, method, variable):
 
 
 def test_constant_month_group_falls_back_without_nan(rng):
-    ref = _series(np.clip(_temperature(rng).values * 10, 0, None))
+    ref = monthly(np.clip(_temperature(rng).values * 10, 0, None))
     dark = ref["time"].dt.month == 12
     ref = ref.where(~dark, 0.0)  # polar night: every December exactly 0
     hist = (ref * 1.05).where(~dark, 0.0)
@@ -134,7 +130,7 @@ def test_spread_diagnostic_known_answer():
     assert retained(0.5, 0.0) is None
 
 
-def test_qdm_in_blocks_keeps_a_warming_inside_one_long_series(rng):
+def test_qdm_in_blocks_keeps_a_warming_inside_one_longmonthly(rng):
     """One 30-year series (as the pipeline passes history + RCP): the last decade is +3 K warmer.
 
     Ranked over the whole series the warm decade sits in the upper quantiles, where a model
@@ -143,10 +139,10 @@ def test_qdm_in_blocks_keeps_a_warming_inside_one_long_series(rng):
     """
     n_cal, n_sim = 12 * YEARS, 12 * 30
     season = lambda n: -5 + 15 * np.sin(2 * np.pi * (np.arange(n) % 12 - 3) / 12)
-    ref = _series(season(n_cal) + rng.normal(0, 1, n_cal))
-    hist = _series(season(n_cal) + 2.0 + 2.0 * rng.normal(0, 1, n_cal))
+    ref = monthly(season(n_cal) + rng.normal(0, 1, n_cal))
+    hist = monthly(season(n_cal) + 2.0 + 2.0 * rng.normal(0, 1, n_cal))
     warm = np.where(np.arange(n_sim) >= 12 * 20, 3.0, 0.0)
-    sim = _series(season(n_sim) + 2.0 + 2.0 * rng.normal(0, 1, n_sim) + warm)
+    sim = monthly(season(n_sim) + 2.0 + 2.0 * rng.normal(0, 1, n_sim) + warm)
     last, first = slice("2021", "2030"), slice("2001", "2020")
 
     def kept(out):
@@ -170,9 +166,9 @@ def test_a_saved_adjustment_reloads_and_reproduces_the_correction_exactly(rng, t
         hist, sim = ref + 1.5, _temperature(rng, start="2021-01-01") + 3.0
     else:
         scale = 0.05 if variable == "w1" else 2.0
-        ref = _series(np.where(rng.random(n) < 0.2, 0.0, rng.gamma(1.0, scale, n)))
+        ref = monthly(np.where(rng.random(n) < 0.2, 0.0, rng.gamma(1.0, scale, n)))
         hist = ref * 1.4
-        sim = _series(np.where(rng.random(n) < 0.2, 0.0, rng.gamma(1.0, scale, n)) * 1.4, "2021-01-01")
+        sim = monthly(np.where(rng.random(n) < 0.2, 0.0, rng.gamma(1.0, scale, n)) * 1.4, "2021-01-01")
     ref, hist, sim = (d.rename(variable) for d in (ref, hist, sim))  # named, as in the stage
     trained = bias.train(ref, hist, variable=variable, method=method, nquantiles=20, seed=5)
     direct = bias.apply(trained, sim, period_years=10)
@@ -200,7 +196,7 @@ def test_a_saved_adjustment_reloads_and_reproduces_the_correction_exactly(rng, t
 
 def test_loading_a_file_that_is_no_adjustment_is_one_clear_error(tmp_path):
     path = tmp_path / "other.nc"
-    _series(np.ones(24)).to_dataset(name="x").to_netcdf(path)
+    monthly(np.ones(24)).to_dataset(name="x").to_netcdf(path)
     with pytest.raises(DataError, match="not a saved thawcast bias adjustment"):
         bias.load(path)
 

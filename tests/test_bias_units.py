@@ -16,17 +16,9 @@ import xarray as xr
 import xsdba
 from xsdba.processing import jitter_under_thresh
 
+from helpers import monthly
 from thawcast.errors import DataError
 from thawcast.prep import bias
-
-
-def _monthly(values, start="2001-01-01", bands=False):
-    """A monthly series: ``values`` [time] or, with ``bands``, [band, time]."""
-    values = np.asarray(values, float)
-    t = pd.date_range(start, periods=values.shape[-1], freq="MS")
-    if bands:
-        return xr.DataArray(values, dims=("band", "time"), coords={"band": np.arange(len(values)), "time": t})
-    return xr.DataArray(values, dims="time", coords={"time": t})
 
 
 class _Stand:
@@ -63,7 +55,7 @@ def _global_stream_restored():
 def temps():
     """Two bands of three years of air temperature, from -20 to +15 degC."""
     rng = np.random.default_rng(0)
-    return _monthly(rng.uniform(-20.0, 15.0, (2, 36)), bands=True)
+    return monthly(rng.uniform(-20.0, 15.0, (2, 36)), bands=True)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +68,7 @@ def wet():
     """Precipitation with dry months (exact zeros) in ref and hist, and its qdm fit (seed 5)."""
     rng = np.random.default_rng(1)
     amount = rng.gamma(1.0, 2.0, (3, 36)) * (rng.random((3, 36)) > 0.25)
-    ref, hist, sim = (_monthly(a) for a in amount)
+    ref, hist, sim = (monthly(a) for a in amount)
     return ref, hist, sim, bias.train(ref, hist, variable="p_total", method="qdm", nquantiles=5, seed=5)
 
 
@@ -107,7 +99,7 @@ def test_the_method_names_pick_xsdba_adjustments_and_an_unknown_one_is_a_clear_e
 
 
 def test_with_units_sets_the_unit_on_a_copy_and_keeps_the_other_attributes():
-    da = _monthly(np.ones(3))
+    da = monthly(np.ones(3))
     da.attrs = {"long_name": "x", "units": "K"}
     out = bias._with_units(da, "degC")
     assert out.attrs == {"long_name": "x", "units": "degC"}
@@ -160,7 +152,7 @@ def test_train_refuses_an_unknown_method(temps):
 def test_train_saves_what_apply_needs_and_the_calibration_monthly_means():
     # value = month index + 10 * year index + 100 * band over two years: each month's mean is month + 5 + 100 band
     m, y = np.arange(24) % 12, np.arange(24) // 12
-    ref = _monthly([m + 10 * y, m + 10 * y + 100], bands=True)
+    ref = monthly([m + 10 * y, m + 10 * y + 100], bands=True)
     trained = bias.train(ref, 2 * ref - 3, variable="t_air", method="eqm", nquantiles=5, seed=4)
     ds = trained.ds
     assert {k: ds.attrs[k] for k in ds.attrs if k.startswith("thawcast_")} == {
@@ -181,7 +173,7 @@ def test_train_of_an_amount_jitters_dry_months_reproducibly_and_counts_the_draws
     m, y = np.arange(24) % 12, np.arange(24) // 12
     values = np.array([1.0 + m + 10 * y, 2.0 + m + 10 * y])
     values[0, 0] = 0.0
-    ref = _monthly(values, bands=True)
+    ref = monthly(values, bands=True)
     np.random.seed(11)
     after = np.random.random_sample(3)
     np.random.seed(11)
@@ -230,7 +222,7 @@ def test_an_identity_fit_returns_sim_with_the_dimension_order_and_attributes_of_
 
 
 def test_apply_names_a_multiplicative_eqm_correction():
-    ref = _monthly(np.linspace(1.0, 5.0, 24))
+    ref = monthly(np.linspace(1.0, 5.0, 24))
     out = bias.apply(bias.train(ref, ref, variable="p_snow", method="eqm", nquantiles=4), ref)
     assert out.attrs["bias_correction"] == "eqm (multiplicative, 4 quantiles, grouped by calendar month)"
     assert out.attrs["units"] == "mm day-1" and out.attrs["long_name"] == "snowfall (water equivalent)"
@@ -255,11 +247,11 @@ def test_amounts_under_the_zero_threshold_come_out_as_exact_zeros(caplog, variab
     the threshold (0.01 mm/day, 0.001 m3/m3) -- jittered to a tiny random amount first -- is set to 0. Two years
     of sim, each calendar month's pair distinct, so that QDM ranks them (no fallback)."""
     thresh = {"p_total": 0.01, "w1": 0.001}[variable]
-    ref = _monthly(np.linspace(0.05, 0.7, 24) * (10.0 if variable == "p_total" else 1.0))
+    ref = monthly(np.linspace(0.05, 0.7, 24) * (10.0 if variable == "p_total" else 1.0))
     trained = bias.train(ref, ref, variable=variable, method="qdm", nquantiles=5)
     first = [0.0, small, thresh, kept, 0.3, 0.4, 0.5, 0.6, 0.7, 0.0, small, 0.2]
     second = [0.25, 0.35, 0.45, 0.55, kept, thresh, small, 0.0, 0.15, 0.65, 0.75, small]
-    out = _adjusted_by_the_quantile_mapping_alone(caplog, trained, _monthly(first + second))
+    out = _adjusted_by_the_quantile_mapping_alone(caplog, trained, monthly(first + second))
     expected = np.array(first + second)
     expected[expected < thresh] = 0.0
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=0)
@@ -271,7 +263,7 @@ def test_non_negative_variables_are_floored_at_zero_and_others_are_not(caplog, t
     # of sim with each month's pair distinct, so that QDM ranks them (no fallback).
     ref = temps.isel(band=0) + 100.0
     first = np.array([3.0] + [50.0] * 11)
-    sim = _monthly(np.concatenate([first, first + 5.0]), start="2001-01-01")
+    sim = monthly(np.concatenate([first, first + 5.0]), start="2001-01-01")
     solar = _adjusted_by_the_quantile_mapping_alone(
         caplog, bias.train(ref, ref + 10.0, variable="r_solar", method="qdm", nquantiles=5), sim)
     air = _adjusted_by_the_quantile_mapping_alone(
@@ -315,7 +307,7 @@ def test_sim_jitter_continues_the_stream_that_jittered_ref_and_hist(wet):
 
 
 def test_qdm_blocks_are_whole_calendar_years_from_the_first_in_order_with_a_short_last_block():
-    sim = _monthly(np.arange(60.0), start="2001-01-01")  # 2001..2005
+    sim = monthly(np.arange(60.0), start="2001-01-01")  # 2001..2005
     stand = _Stand("t_air", "qdm")
     out = bias.apply(stand, sim, period_years=2)
     years = [sorted(set(c["time"].dt.year.values.tolist())) for c in stand.calls]
@@ -325,7 +317,7 @@ def test_qdm_blocks_are_whole_calendar_years_from_the_first_in_order_with_a_shor
     np.testing.assert_array_equal(out, sim)
     assert all(c.attrs["units"] == "degC" for c in stand.calls)
     # a series starting mid-year: blocks still count calendar years from its first year
-    mid = _monthly(np.arange(36.0), start="2001-07-01")  # 2001-07 .. 2004-06
+    mid = monthly(np.arange(36.0), start="2001-07-01")  # 2001-07 .. 2004-06
     stand = _Stand("t_air", "qdm")
     bias.apply(stand, mid, period_years=2)
     assert [c.sizes["time"] for c in stand.calls] == [18, 18]
@@ -333,7 +325,7 @@ def test_qdm_blocks_are_whole_calendar_years_from_the_first_in_order_with_a_shor
 
 
 def test_period_years_is_for_qdm_only_and_zero_means_the_whole_series():
-    sim = _monthly(np.arange(60.0))
+    sim = monthly(np.arange(60.0))
     for method, period in (("eqm", 2), ("qdm", 0)):
         stand = _Stand("t_air", method)
         bias.apply(stand, sim, period_years=period)
@@ -341,7 +333,7 @@ def test_period_years_is_for_qdm_only_and_zero_means_the_whole_series():
 
 
 def test_provenance_is_the_adjustments_own_or_else_names_the_adjustment():
-    sim = _monthly(np.arange(12.0))
+    sim = monthly(np.arange(12.0))
     assert bias.apply(_Stand("t_air", "eqm"), sim).attrs["bias_adjustment"] == "Stand.adjust(sim)"
     tagged = _Stand("t_air", "eqm", fn=lambda s: s.assign_attrs(bias_adjustment="EQM(x).adjust(sim)"))
     out = bias.apply(tagged, sim)
@@ -352,7 +344,7 @@ def test_provenance_is_the_adjustments_own_or_else_names_the_adjustment():
 def test_months_the_adjustment_leaves_undefined_get_the_monthly_mean_bias(caplog):
     """xsdba returns NaN for a calendar month with no spread; apply shifts (additive) or scales (multiplicative)
     those values by that month's calibration bias instead."""
-    sim = _monthly([np.arange(24.0) + 1.0, np.arange(24.0) + 2.0], bands=True).transpose("time", "band")
+    sim = monthly([np.arange(24.0) + 1.0, np.arange(24.0) + 2.0], bands=True).transpose("time", "band")
     december = sim["time"].dt.month == 12
 
     def undefined_in_december(s):
@@ -376,7 +368,7 @@ def test_mean_bias_fallback_shifts_or_scales_by_the_month_and_keeps_a_dry_months
     r = xr.DataArray(np.where(month == 2, 5.0, 2.0), dims="month", coords={"month": month})
     # hist means: February dry (0), March small but wet (0.5), the rest 8
     h = xr.DataArray(np.select([month == 2, month == 3], [0.0, 0.5], 8.0), dims="month", coords={"month": month})
-    sim = _monthly([[4.0, 8.0, 12.0], [1.0, 2.0, 3.0]], bands=True).transpose("time", "band")  # Jan, Feb, Mar
+    sim = monthly([[4.0, 8.0, 12.0], [1.0, 2.0, 3.0]], bands=True).transpose("time", "band")  # Jan, Feb, Mar
     add = bias._mean_bias_fallback(r, h, sim, "+")
     # + : sim + (r - h): Jan -6, Feb +5, Mar +1.5
     np.testing.assert_allclose(add, [[-2.0, -5.0], [13.0, 7.0], [13.5, 4.5]])
@@ -415,7 +407,7 @@ def test_save_makes_its_folder_drops_clock_stamps_in_the_file_only_and_load_give
         assert saved.attrs["thawcast_variable"] == "p_total"
     assert "history" in trained.ds["af"].attrs  # the fit in memory keeps it
     assert isinstance(bias.load(path), xsdba.QuantileDeltaMapping)
-    ref = _monthly(np.linspace(-5.0, 5.0, 24))
+    ref = monthly(np.linspace(-5.0, 5.0, 24))
     eqm = bias.train(ref, ref, variable="t_air", method="eqm", nquantiles=3)
     assert isinstance(bias.load(bias.save(eqm, tmp_path / "eqm.nc")), xsdba.EmpiricalQuantileMapping)
 
@@ -423,7 +415,7 @@ def test_save_makes_its_folder_drops_clock_stamps_in_the_file_only_and_load_give
 @pytest.mark.parametrize("attrs", [{"thawcast_method": "qdm"}, {"thawcast_variable": "t_air"}])
 def test_load_needs_both_the_method_and_the_variable(tmp_path, attrs):
     path = tmp_path / "half.nc"
-    _monthly(np.ones(12)).to_dataset(name="af").assign_attrs(attrs).to_netcdf(path)
+    monthly(np.ones(12)).to_dataset(name="af").assign_attrs(attrs).to_netcdf(path)
     with pytest.raises(DataError) as err:
         bias.load(path)
     assert str(err.value) == (f"{path}: not a saved thawcast bias adjustment"
