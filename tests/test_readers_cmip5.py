@@ -125,3 +125,23 @@ def test_wrong_units(cmip_dir, tmp_path):
             decode_times=False)
     with pytest.raises(DataError, match=r"pr_Amon.*units 'mm/day'; expected 'kg m-2 s-1'"):
         open_cmip5(d, "historical")
+
+
+def test_classic_netcdf3_files_read_the_same_through_scipy(cmip_dir, tmp_path):
+    """Many ESGF CMIP5 files are NetCDF-3 (64-bit offset): the same experiment rewritten so reads the same, with
+    its calendar and string attributes, through scipy's reader (``ingest.common.read_engine``)."""
+    from thawcast.ingest.common import read_engine
+
+    classic = _copy(cmip_dir, tmp_path)
+    for path in classic.glob("*_rcp85_*.nc"):
+        with xr.open_dataset(path, decode_times=False) as ds:
+            loaded = ds.load()
+        path.unlink()
+        loaded.to_netcdf(path, format="NETCDF3_64BIT")
+        assert read_engine(path) == "scipy"
+    ref, alt = open_cmip5(cmip_dir, "rcp85").load(), open_cmip5(classic, "rcp85").load()
+    assert alt.attrs == ref.attrs and list(alt.data_vars) == list(ref.data_vars)
+    assert (alt["time"].values == ref["time"].values).all()
+    for v in ref.data_vars:
+        np.testing.assert_array_equal(alt[v].values, ref[v].values)
+        assert alt[v].attrs == ref[v].attrs
