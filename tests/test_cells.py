@@ -18,6 +18,7 @@ from thawcast.prep.cells import (
     holdout_blocks,
     land_cells,
     static_cell_table,
+    with_soil,
     write_cell_store,
 )
 from thawcast.prep.geometry import EARTH_RADIUS_KM, BandGeometry
@@ -117,6 +118,22 @@ def test_a_cell_without_soil_is_one_error_naming_it():
     with pytest.raises(DataError, match=r"^static: 1 of 4 land cells have no HWSD soil or lithology \(first: "
                                         r"\(61.50 N, -149.50 E\)\); they cannot be units$"):
         static_cell_table(hwsd, codes, cells, StaticConfig())
+
+
+def test_cells_without_hwsd_soil_are_left_out_with_a_count(caplog):
+    lat, lon = np.array([60.5, 61.5]), np.array([-149.5, -148.5])
+    cells = land_cells(_grid(lat, lon, np.ones((2, 2))), GEOM)
+    hwsd, _ = _statics((lat, lon), nan_at=(1, 0))  # the cell at 61.5 N, -149.5 E has no soil pixel
+    with caplog.at_level(logging.WARNING, logger="thawcast.prep.cells"):
+        kept = with_soil(hwsd, cells)
+    assert len(kept) == 3 and kept.lat.tolist() == [60.5, 60.5, 61.5] and kept.lon.tolist() == [-149.5, -148.5, -148.5]
+    assert kept.band.tolist() == [0, 0, 1] and (kept.grid_lat == cells.grid_lat).all()
+    expected = "1 of 4 land cells have no soil in HWSD (water, ice or rock) and are left out; first: (61.50 N, -149.50 E)"
+    assert caplog.messages == [expected]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="thawcast.prep.cells"):
+        assert len(with_soil(_statics((lat, lon))[0], cells)) == 4
+    assert caplog.messages == []
 
 
 @pytest.fixture(scope="module")
