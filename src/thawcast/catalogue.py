@@ -82,3 +82,15 @@ FEATURES: dict[str, Feature] = {
                 " mean and std (eqs. 2.1-2.2)"),
     ]
 }
+
+#: What a grid cell adds to the static features in cells mode (README "Grid cells"): where it is. Band tables have
+#: none of them, so they are not in :data:`FEATURES` (nor in ``features`` of params.yaml).
+CELL_ATTRIBUTES: dict[str, Feature] = {
+    "lat": Feature("lat", "degrees_north", "static", "latitude of the cell's centre"),
+    "lon": Feature("lon", "degrees_east", "static", "longitude of the cell's centre"),
+}
+
+
+def feature(name: str) -> Feature:
+    """The :class:`Feature` called ``name``, a cell attribute included."""
+    return FEATURES[name] if name in FEATURES else CELL_ATTRIBUTES[name]

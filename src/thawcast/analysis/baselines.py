@@ -6,8 +6,8 @@ information available at the end of the window:
 * **climatology**: the mean of that band, layer and calendar month over the training months;
 * **persistence**: the last observed month (the window's last input month);
 * **seasonal persistence**: the same month one year before the target;
-* **ridge**: a linear model on the flattened window plus a one-hot band: the "flat
-  feature vector" approach the paper argues against. Its regularisation strength is chosen
+* **ridge**: a linear model on the flattened window plus a one-hot band (grid cells: no one-hot, their
+  attributes are in the window): the "flat feature vector" approach the paper argues against. Its regularisation strength is chosen
   on the validation split, never on the test split.
 
 Persistence and seasonal persistence read *observed* soil temperature, which the networks
@@ -59,7 +59,10 @@ def predict_seasonal_persistence(y_degc: np.ndarray, ws: WindowSet) -> np.ndarra
 
 
 def _design(ws: WindowSet, n_bands: int) -> np.ndarray:
+    """Flattened windows, then a one-hot of the unit (none when ``n_bands`` is 0)."""
     flat = ws.inputs().reshape(len(ws), -1)
+    if n_bands == 0:
+        return flat
     onehot = np.eye(n_bands, dtype=flat.dtype)[ws.band]
     return np.concatenate([flat, onehot], axis=1)
 
@@ -72,12 +75,13 @@ class RidgeBaseline:
     alpha: float | None = None
     model: object = None
     n_bands: int = 0
+    unit_onehot: bool = True  # False for grid cells: they are told apart by their attributes, as the networks do
 
     def fit(self, train: WindowSet, val: WindowSet) -> RidgeBaseline:
         """Fit on ``train``; pick ``alpha`` by validation RMSE (the test split is never passed in)."""
         from sklearn.linear_model import Ridge
 
-        self.n_bands = train.x.shape[0]
+        self.n_bands = train.x.shape[0] if self.unit_onehot else 0
         xt, yt = _design(train, self.n_bands), train.targets()
         xv, yv = _design(val, self.n_bands), val.targets()
         best = None

@@ -24,16 +24,17 @@ from thawcast.variables import TARGETS
 
 
 def baseline_predictions(cfg: WindowsConfig, train: WindowSet, val: WindowSet, test: WindowSet,
-                         y_degc: np.ndarray, targets: Scaler) -> tuple[dict[str, np.ndarray], dict]:
+                         y_degc: np.ndarray, targets: Scaler, unit_onehot: bool = True,
+                         ) -> tuple[dict[str, np.ndarray], dict]:
     """Test-window predictions (degC ``[N, 4]``) of every baseline, fitted without test data.
 
     Climatology uses the training-split months (those the scaler saw), ridge is fitted on
     the training split with its alpha chosen on validation; ``y_degc`` is the history's
-    ``[band, time, layer]`` target array in degC.
+    ``[unit, time, layer]`` target array in degC. ``unit_onehot``: whether ridge sees which unit a window is of.
     """
     months = test.times.month.to_numpy()
     table = climatology_table(y_degc, months, fit_months(test.times, cfg))
-    ridge = RidgeBaseline().fit(train, val)
+    ridge = RidgeBaseline(unit_onehot=unit_onehot).fit(train, val)
     preds = {
         "climatology": predict_climatology(table, test),
         "persistence": predict_persistence(y_degc, test),

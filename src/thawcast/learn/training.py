@@ -66,56 +66,87 @@ class WindowTensors:
     y: torch.Tensor | None
 
     @classmethod
-    def from_windows(cls, ws: WindowSet) -> WindowTensors:
-        """Gather every window of ``ws`` (scaled inputs, and scaled targets when it has them)."""
+    def from_windows(cls, ws: WindowSet, unit_ids: bool = True) -> WindowTensors:
+        """Gather every window of ``ws`` (scaled inputs, and scaled targets when it has them). Without
+        ``unit_ids`` the unit index is 0 for every window (models that see units through their attributes)."""
         if len(ws) == 0:
             raise TrainingError("the window set is empty")
         y = torch.from_numpy(np.ascontiguousarray(ws.targets(), dtype=np.float32)) if ws.y is not None else None
-        return cls(torch.from_numpy(np.ascontiguousarray(ws.inputs(), dtype=np.float32)),
-                   torch.from_numpy(ws.band.astype(np.int64)), y)
+        band = ws.band.astype(np.int64) if unit_ids else np.zeros(len(ws), dtype=np.int64)
+        return cls(torch.from_numpy(np.ascontiguousarray(ws.inputs(), dtype=np.float32)), torch.from_numpy(band), y)
 
     def __len__(self) -> int:
         return len(self.band)
 
+    def take(self, idx: torch.Tensor | slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.x[idx], self.band[idx], self.y[idx]
+
+
+@dataclass(frozen=True)
+class LazyWindows:
+    """Windows gathered a batch at a time from a :class:`WindowSet` (for sets too large to hold as ``[N, w, F]``
+    tensors: the grid cells' hundreds of thousands). The unit index handed to the network is 0 for every window:
+    these models see their units through attributes, not an id."""
+
+    windows: WindowSet
+
+    def __post_init__(self) -> None:
+        if len(self.windows) == 0:
+            raise TrainingError("the window set is empty")
+        if self.windows.y is None:
+            raise TrainingError("batches for training or validation need targets")
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    @property
+    def y(self) -> np.ndarray | None:
+        return self.windows.y
+
+    def take(self, idx: torch.Tensor | slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        idx = idx.numpy() if isinstance(idx, torch.Tensor) else idx
+        x = torch.from_numpy(self.windows.inputs(idx))
+        return x, torch.zeros(len(x), dtype=torch.int64), torch.from_numpy(np.ascontiguousarray(self.windows.targets(idx)))
+
 
 class TensorBatches:
-    """Mini-batches ``(x, band, y)`` sliced from :class:`WindowTensors`.
+    """Mini-batches ``(x, band, y)`` of :class:`WindowTensors` or :class:`LazyWindows`.
 
-    With ``shuffle`` the order is a fresh permutation each pass, drawn from a generator
-    seeded once: the sequence of batches is the same for the same seed.
+    With ``shuffle`` the order is a fresh permutation each pass, drawn from a generator seeded once: the sequence
+    of batches is the same for the same seed. With ``per_epoch`` a pass is the first ``per_epoch`` windows of that
+    permutation (a fresh sample of the windows each epoch, none twice within one).
     """
 
-    def __init__(self, data: WindowTensors, batch_size: int, shuffle: bool = False, seed: int = 0) -> None:
+    def __init__(self, data: WindowTensors | LazyWindows, batch_size: int, shuffle: bool = False, seed: int = 0,
+                 per_epoch: int | None = None) -> None:
         if data.y is None:
             raise TrainingError("batches for training or validation need targets")
+        if per_epoch is not None and not shuffle:
+            raise TrainingError("a sample of the windows per epoch needs shuffle")
         self.data, self.batch_size, self.shuffle = data, int(batch_size), shuffle
+        self.per_epoch = len(data) if per_epoch is None else min(int(per_epoch), len(data))
         self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
         world = _rank_world()[1]
-        n = len(self.data)
+        n = self.per_epoch
         return n // self.batch_size + (n % self.batch_size >= world)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Batches in order (or a fresh permutation); under DDP every process draws the same order and takes
         every ``world``-th window of each global batch, so the processes together see exactly the batch one
         process would (a last batch with fewer windows than processes is dropped)."""
-        n, d = len(self.data), self.data
+        n, d = self.per_epoch, self.data
         rank, world = _rank_world()
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else None
+        order = torch.randperm(len(d), generator=self.generator)[:n] if self.shuffle else None
         for start in range(0, n, self.batch_size):
             stop = min(start + self.batch_size, n)
             if world > 1:
                 if stop - start < world:
                     return
-                idx = (order[start:stop] if order is not None else torch.arange(start, stop))[rank::world]
-                yield d.x[idx], d.band[idx], d.y[idx]
-            elif order is None:
-                sl = slice(start, stop)
-                yield d.x[sl], d.band[sl], d.y[sl]
+                yield d.take((order[start:stop] if order is not None else torch.arange(start, stop))[rank::world])
             else:
-                idx = order[start:stop]
-                yield d.x[idx], d.band[idx], d.y[idx]
+                yield d.take(slice(start, stop) if order is None else order[start:stop])
 
 
 def _rank_world() -> tuple[int, int]:
@@ -233,9 +264,9 @@ def check_devices(cfg: TrainingConfig) -> None:
     _trainer(cfg)
 
 
-def fit(net: BandSequenceModel, train: WindowTensors, val: WindowTensors, cfg: TrainingConfig, seed: int,
-        callbacks: Sequence = (), on_epoch: Callable[[int, dict], None] | None = None, label: str = "model",
-        ) -> FitResult:
+def fit(net: BandSequenceModel, train: WindowTensors | LazyWindows, val: WindowTensors | LazyWindows,
+        cfg: TrainingConfig, seed: int, callbacks: Sequence = (), on_epoch: Callable[[int, dict], None] | None = None,
+        label: str = "model", windows_per_epoch: int | None = None) -> FitResult:
     """Train ``net`` in place; on return it holds the weights of the best validation epoch.
 
     Parameters
@@ -248,6 +279,8 @@ def fit(net: BandSequenceModel, train: WindowTensors, val: WindowTensors, cfg: T
         Epochs, batch size, optimiser, patience, accelerator, CPU threads (set for the fit, then restored).
     callbacks
         Extra Lightning callbacks (e.g. an Optuna pruning callback watching :data:`MONITOR`).
+    windows_per_epoch
+        An epoch is this many training windows, a fresh sample each epoch (None: all of them).
     on_epoch
         Called as ``on_epoch(epoch, {"train_loss": ..., "val_loss": ...})`` after each epoch.
 
@@ -273,7 +306,7 @@ def fit(net: BandSequenceModel, train: WindowTensors, val: WindowTensors, cfg: T
         warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
         # Lightning 2.6 calls a torch pytree API that torch 2.13 deprecates; not ours to fix.
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
-        trainer.fit(module, TensorBatches(train, cfg.batch_size, shuffle=True, seed=seed),
+        trainer.fit(module, TensorBatches(train, cfg.batch_size, shuffle=True, seed=seed, per_epoch=windows_per_epoch),
                     TensorBatches(val, max(cfg.batch_size, 256)))
     seconds = time.perf_counter() - t0
     history = [{"epoch": e, "train_loss": float(r[0]), MONITOR: float(r[1])}

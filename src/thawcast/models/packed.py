@@ -37,11 +37,14 @@ class PackedModel(nn.Module):
         Names of the outputs (soil layers).
     architecture
         Registry name of ``net``.
+    unit_ids
+        Whether the network tells its units apart by an index (the bands' embedding). A cell model does not: it
+        sees each cell through its attributes, its band channel is 0 for every window, and it takes any cell.
     """
 
     def __init__(self, net: BandSequenceModel, target_mean: Sequence[float], target_std: Sequence[float],
                  feature_names: Sequence[str], window_length: int, target_names: Sequence[str],
-                 architecture: str) -> None:
+                 architecture: str, unit_ids: bool = True) -> None:
         super().__init__()
         if len(feature_names) != net.n_features:
             raise ModelInputError(f"{len(feature_names)} feature names for a network of {net.n_features} features")
@@ -52,6 +55,7 @@ class PackedModel(nn.Module):
         self.window_length = int(window_length)
         self.target_names = tuple(target_names)
         self.architecture = architecture
+        self.unit_ids = unit_ids
 
     @property
     def n_bands(self) -> int:
@@ -103,13 +107,14 @@ class PackedModel(nn.Module):
                                   f" {missing}, unexpected {extra}{', or another order' if not missing + extra else ''})")
         if self.window_length != ws.length:
             raise ModelInputError(f"{what} was trained on {self.window_length}-month windows, these are {ws.length}")
-        if ws.x.shape[0] > self.n_bands:
+        if getattr(self, "unit_ids", True) and ws.x.shape[0] > self.n_bands:
             raise ModelInputError(f"{what} knows {self.n_bands} bands, the windows have {ws.x.shape[0]}")
 
     @torch.no_grad()
     def predict_windows(self, ws, batch_size: int = 2048) -> np.ndarray:
         """degC ``[N, n_targets]`` for every window of ``ws`` (after :meth:`check_windows`)."""
         self.eval()
-        out = [self(self.pack(ws.inputs(slice(i, i + batch_size)), ws.band[i:i + batch_size])).numpy()
+        unit = ws.band if getattr(self, "unit_ids", True) else np.zeros_like(ws.band)  # pickled before unit_ids: bands
+        out = [self(self.pack(ws.inputs(slice(i, i + batch_size)), unit[i:i + batch_size])).numpy()
                for i in range(0, len(ws), batch_size)]
         return np.concatenate(out).astype(float) if out else np.zeros((0, len(self.target_names)))

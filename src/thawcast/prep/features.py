@@ -20,14 +20,14 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from thawcast.catalogue import FEATURES
+from thawcast.catalogue import feature
 from thawcast.errors import DataError
 from thawcast.variables import OPTIONAL_FEATURES, SNOW_DEPTH_FROM, VARIABLES
 
 
 def monthly_names(names: tuple[str, ...]) -> tuple[str, ...]:
     """The features stored per month (all but the window-level signal)."""
-    return tuple(n for n in names if FEATURES[n].kind != "signal")
+    return tuple(n for n in names if feature(n).kind != "signal")
 
 
 def _file_variables(feature: str, source: str) -> list[str]:
@@ -68,28 +68,29 @@ def calendar_features(times: pd.DatetimeIndex) -> dict[str, np.ndarray]:
 
 
 def monthly_matrix(dynamic: xr.Dataset, static: xr.Dataset, names: tuple[str, ...],
-                   source: str = "features") -> xr.DataArray:
-    """``[band, time, feature]`` float64 array of the monthly features ``names`` (unscaled).
+                   source: str = "features", unit: str = "band") -> xr.DataArray:
+    """``[unit, time, feature]`` float64 array of the monthly features ``names`` (unscaled); the units are the
+    ``band`` (or ``cell``) dimension of both datasets.
 
     Raises
     ------
     DataError
-        If a dynamic or static feature is missing from its dataset, or the band sets differ.
+        If a dynamic or static feature is missing from its dataset, or the unit sets differ.
     """
     times = pd.DatetimeIndex(dynamic["time"].values)
-    bands = dynamic["band"].values
-    if not np.array_equal(static["band"].values, bands):
-        raise DataError(source, f"static bands {list(static['band'].values)} differ from dynamic bands"
-                        f" {list(bands)}")
+    bands = dynamic[unit].values
+    if not np.array_equal(static[unit].values, bands):
+        raise DataError(source, f"static {unit}s {_listed(static[unit].values)} differ from dynamic {unit}s"
+                        f" {_listed(bands)}")
     cal = calendar_features(times)
     cols = []
     for n in monthly_names(names):
-        kind = FEATURES[n].kind
+        kind = feature(n).kind
         if kind == "dynamic":
             require(names, dynamic, "era5", source)
             if n not in dynamic:
                 raise DataError(source, f"dynamic feature '{n}' is missing (have {sorted(dynamic.data_vars)})")
-            col = dynamic[n].transpose("band", "time").values
+            col = dynamic[n].transpose(unit, "time").values
         elif kind == "static":
             if n not in static:
                 raise DataError(source, f"static feature '{n}' is missing (have {sorted(static.data_vars)})")
@@ -98,8 +99,14 @@ def monthly_matrix(dynamic: xr.Dataset, static: xr.Dataset, names: tuple[str, ..
             col = np.broadcast_to(cal[n][None, :], (len(bands), len(times)))
         cols.append(np.asarray(col, dtype=float))
     data = np.stack(cols, axis=-1) if cols else np.zeros((len(bands), len(times), 0))
-    return xr.DataArray(data, dims=("band", "time", "feature"),
-                        coords={"band": bands, "time": dynamic["time"].values, "feature": list(monthly_names(names))})
+    return xr.DataArray(data, dims=(unit, "time", "feature"),
+                        coords={unit: bands, "time": dynamic["time"].values, "feature": list(monthly_names(names))})
+
+
+def _listed(values: np.ndarray, first: int = 8) -> str:
+    """The first few of a long list of units, and how many there are."""
+    v = list(values)
+    return str(v) if len(v) <= first else f"[{', '.join(map(str, v[:first]))}, ...] ({len(v)})"
 
 
 def scenario_signal(r_thermal: np.ndarray, length: int, mu: float, sigma: float) -> np.ndarray:

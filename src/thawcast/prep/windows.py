@@ -74,8 +74,13 @@ class Scaler:
                    np.array([d[n]["constant"] for n in names]))
 
 
+def scalers_json(scalers: dict[str, Scaler], meta: dict) -> str:
+    """The scaler file's text: ``meta``, then each scaler by name."""
+    return json.dumps({**meta, **{k: s.to_dict() for k, s in scalers.items()}}, indent=2) + "\n"
+
+
 def save_scalers(path: Path, scalers: dict[str, Scaler], meta: dict) -> None:
-    Path(path).write_text(json.dumps({**meta, **{k: s.to_dict() for k, s in scalers.items()}}, indent=2) + "\n")
+    Path(path).write_text(scalers_json(scalers, meta))
 
 
 def load_signal_reference(path: Path) -> tuple[float, float]:
