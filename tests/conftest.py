@@ -32,6 +32,7 @@ TINY = {
     "tuning": {"budget": {"n_trials": 2, "timeout_s": 120, "max_epochs": 2, "patience": 2},
                "sampler_startup_trials": 1, "pruner_startup_trials": 1, "pruner_warmup_epochs": 1},
     "robustness": {"seeds": [1]},
+    "cells": {"windows_per_epoch": 256, "validation_windows": 128, "batch_size": 32, "max_epochs": 2, "patience": 2},
 }
 
 

@@ -34,6 +34,8 @@ STAGES = {
     "feature-ablation": "every architecture trained without and with ablation.features (snow): metrics/feature_ablation.*",
     "train": "train one architecture, log it to MLflow and register it (data/models/<arch>/)",
     "evaluate": "score every model and baseline on the test years: metrics, table, figures",
+    "train-cells": "train one architecture across the seen grid cells, log and register it (data/cell_models/<arch>/)",
+    "evaluate-cells": "score the cell models and baselines per cell, seen vs held out, and averaged up to the bands",
     "project": "every RCP x every registered model (@champion): projected soil temperature, ensemble, period check",
     "explain": "SHAP attributions of each registered model: data/explain/<arch>/",
     "compare-explanations": "top SHAP features of every architecture side by side: metrics/shap.{json,md}",
@@ -45,7 +47,7 @@ STAGES = {
 
 
 #: Stages run once per architecture (``dvc.yaml`` foreach): ``thawcast <stage> <arch>``.
-PER_ARCHITECTURE = ("train",)
+PER_ARCHITECTURE = ("train", "train-cells")
 #: Stages that do every architecture, side by side, or the one named: ``thawcast <stage> [<arch>]``.
 EACH_ARCHITECTURE = ("tune", "explain")
 

@@ -177,16 +177,55 @@ class StaticConfig(_Section):
     mineral_bulk_density_kg_m3: float = Field(1450.0, gt=500.0, lt=2700.0)
 
 
+def _architectures(v: tuple[str, ...]) -> tuple[str, ...]:
+    """``v`` if it lists known architectures, each once; else ValueError."""
+    unknown = [a for a in v if a not in ARCHITECTURES]
+    if unknown:
+        raise ValueError(f"unknown architecture(s) {unknown}; valid: {list(ARCHITECTURES)}")
+    if not v or len(set(v)) != len(v):
+        raise ValueError("architectures must list at least one architecture, each once")
+    return v
+
+
 class CellsConfig(_Section):
-    """Grid cells as units (README "Grid cells"): the spatial hold-out.
+    """Grid cells as units (README "Grid cells"): the spatial hold-out and the cell models' training.
 
     The cells are grouped into blocks of ``holdout_block_deg`` (latitude, longitude) degrees, and whole blocks,
     drawn with the global ``seed``, are held out until at least ``holdout_share`` of the cells are: neighbouring
     cells share their weather, so single held-out cells would say little about cells a model never saw.
+
+    A cell model is one network across every seen cell, which it tells apart by their attributes (statics and
+    position), not by an id. Its epochs are samples of ``windows_per_epoch`` windows (hundreds of thousands of
+    windows exist), in large batches; the rest of its training is ``training``'s.
     """
 
     holdout_share: float = Field(0.2, gt=0.0, lt=1.0)
     holdout_block_deg: tuple[float, float] = (2.0, 4.0)
+    architectures: tuple[str, ...] = Field(("gru",), description="one `train-cells@<arch>` stage each")
+    windows_per_epoch: int = Field(32768, ge=1, description="training windows drawn afresh for each epoch")
+    validation_windows: int | None = Field(16384, ge=1, description=(
+        "validation windows of the seen cells (a fixed sample drawn with `seed`; null: all of them)"))
+    batch_size: int = Field(512, ge=1, le=65536)
+    learning_rate: float | None = Field(None, gt=0.0, le=1.0, description=(
+        "null: training.learning_rate scaled by sqrt(batch_size / training.batch_size)"))
+    max_epochs: int = Field(20, ge=1, le=10000)
+    patience: int = Field(5, ge=1)
+
+    @field_validator("architectures")
+    @classmethod
+    def _known_architectures(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return _architectures(v)
+
+    def require(self, arch: str) -> None:
+        """Raise :class:`ConfigError` unless ``arch`` is one of the cell architectures."""
+        if arch not in self.architectures:
+            raise ConfigError(f"architecture {arch!r} is not in cells.architectures {list(self.architectures)}")
+
+    def training(self, base: TrainingConfig) -> TrainingConfig:
+        """``base`` with the cell models' batch size, learning rate, epochs and patience."""
+        lr = self.learning_rate or base.learning_rate * (self.batch_size / base.batch_size) ** 0.5
+        return base.model_copy(update={"batch_size": self.batch_size, "learning_rate": min(lr, 1.0),
+                                       "max_epochs": self.max_epochs, "patience": self.patience})
 
     @field_validator("holdout_block_deg")
     @classmethod
@@ -303,12 +342,7 @@ class TrainingConfig(_Section):
     @field_validator("architectures")
     @classmethod
     def _known_architectures(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = [a for a in v if a not in ARCHITECTURES]
-        if unknown:
-            raise ValueError(f"unknown architecture(s) {unknown}; valid: {list(ARCHITECTURES)}")
-        if not v or len(set(v)) != len(v):
-            raise ValueError("architectures must list at least one architecture, each once")
-        return v
+        return _architectures(v)
 
 
 class MlflowConfig(_Section):

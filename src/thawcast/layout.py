@@ -16,7 +16,8 @@ from pathlib import Path
 
 #: Stage output folders under ``data/``, in pipeline order.
 STAGE_DIRS: tuple[str, ...] = ("raw", "static", "cells", "bands", "scenarios", "windows", "tuning", "models", "evaluation",
-                               "projections", "thaw", "explain", "pseudo_reality", "perfect_model", "report")
+                               "cell_models", "cell_evaluation", "projections", "thaw", "explain", "pseudo_reality",
+                               "perfect_model", "report")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,8 @@ class Layout:
     tuning: Path
     models: Path
     evaluation: Path
+    cell_models: Path
+    cell_evaluation: Path
     projections: Path
     thaw: Path
     explain: Path
@@ -131,6 +134,18 @@ class Layout:
 
     def registration(self, arch: str) -> Path:
         return self.model(arch) / "registration.json"
+
+    def cell_model(self, arch: str) -> Path:
+        """One architecture's cell-model outputs (train-cells stage)."""
+        return self.cell_models / arch
+
+    def cell_registration(self, arch: str) -> Path:
+        return self.cell_model(arch) / "registration.json"
+
+    @property
+    def cell_scores(self) -> Path:
+        """Per-cell test scores of every cell model and baseline (evaluate-cells stage)."""
+        return self.cell_evaluation / "cell_scores.nc"
 
     @property
     def test_predictions(self) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -146,6 +147,46 @@ def decade_lines(values: Mapping[str, Mapping[str, Sequence[float]]], decades: S
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 6), fontsize=8, bbox_to_anchor=(0.5, 1.08))
     fig.tight_layout()
+    return _save(fig, path)
+
+
+def cell_maps(grid: tuple[np.ndarray, np.ndarray], index: tuple[np.ndarray, np.ndarray],
+              panels: Mapping[str, np.ndarray], held_out: np.ndarray, band_edges: Sequence[float],
+              lon_range: tuple[float, float], label: str, path: Path, cmap: str = "viridis",
+              limits: tuple[float, float] | None = None) -> Path:
+    """One map per panel of a per-cell value on the grid (cells drawn as their grid boxes, the rest blank), the study
+    area's outline, the band edges labelled by band, and the held-out cells' blocks outlined in black.
+
+    Parameters
+    ----------
+    grid, index
+        The grid's (lat, lon) centres and each cell's (lat, lon) index on it.
+    panels
+        ``{title: value per cell}``; every panel shares one colour scale (``limits``, default the 2nd-98th
+        percentiles of all values).
+    """
+    lat, lon = grid
+    values = np.stack([np.asarray(v, float) for v in panels.values()])
+    lo, hi = limits or tuple(np.nanpercentile(values, [2, 98]))
+    box = np.full((lat.size, lon.size), np.nan)
+    box[index] = held_out.astype(float)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.0 * len(panels), 4.0), squeeze=False, gridspec_kw={"wspace": 0.4})
+    for ax, (title, v) in zip(axes.flat, panels.items(), strict=True):
+        field = np.full((lat.size, lon.size), np.nan)
+        field[index] = v
+        mesh = ax.pcolormesh(lon, lat, field, shading="nearest", cmap=cmap, vmin=lo, vmax=hi)
+        ax.contour(lon, lat, np.nan_to_num(box), levels=[0.5], colors="k", linewidths=0.8)
+        ax.plot([lon_range[0], lon_range[1], lon_range[1], lon_range[0], lon_range[0]],
+                [band_edges[0], band_edges[0], band_edges[-1], band_edges[-1], band_edges[0]], color="0.3", lw=1.0)
+        for k, (a, b) in enumerate(itertools.pairwise(band_edges)):
+            ax.axhline(b, color="0.5", lw=0.5, ls=":")
+            ax.text(lon_range[1] + 0.4, (a + b) / 2, f"band {k}", fontsize=7, va="center", color="0.2", clip_on=False)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("longitude (deg E)", fontsize=8)
+        ax.set_ylabel("latitude (deg N)", fontsize=8)
+        ax.set_aspect(1.0 / np.cos(np.deg2rad(np.mean(band_edges))))
+    fig.colorbar(mesh, ax=axes.ravel().tolist(), shrink=0.8, label=label, pad=0.06)
+    fig.text(0.01, -0.04, "black outline: held-out cells (never seen in training); dotted: band edges", fontsize=7)
     return _save(fig, path)
 
 

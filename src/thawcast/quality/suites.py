@@ -184,6 +184,22 @@ def _cells_suite(variables: tuple[str, ...]) -> dict:
     return {"name": "cells", "expectations": ex, "meta": {"generated_by": "thawcast.quality.suites"}}
 
 
+def _cell_scores_suite() -> dict:
+    """One row per model, cell and layer of the cells' test scores: every cell scored, scores in range."""
+    ex = [
+        _exp("expect_table_row_count_to_equal", value={"$PARAMETER": "n_rows"}),
+        _exp("expect_compound_columns_to_be_unique", column_list=["model", "cell", "layer"]),
+        _exp("expect_column_values_to_be_in_set", column="layer", value_set=list(TARGETS)),
+        _exp("expect_column_values_to_be_between", column="band", min_value=0, max_value={"$PARAMETER": "max_band"}),
+        _exp("expect_column_values_to_be_in_set", column="held_out", value_set=[0, 1]),
+        *(_exp("expect_column_values_to_not_be_null", column=c) for c in ("rmse", "mae")),
+        _exp("expect_column_values_to_be_between", column="rmse", min_value=0.0, max_value=50.0),
+        _exp("expect_column_values_to_be_between", column="mae", min_value=0.0, max_value=50.0),
+        _exp("expect_column_values_to_be_between", column="r2", max_value=1.0),
+    ]
+    return {"name": "cell_scores", "expectations": ex, "meta": {"generated_by": "thawcast.quality.suites"}}
+
+
 def build_suites() -> dict[str, dict]:
     """Every suite, by name (the JSON file stem in ``expectations/``)."""
     dyn = ERA5_FEATURES + TARGETS
@@ -192,6 +208,7 @@ def build_suites() -> dict[str, dict]:
         "raw_cmip5": _grid_summary_suite("raw_cmip5", CMIP5_CANONICAL, "experiment"),
         "static_bands": _static_suite(),
         "cells": _cells_suite(dyn),
+        "cell_scores": _cell_scores_suite(),
         "bands_era5land": _band_table_suite("bands_era5land", dyn, None),
         "bands_cmip5": _band_table_suite("bands_cmip5", CMIP5_CANONICAL, "experiment"),
         "scenarios": _band_table_suite("scenarios", ERA5_FEATURES, "scenario", span=True),

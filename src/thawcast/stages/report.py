@@ -130,6 +130,12 @@ survives the correction; the paper's quantile mapping erased it, QDM keeps it.
     for arch in archs:
         if arch != best:
             parts.append(_img(figs / f"observed_vs_predicted_{arch}.png", f"Observed vs predicted: {arch}"))
+    parts.append(_md("## Grid cells: one model across every cell\n\n" + _strip_title(_read(metrics_dir / "cells.md"))))
+    for rmse_map in sorted((paths.cell_evaluation / "figures").glob("rmse_map_*.png")):
+        arch = rmse_map.stem.removeprefix("rmse_map_")
+        parts.append(_img(rmse_map, f"Test RMSE per cell of the cell model {arch} (layers 1 and 4)"))
+        parts.append(_img(rmse_map.with_name(f"skill_map_{arch}.png"),
+                          f"Skill per cell of the cell model {arch} against each cell's climatology"))
     parts.append(_md("## Hyper-parameter tuning\n\n" + _strip_title(_read(metrics_dir / "tuning.md"))))
     parts.append(_md("## Seed noise\n\n" + _strip_title(_read(metrics_dir / "seed_spread.md"))))
     parts.append(_md("## Snow: does it earn a place among the inputs?\n\n"

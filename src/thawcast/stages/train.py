@@ -34,7 +34,7 @@ from thawcast.layout import Layout
 from thawcast.learn.settings import select_settings
 from thawcast.learn.training import check_devices, load_training_data, score_degc, train_model
 from thawcast.models.packed import PackedModel
-from thawcast.prep.windows import open_windows
+from thawcast.prep.windows import WindowSet, open_windows
 from thawcast.quality.provenance import git_commit, staged_output
 from thawcast.tracking.dvclock import data_version
 from thawcast.tracking.registry import (
@@ -53,8 +53,6 @@ log = logging.getLogger(__name__)
 
 def run(cfg: Config, arch: str, paths: Layout | None = None) -> Path:
     import mlflow
-    import mlflow.pytorch
-    from mlflow.models import infer_signature
 
     paths = paths or Layout.at()
     cfg.training.require(arch)
@@ -86,31 +84,48 @@ def run(cfg: Config, arch: str, paths: Layout | None = None) -> Path:
         mlflow.log_metrics(metrics)
         mlflow.set_tag("thawcast.weights_sha256", digest)
         log.info("%s: validation RMSE %.3f degC, test RMSE %.3f degC", arch, metrics["val_rmse"], metrics["test_rmse"])
-        example = PackedModel.pack(train.inputs(slice(0, 2)), train.band[:2])
-        with torch.no_grad():
-            signature = infer_signature(example.numpy(), packed(example).numpy())
-        info = mlflow.pytorch.log_model(
-            packed, name="model", serialization_format="pickle", signature=signature,
-            input_example=example.numpy(),
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}",
-                              f"thawcast=={__version__}"],
-            metadata={"architecture": arch, "feature_order": list(train.feature_names),
-                      "band_channel": "last input channel: integer band index, same at every step",
-                      "window_length_months": train.length, "targets": list(TARGETS), "units": "degC",
-                      "scaling": "inputs z-scored with the windows stage's scaler.json (logged with this run)",
-                      "weights_sha256": digest})
+        info = log_packed_model(packed, train, {
+            "band_channel": "last input channel: integer band index, same at every step",
+            "scaling": "inputs z-scored with the windows stage's scaler.json (logged with this run)"})
         mlflow.log_artifact(str(paths.scaler))
-    reg = Registration(arch, name, digest, cfg.mlflow.alias)
-    try:  # the alias moves last, once the hand-off is in place; a failure takes back what was registered
-        mv = register(info.model_uri, name, run.info.run_id, digest,
-                      tags={"git_commit": tags["git_commit"], **{k: v for k, v in tags.items() if k.startswith("dvc.")}})
-        with staged_output(paths.model(arch)) as tmp:
-            (tmp / paths.registration(arch).name).write_text(json.dumps(reg.to_dict(), indent=2) + "\n")
-            (tmp / "settings.json").write_text(json.dumps(settings.to_dict(), indent=2) + "\n")
-            pd.DataFrame(result.history).to_csv(tmp / "history.csv", index=False)
-        set_alias(name, cfg.mlflow.alias, mv.version)
-    except BaseException as exc:
-        discard_run_versions(name, run.info.run_id, f"the train stage failed before its outputs were in place"
-                             f" ({type(exc).__name__}: {exc})"[:500])
-        raise
+    publish(Registration(arch, name, digest, cfg.mlflow.alias), info.model_uri, run.info.run_id, tags,
+            paths.model(arch), {"settings.json": json.dumps(settings.to_dict(), indent=2) + "\n",
+                                "history.csv": pd.DataFrame(result.history).to_csv(index=False)})
     return paths.model(arch)
+
+
+def log_packed_model(packed: PackedModel, train: WindowSet, metadata: dict):
+    """Log ``packed`` to the active MLflow run as ``model`` (signature and input example from two windows of
+    ``train``, pinned requirements, ``metadata`` beside the architecture, features, window and digest)."""
+    import mlflow.pytorch
+    from mlflow.models import infer_signature
+
+    example = PackedModel.pack(train.inputs(slice(0, 2)), train.band[:2] if packed.unit_ids else np.zeros(2))
+    with torch.no_grad():
+        signature = infer_signature(example.numpy(), packed(example).numpy())
+    return mlflow.pytorch.log_model(
+        packed, name="model", serialization_format="pickle", signature=signature, input_example=example.numpy(),
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}",
+                          f"thawcast=={__version__}"],
+        metadata={"architecture": packed.architecture, "feature_order": list(packed.feature_names),
+                  "window_length_months": packed.window_length, "targets": list(packed.target_names), "units": "degC",
+                  "weights_sha256": packed.weights_sha256(), **metadata})
+
+
+def publish(reg: Registration, model_uri: str, run_id: str, tags: dict[str, str], out: Path,
+            files: dict[str, str]) -> None:
+    """Register the logged model, write the stage's output folder ``out`` (``registration.json`` and ``files``,
+    ``{name: text}``), then move the alias to the new version. A failure on the way takes back every version the
+    run registered and leaves no output folder."""
+    try:  # the alias moves last, once the hand-off is in place
+        mv = register(model_uri, reg.registered_model, run_id, reg.weights_sha256,
+                      tags={"git_commit": tags["git_commit"], **{k: v for k, v in tags.items() if k.startswith("dvc.")}})
+        with staged_output(out) as tmp:
+            (tmp / "registration.json").write_text(json.dumps(reg.to_dict(), indent=2) + "\n")
+            for name, text in files.items():
+                (tmp / name).write_text(text)
+        set_alias(reg.registered_model, reg.alias, mv.version)
+    except BaseException as exc:
+        discard_run_versions(reg.registered_model, run_id, f"the {tags['thawcast.stage']} stage failed before"
+                             f" its outputs were in place ({type(exc).__name__}: {exc})"[:500])
+        raise

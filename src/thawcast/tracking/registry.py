@@ -290,7 +290,7 @@ def resolve_registration(reg: Registration):
                                          f"'{reg.weights_sha256}'")
     if not found:
         raise RegistryError(f"no version of {reg.registered_model!r} holds the weights {reg.weights_sha256[:12]}"
-                            f" that train@{reg.architecture} recorded; rerun the train stage (dvc repro)")
+                            f" that the stage which trained it recorded; rerun that stage (dvc repro)")
     try:
         aliased = str(client.get_model_version_by_alias(reg.registered_model, reg.alias).version)
     except _mlflow().exceptions.MlflowException:  # no such alias (yet)
@@ -342,10 +342,10 @@ def load_registered(name: str, alias: str | None = None, version: str | int | No
     return model, mv
 
 
-def read_registration(path: Path, arch: str) -> Registration:
-    """The registration record (``registration.json``) the train stage wrote for ``arch``."""
-    record = read_output_json(path, f"train@{arch}")
+def read_registration(path: Path, arch: str, stage: str = "train") -> Registration:
+    """The registration record (``registration.json``) the ``stage@arch`` stage wrote."""
+    record = read_output_json(path, f"{stage}@{arch}")
     try:
         return Registration.from_dict(record)
     except RegistryError as exc:
-        raise DataError(path, f"{exc}: rerun the train@{arch} stage (`dvc repro train@{arch}`)") from None
+        raise DataError(path, f"{exc}: rerun the {stage}@{arch} stage (`dvc repro {stage}@{arch}`)") from None

@@ -1,0 +1,203 @@
+"""Cell models (issue "Every grid cell"): windows over cells, leakage, per-cell scores, averaging up, the stages."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from thawcast.analysis.cell_evaluation import band_means, per_cell_scores
+from thawcast.analysis.metrics import scores
+from thawcast.config import parse_config
+from thawcast.errors import ConfigError, DataError
+from thawcast.prep.cell_windows import CellData, build_cell_history, cell_feature_names, subsample
+from thawcast.prep.windows import target_years
+from thawcast.variables import TARGETS
+
+STATICS = ("clay_pct", "sand_pct")
+DRIVERS = ("t_air", "r_thermal")
+
+
+def _cells(n_cells=6, years=(2001, 2003), held=(4, 5), seed=0) -> CellData:
+    """A hand-made cell store: ``n_cells`` cells, monthly drivers and soil temperatures from a seeded generator."""
+    rng = np.random.default_rng(seed)
+    time = pd.date_range(f"{years[0]}-01-01", f"{years[1]}-12-01", freq="MS")
+    dyn = xr.Dataset({v: (("cell", "time"), rng.normal(0, 1, (n_cells, len(time))) + 5.0 * k)
+                      for k, v in enumerate((*DRIVERS, *TARGETS))}, coords={"cell": np.arange(n_cells), "time": time})
+    static = xr.Dataset({s: ("cell", rng.uniform(10, 60, n_cells)) for s in STATICS},
+                        coords={"cell": np.arange(n_cells), "lat": ("cell", 60.0 + np.arange(n_cells)),
+                                "lon": ("cell", np.full(n_cells, -150.0)), "band": ("cell", np.arange(n_cells) // 2)})
+    held_out = np.isin(np.arange(n_cells), held)
+    return CellData(dyn, static, held_out, np.ones(n_cells))
+
+
+def _cfg(**cells):
+    from conftest import TINY
+
+    return parse_config({**TINY, "features": [*DRIVERS, *STATICS, "month_sin", "z"], "cells": cells})
+
+
+def test_a_cell_model_sees_the_features_then_the_cells_position_then_z():
+    assert cell_feature_names(("t_air", "clay_pct", "z")) == ("t_air", "clay_pct", "lat", "lon", "z")
+    assert cell_feature_names(("t_air",)) == ("t_air", "lat", "lon")
+
+
+def test_the_scalers_see_only_the_seen_cells_training_months():
+    cfg = _cfg()
+    data = _cells()
+    ref = build_cell_history(cfg, data)
+    validation = pd.Timestamp(cfg.windows.validation.start_year, 1, 1)
+    dyn = data.dynamic.copy(deep=True)
+    for v in dyn.data_vars:  # held-out cells in every month, and every cell from the validation years on
+        dyn[v][data.held_out] = dyn[v][data.held_out] * 10 + 100
+        dyn[v].loc[{"time": dyn["time"] >= validation}] = -50.0
+    static = data.static.copy(deep=True)
+    static["clay_pct"][data.held_out] = 99.0
+    static["lat"][data.held_out] = 89.0
+    moved = build_cell_history(cfg, CellData(dyn, static, data.held_out, data.area_km2))
+    assert {k: s.to_dict() for k, s in moved.scalers.items()} == {k: s.to_dict() for k, s in ref.scalers.items()}
+    assert moved.signal_ref == ref.signal_ref
+    # the known answer: the training mean of t_air is that of the seen cells' training months
+    fit = (data.dynamic["time"] < validation).values
+    seen = data.dynamic["t_air"].values[~data.held_out][:, fit]
+    assert ref.scalers["features"].mean[0] == pytest.approx(seen.mean())
+    lat = ref.feature_names.index("lat")
+    assert ref.scalers["features"].mean[lat] == pytest.approx(data.static["lat"].values[~data.held_out].mean())
+    # positive control: a seen cell's training month does move the scaler
+    dyn = data.dynamic.copy(deep=True)
+    dyn["t_air"][0, 0] = 1e3
+    assert build_cell_history(cfg, CellData(dyn, data.static, data.held_out, data.area_km2)).scalers[
+        "features"].mean[0] != ref.scalers["features"].mean[0]
+
+
+def test_training_and_validation_windows_are_the_seen_cells_in_their_years_only():
+    cfg = _cfg()
+    hist = build_cell_history(cfg, _cells())
+    years = target_years(cfg.windows)
+    for split in ("train", "validation", "test"):
+        seen, out, every = (hist.windows(split, g) for g in ("seen", "held_out", "all"))
+        assert not hist.held_out[seen.band].any() and hist.held_out[out.band].all()
+        assert len(seen) + len(out) == len(every) and len(seen) == 4 * len(every) // 6
+        t = seen.target_times().year
+        assert t.min() >= years[split][0] and t.max() <= years[split][1]
+    with pytest.raises(DataError, match="unknown group"):
+        hist.windows("train", "unseen")
+    with pytest.raises(DataError, match="all 3 cells are held out"):
+        build_cell_history(cfg, _cells(n_cells=3, held=(0, 1, 2)))
+
+
+def test_a_subsample_keeps_windows_of_the_set_in_order_and_is_seeded():
+    hist = build_cell_history(_cfg(), _cells())
+    ws = hist.windows("train")
+    a, b = subsample(ws, 7, seed=1), subsample(ws, 7, seed=1)
+    assert len(a) == 7 and np.array_equal(a.band, b.band) and np.array_equal(a.last, b.last)
+    pairs = set(zip(ws.band.tolist(), ws.last.tolist(), strict=True))
+    assert set(zip(a.band.tolist(), a.last.tolist(), strict=True)) <= pairs
+    assert np.all(np.diff(a.band * 10_000 + a.last) > 0)
+    assert subsample(ws, None, 0) is ws and subsample(ws, 10 ** 9, 0) is ws
+
+
+def test_per_cell_scores_are_each_cells_own_pooled_scores():
+    rng = np.random.default_rng(3)
+    cell = np.repeat([0, 2, 1], [5, 7, 6])
+    obs, pred = rng.normal(size=(18, 2)), rng.normal(size=(18, 2))
+    out = per_cell_scores(obs, pred, cell, 4)
+    for c in range(3):
+        for j in range(2):
+            want = scores(obs[cell == c, j], pred[cell == c, j])
+            assert [out[k][c, j] for k in ("rmse", "mae", "r2")] == pytest.approx([want[k] for k in ("rmse", "mae", "r2")])
+    assert np.isnan(out["rmse"][3]).all()  # a cell without windows
+    flat = per_cell_scores(np.ones((4, 1)), np.zeros((4, 1)), np.zeros(4, int), 1)
+    assert flat["rmse"][0, 0] == 1.0 and np.isnan(flat["r2"][0, 0])  # constant observations: R2 undefined
+    with pytest.raises(DataError, match="do not match"):
+        per_cell_scores(obs, pred[:3], cell, 4)
+
+
+def test_band_means_weigh_each_bands_cells_by_area_per_month():
+    months = pd.date_range("2019-01-01", periods=2, freq="MS")
+    cell = np.array([0, 1, 2, 0, 1, 2])
+    times = months[[0, 0, 0, 1, 1, 1]]
+    values = np.array([[1.0], [3.0], [10.0], [2.0], [6.0], [20.0]])
+    out = band_means(values, cell, times, band_of_cell=np.array([0, 0, 1]), weight_of_cell=np.array([1.0, 3.0, 2.0]),
+                     n_bands=3, months=months)
+    assert out[0, :, 0] == pytest.approx([(1 + 9) / 4, (2 + 18) / 4])
+    assert out[1, :, 0] == pytest.approx([10.0, 20.0]) and np.isnan(out[2]).all()
+    with pytest.raises(DataError, match="outside the 1 months"):
+        band_means(values, cell, times, np.array([0, 0, 1]), np.ones(3), 2, months[:1])
+    with pytest.raises(DataError, match="negative"):
+        band_means(values, cell, times, np.array([0, 0, 1]), -np.ones(3), 2, months)
+
+
+def test_cell_training_settings_are_checked_and_scale_the_learning_rate():
+    cfg = _cfg(batch_size=512)
+    tc = cfg.cells.training(cfg.training)
+    assert tc.batch_size == 512 and tc.learning_rate == pytest.approx(cfg.training.learning_rate * (512 / 32) ** 0.5)
+    assert _cfg(learning_rate=0.01).cells.training(cfg.training).learning_rate == 0.01
+    for bad, match in (({"architectures": ["lstm"]}, "unknown architecture"), ({"windows_per_epoch": 0}, "cells"),
+                       ({"architectures": []}, "at least one")):
+        with pytest.raises(ConfigError, match=match):
+            _cfg(**bad)
+    with pytest.raises(ConfigError, match="not in cells.architectures"):
+        cfg.cells.require("tcn")
+
+
+@pytest.fixture(scope="module")
+def cell_run(trained, tmp_path_factory):
+    """The cells stage, train-cells@gru and evaluate-cells on the tiny world, beside the session's band models."""
+    from conftest import layout
+    from thawcast.stages import cells, evaluate_cells, train_cells
+
+    cfg, root, world = trained
+    tmp = tmp_path_factory.mktemp("cells")
+    paths = layout(tmp, raw=world / "raw", evaluation=root / "evaluation")
+    cells.run(cfg, paths)
+    train_cells.run(cfg, "gru", paths)
+    evaluate_cells.run(cfg, paths)
+    return cfg, paths
+
+
+def test_the_cell_stages_score_seen_and_held_out_cells_and_the_bands(cell_run):
+    from thawcast.tracking.registry import load_registration, read_registration, use_store
+
+    cfg, paths = cell_run
+    use_store(cfg.mlflow, create=False)
+    reg = read_registration(paths.cell_registration("gru"), "gru", "train-cells")
+    model, _ = load_registration(reg)
+    assert reg.registered_model == "thawcast-cells-gru" and model.weights_sha256() == reg.weights_sha256
+    assert model.unit_ids is False and "lat" in model.feature_names
+    metrics = json.loads(paths.metric("cells.json").read_text())
+    with xr.open_dataset(paths.static_cells) as statics:
+        held = statics["held_out"].values.astype(bool)
+    assert metrics["cells"] == {"seen": int((~held).sum()), "held_out": int(held.sum())}
+    gru = metrics["summary"]["models"]["gru"]
+    assert set(metrics["summary"]["models"]) == {"gru", "climatology", "persistence", "seasonal_persistence", "ridge"}
+    assert gru["held_out"]["overall"]["rmse"] > 0 and set(gru["seen"]["per_layer"]) == set(TARGETS)
+    assert set(metrics["bands"]["band_models"]) >= {"gru", "tcn", "climatology"}
+    assert metrics["bands"]["aggregation_gap"]["overall"]["rmse"] < 0.5 * gru["held_out"]["overall"]["rmse"] + 1
+    with xr.open_dataset(paths.cell_scores) as ds:
+        assert ds["lat"].attrs["standard_name"] == "latitude" and ds.sizes["cell"] == len(held)
+        assert ds["rmse"].sel(model="gru").notnull().all()
+        assert ds.attrs["thawcast_synthetic"] == "true"
+    assert sorted(p.name for p in (paths.cell_evaluation / "figures").iterdir()) == ["rmse_map_gru.png",
+                                                                                     "skill_map_gru.png"]
+    assert "Grid cells: seen and held-out skill" in paths.metric("cells.md").read_text()
+
+
+def test_a_cell_model_trained_on_other_scalers_is_refused(cell_run, tmp_path):
+    import shutil
+
+    from thawcast.stages import evaluate_cells
+
+    cfg, paths = cell_run
+    other = paths.replace(cell_models=tmp_path / "cell_models", cell_evaluation=tmp_path / "out",
+                          metrics=tmp_path / "metrics")
+    shutil.copytree(paths.cell_models, other.cell_models)
+    scaler = json.loads((other.cell_model("gru") / "scaler.json").read_text())
+    scaler["features"]["lat"]["mean"] += 1.0
+    (other.cell_model("gru") / "scaler.json").write_text(json.dumps(scaler))
+    with pytest.raises(DataError, match=r"trained with other scalers .* rerun `dvc repro train-cells@gru`"):
+        evaluate_cells.run(cfg, other)
+    assert not other.cell_evaluation.exists() and not other.metric("cells.json").exists()
