@@ -20,12 +20,20 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from thawcast.catalogue import CELL_ATTRIBUTES, SIGNAL, SIGNAL_SOURCE
+from thawcast.catalogue import CELL_ATTRIBUTES, SIGNAL, SIGNAL_SOURCE, feature
 from thawcast.config import Config
 from thawcast.errors import DataError
 from thawcast.ingest.common import open_netcdf, select_years
 from thawcast.prep.features import monthly_matrix, monthly_names, scenario_signal
-from thawcast.prep.windows import SPLITS, Scaler, WindowSet, fit_months, target_years, window_index
+from thawcast.prep.windows import (
+    SPLITS,
+    Scaler,
+    WindowSet,
+    fit_months,
+    scalers_json,
+    target_years,
+    window_index,
+)
 from thawcast.variables import TARGETS
 
 #: The two groups of cells skill is reported for.
@@ -167,3 +175,13 @@ def subsample(ws: WindowSet, n: int | None, seed: int) -> WindowSet:
     keep = np.sort(np.random.default_rng(seed).choice(len(ws), size=n, replace=False))
     return WindowSet(x=ws.x, band=ws.band[keep], last=ws.last[keep], length=ws.length, times=ws.times,
                      feature_names=ws.feature_names, signal=ws.signal, y=ws.y)
+
+
+def cell_scaler_text(hist: CellHistory) -> str:
+    """The ``scaler.json`` of a cell model: its scalers, what they were fitted on, the features and their units."""
+    first, last = hist.split_years["train"]
+    return scalers_json(hist.scalers, {
+        "fit_on": f"the {int((~hist.held_out).sum())} seen cells' training months {first}-{last}",
+        "feature_order": list(hist.feature_names),
+        "feature_units": {n: feature(n).unit for n in hist.feature_names},
+        "signal_reference": {"mean": hist.signal_ref[0], "std": hist.signal_ref[1]}})

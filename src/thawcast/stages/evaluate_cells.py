@@ -42,10 +42,15 @@ from thawcast.errors import DataError
 from thawcast.ingest.common import open_netcdf
 from thawcast.layout import Layout
 from thawcast.parallel import torch_threads
-from thawcast.prep.cell_windows import CellHistory, build_cell_history, open_cells, subsample
+from thawcast.prep.cell_windows import (
+    CellHistory,
+    build_cell_history,
+    cell_scaler_text,
+    open_cells,
+    subsample,
+)
 from thawcast.quality.provenance import git_commit, provenance, staged_output
 from thawcast.quality.validation import run_suite, validate_stage
-from thawcast.stages.train_cells import cell_scaler_text
 from thawcast.tracking.registry import load_registration, read_registration, start_run, use_store
 from thawcast.variables import TARGETS
 

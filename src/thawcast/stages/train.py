@@ -24,9 +24,7 @@ import json
 import logging
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import torch
 
 from thawcast import __version__
 from thawcast.config import Config, config_to_dict
@@ -34,15 +32,14 @@ from thawcast.layout import Layout
 from thawcast.learn.settings import select_settings
 from thawcast.learn.training import check_devices, load_training_data, score_degc, train_model
 from thawcast.models.packed import PackedModel
-from thawcast.prep.windows import WindowSet, open_windows
-from thawcast.quality.provenance import git_commit, staged_output
+from thawcast.prep.windows import open_windows
+from thawcast.quality.provenance import git_commit
 from thawcast.tracking.dvclock import data_version
 from thawcast.tracking.registry import (
     Registration,
-    discard_run_versions,
-    register,
+    log_packed_model,
+    publish,
     registered_name,
-    set_alias,
     start_run,
     use_store,
 )
@@ -93,39 +90,3 @@ def run(cfg: Config, arch: str, paths: Layout | None = None) -> Path:
                                 "history.csv": pd.DataFrame(result.history).to_csv(index=False)})
     return paths.model(arch)
 
-
-def log_packed_model(packed: PackedModel, train: WindowSet, metadata: dict):
-    """Log ``packed`` to the active MLflow run as ``model`` (signature and input example from two windows of
-    ``train``, pinned requirements, ``metadata`` beside the architecture, features, window and digest)."""
-    import mlflow.pytorch
-    from mlflow.models import infer_signature
-
-    example = PackedModel.pack(train.inputs(slice(0, 2)), train.band[:2] if packed.unit_ids else np.zeros(2))
-    with torch.no_grad():
-        signature = infer_signature(example.numpy(), packed(example).numpy())
-    return mlflow.pytorch.log_model(
-        packed, name="model", serialization_format="pickle", signature=signature, input_example=example.numpy(),
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}",
-                          f"thawcast=={__version__}"],
-        metadata={"architecture": packed.architecture, "feature_order": list(packed.feature_names),
-                  "window_length_months": packed.window_length, "targets": list(packed.target_names), "units": "degC",
-                  "weights_sha256": packed.weights_sha256(), **metadata})
-
-
-def publish(reg: Registration, model_uri: str, run_id: str, tags: dict[str, str], out: Path,
-            files: dict[str, str]) -> None:
-    """Register the logged model, write the stage's output folder ``out`` (``registration.json`` and ``files``,
-    ``{name: text}``), then move the alias to the new version. A failure on the way takes back every version the
-    run registered and leaves no output folder."""
-    try:  # the alias moves last, once the hand-off is in place
-        mv = register(model_uri, reg.registered_model, run_id, reg.weights_sha256,
-                      tags={"git_commit": tags["git_commit"], **{k: v for k, v in tags.items() if k.startswith("dvc.")}})
-        with staged_output(out) as tmp:
-            (tmp / "registration.json").write_text(json.dumps(reg.to_dict(), indent=2) + "\n")
-            for name, text in files.items():
-                (tmp / name).write_text(text)
-        set_alias(reg.registered_model, reg.alias, mv.version)
-    except BaseException as exc:
-        discard_run_versions(reg.registered_model, run_id, f"the {tags['thawcast.stage']} stage failed before"
-                             f" its outputs were in place ({type(exc).__name__}: {exc})"[:500])
-        raise

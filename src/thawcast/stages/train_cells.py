@@ -26,19 +26,24 @@ import pandas as pd
 
 from thawcast import __version__
 from thawcast.analysis.metrics import scores
-from thawcast.catalogue import CELL_ATTRIBUTES, feature
+from thawcast.catalogue import CELL_ATTRIBUTES
 from thawcast.config import Config, config_to_dict
 from thawcast.layout import Layout
 from thawcast.learn.settings import ModelSettings
 from thawcast.learn.training import LazyWindows, WindowTensors, check_devices, fit
 from thawcast.models.packed import PackedModel
 from thawcast.models.registry import build_model
-from thawcast.prep.cell_windows import CellHistory, build_cell_history, open_cells, subsample
-from thawcast.prep.windows import scalers_json
+from thawcast.prep.cell_windows import build_cell_history, cell_scaler_text, open_cells, subsample
 from thawcast.quality.provenance import git_commit
-from thawcast.stages.train import log_packed_model, publish
 from thawcast.tracking.dvclock import data_version
-from thawcast.tracking.registry import Registration, registered_name, start_run, use_store
+from thawcast.tracking.registry import (
+    Registration,
+    log_packed_model,
+    publish,
+    registered_name,
+    start_run,
+    use_store,
+)
 from thawcast.variables import TARGETS
 
 log = logging.getLogger(__name__)
@@ -47,16 +52,6 @@ log = logging.getLogger(__name__)
 def cell_model_name(cfg: Config, arch: str) -> str:
     """The registered name of a cell model: ``thawcast-cells-gru`` with the default prefix."""
     return registered_name(cfg.mlflow, f"cells-{arch}")
-
-
-def cell_scaler_text(hist: CellHistory) -> str:
-    """The ``scaler.json`` of a cell model: its scalers, what they were fitted on, the features and their units."""
-    first, last = hist.split_years["train"]
-    return scalers_json(hist.scalers, {
-        "fit_on": f"the {int((~hist.held_out).sum())} seen cells' training months {first}-{last}",
-        "feature_order": list(hist.feature_names),
-        "feature_units": {n: feature(n).unit for n in hist.feature_names},
-        "signal_reference": {"mean": hist.signal_ref[0], "std": hist.signal_ref[1]}})
 
 
 def run(cfg: Config, arch: str, paths: Layout | None = None) -> Path:

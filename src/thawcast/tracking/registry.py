@@ -7,6 +7,7 @@ command runs in and are resolved to absolute ones here, once.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Mapping
@@ -16,7 +17,7 @@ from pathlib import Path
 from thawcast.config import MlflowConfig
 from thawcast.errors import ConfigError, DataError, ServiceError, ThawcastError
 from thawcast.layout import POSTGRES_DRIVER, absolute_sqlite, connect_args, redacted
-from thawcast.quality.provenance import read_output_json
+from thawcast.quality.provenance import read_output_json, staged_output
 
 log = logging.getLogger(__name__)
 
@@ -349,3 +350,46 @@ def read_registration(path: Path, arch: str, stage: str = "train") -> Registrati
         return Registration.from_dict(record)
     except RegistryError as exc:
         raise DataError(path, f"{exc}: rerun the {stage}@{arch} stage (`dvc repro {stage}@{arch}`)") from None
+
+
+def log_packed_model(packed, train, metadata: dict):
+    """Log ``packed`` (a :class:`~thawcast.models.packed.PackedModel`) to the active MLflow run as ``model``:
+    signature and input example from two windows of ``train`` (a ``WindowSet``), pinned requirements, and
+    ``metadata`` beside the architecture, features, window and digest."""
+    import mlflow.pytorch
+    import numpy as np
+    import torch
+    from mlflow.models import infer_signature
+
+    from thawcast import __version__
+    from thawcast.models.packed import PackedModel
+
+    example = PackedModel.pack(train.inputs(slice(0, 2)), train.band[:2] if packed.unit_ids else np.zeros(2))
+    with torch.no_grad():
+        signature = infer_signature(example.numpy(), packed(example).numpy())
+    return mlflow.pytorch.log_model(
+        packed, name="model", serialization_format="pickle", signature=signature, input_example=example.numpy(),
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}",
+                          f"thawcast=={__version__}"],
+        metadata={"architecture": packed.architecture, "feature_order": list(packed.feature_names),
+                  "window_length_months": packed.window_length, "targets": list(packed.target_names), "units": "degC",
+                  "weights_sha256": packed.weights_sha256(), **metadata})
+
+
+def publish(reg: Registration, model_uri: str, run_id: str, tags: dict[str, str], out: Path,
+            files: dict[str, str]) -> None:
+    """Register the logged model, write the stage's output folder ``out`` (``registration.json`` and ``files``,
+    ``{name: text}``), then move the alias to the new version. A failure on the way takes back every version the
+    run registered and leaves no output folder."""
+    try:  # the alias moves last, once the hand-off is in place
+        mv = register(model_uri, reg.registered_model, run_id, reg.weights_sha256,
+                      tags={"git_commit": tags["git_commit"], **{k: v for k, v in tags.items() if k.startswith("dvc.")}})
+        with staged_output(out) as tmp:
+            (tmp / "registration.json").write_text(json.dumps(reg.to_dict(), indent=2) + "\n")
+            for name, text in files.items():
+                (tmp / name).write_text(text)
+        set_alias(reg.registered_model, reg.alias, mv.version)
+    except BaseException as exc:
+        discard_run_versions(reg.registered_model, run_id, f"the {tags['thawcast.stage']} stage failed before"
+                             f" its outputs were in place ({type(exc).__name__}: {exc})"[:500])
+        raise
