@@ -201,3 +201,32 @@ def test_a_cell_model_trained_on_other_scalers_is_refused(cell_run, tmp_path):
     with pytest.raises(DataError, match=r"trained with other scalers .* rerun `dvc repro train-cells@gru`"):
         evaluate_cells.run(cfg, other)
     assert not other.cell_evaluation.exists() and not other.metric("cells.json").exists()
+
+
+def _write_cells(folder, data: CellData):
+    """``cells.nc`` and ``static_cells.nc`` as the cells stage lays them out."""
+    values = data.dynamic.to_array("variable").transpose("cell", "time", "variable").astype("float32")
+    store = xr.Dataset({"values": values}).assign_coords(lat=data.static["lat"], lon=data.static["lon"],
+                                                         area_km2=("cell", data.area_km2))
+    store.to_netcdf(folder / "cells.nc")
+    data.static.assign(held_out=("cell", data.held_out.astype(np.int8))).to_netcdf(folder / "static_cells.nc")
+    return folder / "cells.nc", folder / "static_cells.nc"
+
+
+def test_the_cells_stages_outputs_read_back_and_bad_ones_are_one_error_each(tmp_path):
+    from thawcast.prep.cell_windows import open_cells
+
+    data = _cells()
+    store, static = _write_cells(tmp_path, data)
+    back = open_cells(store, static)
+    assert np.array_equal(back.held_out, data.held_out) and np.array_equal(back.band, data.band)
+    np.testing.assert_allclose(back.dynamic["t_soil2"].values, data.dynamic["t_soil2"].values, rtol=1e-6)
+    with pytest.raises(DataError, match=r"not found: run the cells stage \(`dvc repro cells`\)"):
+        open_cells(tmp_path / "nothing.nc", static)
+    shifted = data.static.assign_coords(lat=data.static["lat"] + 0.25)
+    shifted.assign(held_out=("cell", data.held_out.astype(np.int8))).to_netcdf(tmp_path / "other.nc")
+    with pytest.raises(DataError, match="its 6 cells are not the 6 cells of cells.nc"):
+        open_cells(store, tmp_path / "other.nc")
+    data.static.to_netcdf(tmp_path / "no_flags.nc")
+    with pytest.raises(DataError, match="no held_out flags"):
+        open_cells(store, tmp_path / "no_flags.nc")
