@@ -32,7 +32,9 @@ TINY = {
     "tuning": {"budget": {"n_trials": 2, "timeout_s": 120, "max_epochs": 2, "patience": 2},
                "sampler_startup_trials": 1, "pruner_startup_trials": 1, "pruner_warmup_epochs": 1},
     "robustness": {"seeds": [1]},
-    "cells": {"windows_per_epoch": 256, "validation_windows": 128, "batch_size": 32, "max_epochs": 2, "patience": 2},
+    "cells": {"windows_per_epoch": 256, "validation_windows": 128, "batch_size": 32, "max_epochs": 2, "patience": 2,
+              "reference_years": {"start_year": 2002, "end_year": 2003}, "projection_stride": 3,
+              "projection_periods": [{"start_year": 2024, "end_year": 2025}, {"start_year": 2029, "end_year": 2030}]},
 }
 
 

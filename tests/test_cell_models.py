@@ -37,7 +37,7 @@ def _cells(n_cells=6, years=(2001, 2003), held=(4, 5), seed=0) -> CellData:
 def _cfg(**cells):
     from conftest import TINY
 
-    return parse_config({**TINY, "features": [*DRIVERS, *STATICS, "month_sin", "z"], "cells": cells})
+    return parse_config({**TINY, "features": [*DRIVERS, *STATICS, "month_sin", "z"], "cells": {**TINY["cells"], **cells}})
 
 
 def test_a_cell_model_sees_the_features_then_the_cells_position_then_z():
@@ -148,14 +148,18 @@ def test_cell_training_settings_are_checked_and_scale_the_learning_rate():
 def cell_run(trained, tmp_path_factory):
     """The cells stage, train-cells@gru and evaluate-cells on the tiny world, beside the session's band models."""
     from conftest import layout
-    from thawcast.stages import cells, evaluate_cells, train_cells
+    from thawcast.config import with_overrides
+    from thawcast.stages import cells, evaluate_cells, project_cells, train_cells
 
     cfg, root, world = trained
+    cfg = with_overrides(cfg, perfect_model={"enabled": False})  # no pseudo-reality here (test_dvc_pipeline has one)
     tmp = tmp_path_factory.mktemp("cells")
-    paths = layout(tmp, raw=world / "raw", evaluation=root / "evaluation")
+    paths = layout(tmp, raw=world / "raw", evaluation=root / "evaluation", bands=world / "bands",
+                   scenarios=world / "scenarios")
     cells.run(cfg, paths)
     train_cells.run(cfg, "gru", paths)
     evaluate_cells.run(cfg, paths)
+    project_cells.run(cfg, paths)
     return cfg, paths
 
 
@@ -184,6 +188,28 @@ def test_the_cell_stages_score_seen_and_held_out_cells_and_the_bands(cell_run):
     assert sorted(p.name for p in (paths.cell_evaluation / "figures").iterdir()) == ["rmse_map_gru.png",
                                                                                      "skill_map_gru.png"]
     assert "Grid cells: seen and held-out skill" in paths.metric("cells.md").read_text()
+
+
+def test_the_cell_projections_are_gridded_products_of_every_rcp_and_period(cell_run):
+    cfg, paths = cell_run
+    with xr.open_dataset(paths.cell_projection_file) as ds, xr.open_dataset(paths.static_cells) as statics:
+        assert ds["lat"].attrs["standard_name"] == "latitude" and ds["lon"].attrs["axis"] == "X"
+        assert list(ds["scenario"].values) == list(cfg.rcp_experiments)
+        assert list(ds["period"].values) == [str(p) for p in cfg.cells.projection_periods]
+        projected = np.isfinite(ds["observed_alt"].values)
+        assert 0 < projected.sum() < statics.sizes["cell"]  # one cell in 3 along rows and columns
+        for name in ("alt", "permafrost", "t_soil"):
+            assert np.array_equal(np.isfinite(ds[name].values).any(axis=tuple(range(ds[name].ndim - 2))), projected)
+        alt = ds["alt"].values[np.isfinite(ds["alt"].values)]
+        assert alt.min() >= 0 and alt.max() <= 194.5
+        assert set(np.unique(ds["permafrost"].values[..., projected])) <= {0.0, 1.0}
+        assert ds.attrs["thawcast_synthetic"] == "true"
+    metrics = json.loads(paths.metric("cell_projections.json").read_text())
+    per = metrics["models"]["gru"]["scenarios"]
+    assert set(per) == set(cfg.rcp_experiments) and "perfect_model" not in metrics
+    assert all(0.0 <= e["share_all"] <= 1.0 for periods in per.values() for e in periods.values())
+    assert sorted(p.name for p in (paths.cell_projections / "figures").iterdir()) == [
+        "alt_2029-2030.png", "permafrost_2029-2030.png"]
 
 
 def test_a_cell_model_trained_on_other_scalers_is_refused(cell_run, tmp_path):
@@ -230,3 +256,74 @@ def test_the_cells_stages_outputs_read_back_and_bad_ones_are_one_error_each(tmp_
     data.static.to_netcdf(tmp_path / "no_flags.nc")
     with pytest.raises(DataError, match="no held_out flags"):
         open_cells(store, tmp_path / "no_flags.nc")
+
+
+# ---------------------------------------------------------------- projections
+def test_disaggregation_moves_the_band_scenario_onto_each_cells_climate():
+    from thawcast.config import YearRange
+    from thawcast.prep.cell_scenarios import disaggregate
+
+    time = pd.date_range("2001-01-01", "2002-12-01", freq="MS")
+    month = time.month.to_numpy()
+    band_obs = xr.Dataset({"t_air": (("band", "time"), np.tile(month, (2, 1)).astype(float)),
+                           "p_total": (("band", "time"), np.where(month == 1, 0.0, 2.0)[None].repeat(2, 0)),
+                           "w1": (("band", "time"), np.full((2, 24), 0.3))}, coords={"band": [0, 1], "time": time})
+    cell_obs = xr.Dataset({"t_air": (("cell", "time"), np.tile(month, (3, 1)) + np.array([[0.0], [5.0], [-1.0]])),
+                           "p_total": (("cell", "time"), np.where(month == 1, 1.0, 3.0)[None].repeat(3, 0)),
+                           "w1": (("cell", "time"), np.full((3, 24), 0.1))}, coords={"cell": [0, 1, 2], "time": time})
+    future = pd.date_range("2050-01-01", periods=2, freq="MS")
+    scen = xr.Dataset({"t_air": (("band", "time"), [[10.0, 20.0], [30.0, 40.0]]),
+                       "p_total": (("band", "time"), [[5.0, 4.0], [5.0, 4.0]]),
+                       "w1": (("band", "time"), [[0.0, 0.5], [0.0, 0.5]])}, coords={"band": [0, 1], "time": future})
+    out = disaggregate(scen, band_obs, cell_obs, np.array([0, 1, 1]), YearRange(start_year=2001, end_year=2002),
+                       ["t_air", "p_total", "w1"])
+    assert out["t_air"].values.tolist() == [[10.0, 20.0], [35.0, 45.0], [29.0, 39.0]]  # + cell - band climate
+    # January: the band's climatology is 0, so the cell's own (1.0); February: 4 x 3 / 2
+    assert out["p_total"].values.tolist() == [[1.0, 6.0]] * 3
+    np.testing.assert_allclose(out["w1"].values, [[0.0, 0.3]] * 3)  # 0 - 0.2 floored at 0
+    with pytest.raises(DataError, match="'r_solar' is missing from the band scenario, band observations"):
+        disaggregate(scen, band_obs, cell_obs, np.array([0, 1, 1]), YearRange(start_year=2001, end_year=2002),
+                     ["r_solar"])
+    with pytest.raises(DataError, match="no month 1 in the calibration years 2003-2004"):
+        disaggregate(scen, band_obs, cell_obs, np.array([0, 1, 1]), YearRange(start_year=2003, end_year=2004),
+                     ["t_air"])
+
+
+def test_permafrost_needs_two_consecutive_frozen_years_at_depth_and_alt_follows_the_profile():
+    from thawcast.analysis.cell_projection import (
+        annual_max,
+        extent,
+        near_surface_permafrost,
+        period_products,
+    )
+
+    deepest = np.array([[-1.0, 1.0, -1.0, 1.0], [1.0, -0.5, 0.0, 2.0], [np.nan, np.nan, 1, 1], [-2, -2, -2, -2]])
+    assert near_surface_permafrost(deepest).tolist() == [False, True, False, True]
+    monthly = np.zeros((1, 24, 4))
+    monthly[0, :, :] = [-5.0, -5.0, -5.0, -5.0]
+    monthly[0, 6, :] = [2.0, 1.0, -1.0, -2.0]  # a July that thaws the top two layers of the first year only
+    assert annual_max(monthly)[0, :, 0].tolist() == [2.0, -5.0]
+    p = period_products(monthly)
+    alt_first = 17.5 + (64.0 - 17.5) * 1.0 / (1.0 + 1.0)  # zero crossing between layers 2 and 3
+    assert p["alt"][0] == pytest.approx(alt_first / 2) and p["permafrost"][0] and p["alt_lower_bound_share"][0] == 0
+    with pytest.raises(DataError, match="13 months are not whole years"):
+        annual_max(np.zeros((1, 13, 4)))
+    e = extent(np.array([True, False, True]), np.array([1.0, 3.0, 2.0]), np.array([0, 0, 1]), 3,
+               band_area_km2=np.array([8.0, 4.0, 5.0]))
+    assert e["share"] == [0.25, 1.0, None] and e["km2"] == [2.0, 4.0, None]
+    assert e["share_all"] == 0.5 and e["km2_all"] == 6.0
+
+
+def test_the_projected_cells_are_the_ones_the_pseudo_reality_simulates():
+    from thawcast.ingest.synthetic.world import era5_grid, pseudo_reality_cells
+    from thawcast.stages.project_cells import sample
+
+    cfg = parse_config({})
+    lat, lon = era5_grid(cfg)
+    land = np.ones((lat.size, lon.size), dtype=bool)
+    land[:3] = False  # the cells start above the grid's first rows, as on the default (sea and the band edge)
+    rows, cols = np.nonzero(land)
+    truth = pseudo_reality_cells(land, 3)[rows, cols]
+    picked = sample(lat[rows], lon[cols], (lat[::-1], lon), 3)  # grid given north to south, as in the files
+    assert picked.sum() > 10 and np.array_equal(picked, truth)
+    assert sample(lat[rows], lon[cols], (lat, lon), 1).all()

@@ -9,6 +9,7 @@ import json
 import pytest
 
 from conftest import REPO
+from thawcast.variables import TARGETS
 
 README = (REPO / "README.md").read_text()
 METRICS = REPO / "metrics"
@@ -285,3 +286,35 @@ def test_the_snow_ablation_tables_are_the_committed_feature_ablation():
     assert f"on the test years {td['mean']:+.3f} +- {td['standard_error']:.3f} degC" in README
     # the default inputs follow the decision
     assert ab["in_default"] == (ab["decision"] == "add")
+
+
+def test_the_cell_tables_and_prose_are_the_committed_cell_metrics():
+    cells = metrics("cells.json")
+    models, bands = cells["summary"]["models"], cells["bands"]
+    names = {"GRU cell model": "gru", "ridge (pooled, no one-hot)": "ridge", "seasonal persistence":
+             "seasonal_persistence", "climatology (per cell)": "climatology", "persistence": "persistence"}
+    for row in table("| model | seen cells | held-out cells |"):
+        m = models[names[row[0]]]
+        assert row[1:] == [f"{m['seen']['overall']['rmse']:.3f}", f"**{m['held_out']['overall']['rmse']:.3f}**"
+                           if row[0].startswith("GRU") else f"{m['held_out']['overall']['rmse']:.3f}",
+                           f"{m['held_out']['per_layer']['t_soil1']['rmse']:.3f}",
+                           f"{m['held_out']['per_layer']['t_soil4']['rmse']:.3f}"], row[0]
+    ev = metrics("evaluation.json")
+    evaluation = ev["models"]
+    up = {"GRU cell model, averaged up": bands["cell_models"]["gru"],
+          "conv_lstm band model (best band network)": bands["band_models"]["conv_lstm"],
+          "transformer band model": bands["band_models"]["transformer"], "GRU band model": bands["band_models"]["gru"],
+          "observed cells averaged up (the aggregation gap)": bands["aggregation_gap"]}
+    for row in table("| model | RMSE | layer 1 | layer 2 | layer 3 | layer 4 |"):
+        t = up[row[0]]
+        assert [c.strip("*") for c in row[1:]] == [f"{t['overall']['rmse']:.3f}",
+                                                   *(f"{t['per_layer'][k]['rmse']:.3f}" for k in TARGETS)], row[0]
+    for arch in ("conv_lstm", "transformer", "gru"):  # the band models' scores are the evaluate stage's
+        assert bands["band_models"][arch]["overall"]["rmse"] == pytest.approx(evaluation[arch]["overall"]["rmse"])
+    assert min(ev["rmse_reduction"], key=lambda n: bands["band_models"][n]["overall"]["rmse"]) == "conv_lstm"
+    red = cells["summary"]["rmse_reduction_held_out"]["gru"]
+    gain = 1 - bands["cell_models"]["gru"]["overall"]["rmse"] / bands["band_models"]["gru"]["overall"]["rmse"]
+    for phrase in (f"{red['climatology']:.1%} below the cells' own climatology",
+                   f"{red['seasonal_persistence']:.1%} below\nseasonal persistence", f"by {gain:.0%}",
+                   f"{cells['cells']['held_out']} of the {cells['cells']['seen'] + cells['cells']['held_out']:,} cells"):
+        assert phrase in README, phrase

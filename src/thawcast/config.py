@@ -210,11 +210,25 @@ class CellsConfig(_Section):
         "null: training.learning_rate scaled by sqrt(batch_size / training.batch_size)"))
     max_epochs: int = Field(20, ge=1, le=10000)
     patience: int = Field(5, ge=1)
+    reference_years: YearRange = Field(YearRange(start_year=2014, end_year=2023), description=(
+        "observed decade the cell products are also made for (truth and model), beside the scenario periods"))
+    projection_periods: tuple[YearRange, ...] = Field(
+        (YearRange(start_year=2024, end_year=2033), YearRange(start_year=2046, end_year=2055),
+         YearRange(start_year=2091, end_year=2100)), description="periods of the per-cell projections and maps")
+    projection_stride: int = Field(3, ge=1, le=100, description=(
+        "project every n-th grid row and column of the cells (1: every cell; 3: one cell in 9, for 2 CPU cores)"))
 
     @field_validator("architectures")
     @classmethod
     def _known_architectures(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         return _architectures(v)
+
+    @field_validator("projection_periods")
+    @classmethod
+    def _some_periods(cls, v: tuple[YearRange, ...]) -> tuple[YearRange, ...]:
+        if not v or len({str(p) for p in v}) != len(v):
+            raise ValueError("projection_periods must list at least one period, each once")
+        return v
 
     def require(self, arch: str) -> None:
         """Raise :class:`ConfigError` unless ``arch`` is one of the cell architectures."""
@@ -664,6 +678,11 @@ class Config(_Section):
                              f" cmip5.experiments {list(self.rcp_experiments)}")
         if self.projection.start_year <= self.period.end_year:
             raise ValueError(f"projection {self.projection} must start after period {self.period}")
+        if not self.cells.reference_years.within(self.period):
+            raise ValueError(f"cells.reference_years {self.cells.reference_years} lies outside period {self.period}")
+        outside = [str(p) for p in self.cells.projection_periods if not p.within(self.projection)]
+        if outside:
+            raise ValueError(f"cells.projection_periods {outside} lie outside projection {self.projection}")
         if self.source.kind == "files" and self.perfect_model.enabled is True:
             raise ValueError("perfect_model.enabled is true but source.kind is files: the perfect-model experiment"
                              " needs the synthetic world's truth (set perfect_model.enabled to auto or false)")

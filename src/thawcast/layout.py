@@ -16,7 +16,7 @@ from pathlib import Path
 
 #: Stage output folders under ``data/``, in pipeline order.
 STAGE_DIRS: tuple[str, ...] = ("raw", "static", "cells", "bands", "scenarios", "windows", "tuning", "models", "evaluation",
-                               "cell_models", "cell_evaluation", "projections", "thaw", "explain", "pseudo_reality",
+                               "cell_models", "cell_evaluation", "cell_projections", "projections", "thaw", "explain", "pseudo_reality",
                                "perfect_model", "report")
 
 
@@ -35,6 +35,7 @@ class Layout:
     evaluation: Path
     cell_models: Path
     cell_evaluation: Path
+    cell_projections: Path
     projections: Path
     thaw: Path
     explain: Path
@@ -146,6 +147,11 @@ class Layout:
     def cell_scores(self) -> Path:
         """Per-cell test scores of every cell model and baseline (evaluate-cells stage)."""
         return self.cell_evaluation / "cell_scores.nc"
+
+    @property
+    def cell_projection_file(self) -> Path:
+        """Per-cell projected soil temperature, ALT and permafrost on the lat/lon grid (project-cells stage)."""
+        return self.cell_projections / "cell_projections.nc"
 
     @property
     def test_predictions(self) -> Path:

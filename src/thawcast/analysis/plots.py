@@ -151,11 +151,12 @@ def decade_lines(values: Mapping[str, Mapping[str, Sequence[float]]], decades: S
 
 
 def cell_maps(grid: tuple[np.ndarray, np.ndarray], index: tuple[np.ndarray, np.ndarray],
-              panels: Mapping[str, np.ndarray], held_out: np.ndarray, band_edges: Sequence[float],
+              panels: Mapping[str, np.ndarray], held_out: np.ndarray | None, band_edges: Sequence[float],
               lon_range: tuple[float, float], label: str, path: Path, cmap: str = "viridis",
               limits: tuple[float, float] | None = None) -> Path:
-    """One map per panel of a per-cell value on the grid (cells drawn as their grid boxes, the rest blank), the study
-    area's outline, the band edges labelled by band, and the held-out cells' blocks outlined in black.
+    """One map per panel (up to three a row) of a per-cell value on the grid (cells drawn as their grid boxes, the
+    rest blank), the study area's outline, the band edges labelled by band, and (unless ``held_out`` is None) the
+    held-out cells' blocks outlined in black.
 
     Parameters
     ----------
@@ -168,14 +169,20 @@ def cell_maps(grid: tuple[np.ndarray, np.ndarray], index: tuple[np.ndarray, np.n
     lat, lon = grid
     values = np.stack([np.asarray(v, float) for v in panels.values()])
     lo, hi = limits or tuple(np.nanpercentile(values, [2, 98]))
-    box = np.full((lat.size, lon.size), np.nan)
-    box[index] = held_out.astype(float)
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.0 * len(panels), 4.0), squeeze=False, gridspec_kw={"wspace": 0.4})
-    for ax, (title, v) in zip(axes.flat, panels.items(), strict=True):
+    ncols = min(3, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(6.0 * ncols, 4.0 * nrows), squeeze=False,
+                             gridspec_kw={"wspace": 0.4, "hspace": 0.35})
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (title, v) in zip(axes.flat, panels.items(), strict=False):
         field = np.full((lat.size, lon.size), np.nan)
         field[index] = v
         mesh = ax.pcolormesh(lon, lat, field, shading="nearest", cmap=cmap, vmin=lo, vmax=hi)
-        ax.contour(lon, lat, np.nan_to_num(box), levels=[0.5], colors="k", linewidths=0.8)
+        if held_out is not None:
+            box = np.zeros((lat.size, lon.size))
+            box[index] = held_out.astype(float)
+            ax.contour(lon, lat, box, levels=[0.5], colors="k", linewidths=0.8)
         ax.plot([lon_range[0], lon_range[1], lon_range[1], lon_range[0], lon_range[0]],
                 [band_edges[0], band_edges[0], band_edges[-1], band_edges[-1], band_edges[0]], color="0.3", lw=1.0)
         for k, (a, b) in enumerate(itertools.pairwise(band_edges)):
@@ -186,7 +193,9 @@ def cell_maps(grid: tuple[np.ndarray, np.ndarray], index: tuple[np.ndarray, np.n
         ax.set_ylabel("latitude (deg N)", fontsize=8)
         ax.set_aspect(1.0 / np.cos(np.deg2rad(np.mean(band_edges))))
     fig.colorbar(mesh, ax=axes.ravel().tolist(), shrink=0.8, label=label, pad=0.06)
-    fig.text(0.01, -0.04, "black outline: held-out cells (never seen in training); dotted: band edges", fontsize=7)
+    note = "dotted: band edges" + ("; black outline: held-out cells (never seen in training)" if held_out is not None
+                                   else "")
+    fig.text(0.01, -0.04 / nrows, note, fontsize=7)
     return _save(fig, path)
 
 

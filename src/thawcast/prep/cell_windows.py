@@ -13,6 +13,7 @@ fit, and :meth:`CellHistory.windows` gives training and validation windows of th
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import pandas as pd
 import xarray as xr
 
 from thawcast.catalogue import CELL_ATTRIBUTES, SIGNAL, SIGNAL_SOURCE, feature
-from thawcast.config import Config
+from thawcast.config import Config, YearRange
 from thawcast.errors import DataError
 from thawcast.ingest.common import open_netcdf, select_years
 from thawcast.prep.features import monthly_matrix, monthly_names, scenario_signal
@@ -114,6 +115,17 @@ class CellHistory:
     fit: np.ndarray
     split_years: dict[str, tuple[int, int]]
 
+    def windows_in(self, years: YearRange, cells: np.ndarray) -> WindowSet:
+        """The windows of the given ``cells`` (indices, in that order) whose target month is in ``years``: each
+        cell's months together, in time order."""
+        cell, last = window_index(self.times, self.x.shape[0], self.length, years.start_year, years.end_year)
+        order = np.full(self.x.shape[0], -1)
+        order[cells] = np.arange(len(cells))
+        pick = np.flatnonzero(order[cell] >= 0)
+        pick = pick[np.argsort(order[cell[pick]], kind="stable")]
+        return WindowSet(x=self.x, band=cell[pick], last=last[pick], length=self.length, times=self.times,
+                         feature_names=self.feature_names, signal=self.signal, y=self.y)
+
     def windows(self, split: str, group: str = "seen") -> WindowSet:
         """The windows of one split (target year) and group of cells (``seen``, ``held_out`` or ``all``)."""
         if split not in SPLITS:
@@ -185,3 +197,30 @@ def cell_scaler_text(hist: CellHistory) -> str:
         "feature_order": list(hist.feature_names),
         "feature_units": {n: feature(n).unit for n in hist.feature_names},
         "signal_reference": {"mean": hist.signal_ref[0], "std": hist.signal_ref[1]}})
+
+
+def check_scaler(hist: CellHistory, path: Path, arch: str) -> None:
+    """Raise unless the cell model ``arch``'s ``scaler.json`` (``path``) is what these cells give.
+
+    Raises
+    ------
+    DataError
+        Naming the stage to rerun: the model was trained on other cells, another hold-out or other features.
+    """
+    path = Path(path)
+    if not path.exists() or json.loads(path.read_text()) != json.loads(cell_scaler_text(hist)):
+        raise DataError(path, f"cells-{arch} was trained with other scalers than these cells give (other cells,"
+                        f" hold-out or features): rerun `dvc repro train-cells@{arch}`")
+
+
+def cell_grid(lat: np.ndarray, lon: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """The regular grid the cells' centres lie on (from the first centre at the smallest step between centres)
+    and each cell's (row, column) on it."""
+    grid, index = [], []
+    for v in (np.asarray(lat, float), np.asarray(lon, float)):
+        u = np.unique(v)
+        step = np.min(np.diff(u)) if u.size > 1 else 1.0
+        k = np.rint((v - u[0]) / step).astype(np.int64)
+        grid.append(u[0] + step * np.arange(k.max() + 1))
+        index.append(k)
+    return (grid[0], grid[1]), (index[0], index[1])

@@ -200,6 +200,21 @@ def _cell_scores_suite() -> dict:
     return {"name": "cell_scores", "expectations": ex, "meta": {"generated_by": "thawcast.quality.suites"}}
 
 
+def _cell_projections_suite() -> dict:
+    """One row per model, scenario, period and projected cell: the products in their physical ranges."""
+    lo, hi = VARIABLES[TARGETS[0]].valid_range
+    ex = [
+        _exp("expect_table_row_count_to_equal", value={"$PARAMETER": "n_rows"}),
+        _exp("expect_compound_columns_to_be_unique", column_list=["model", "scenario", "period", "cell"]),
+        *(_exp("expect_column_values_to_not_be_null", column=c) for c in ("alt", "permafrost", *TARGETS)),
+        _range("alt", 0.0, 194.5),
+        _range("alt_lower_bound_share", 0.0, 1.0),
+        _exp("expect_column_values_to_be_in_set", column="permafrost", value_set=[0, 1]),
+        *(_range(t, lo, hi) for t in TARGETS),
+    ]
+    return {"name": "cell_projections", "expectations": ex, "meta": {"generated_by": "thawcast.quality.suites"}}
+
+
 def build_suites() -> dict[str, dict]:
     """Every suite, by name (the JSON file stem in ``expectations/``)."""
     dyn = ERA5_FEATURES + TARGETS
@@ -209,6 +224,7 @@ def build_suites() -> dict[str, dict]:
         "static_bands": _static_suite(),
         "cells": _cells_suite(dyn),
         "cell_scores": _cell_scores_suite(),
+        "cell_projections": _cell_projections_suite(),
         "bands_era5land": _band_table_suite("bands_era5land", dyn, None),
         "bands_cmip5": _band_table_suite("bands_cmip5", CMIP5_CANONICAL, "experiment"),
         "scenarios": _band_table_suite("scenarios", ERA5_FEATURES, "scenario", span=True),

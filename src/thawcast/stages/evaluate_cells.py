@@ -45,7 +45,8 @@ from thawcast.parallel import torch_threads
 from thawcast.prep.cell_windows import (
     CellHistory,
     build_cell_history,
-    cell_scaler_text,
+    cell_grid,
+    check_scaler,
     open_cells,
     subsample,
 )
@@ -63,13 +64,9 @@ RIDGE_WINDOWS = 20000
 def cell_model_predictions(cfg: Config, hist: CellHistory, test, paths: Layout) -> tuple[dict[str, np.ndarray], dict]:
     """Test-window predictions (degC) of each registered cell model, after checking its scalers are these cells'."""
     preds, regs = {}, {}
-    expected = json.loads(cell_scaler_text(hist))
     for arch in cfg.cells.architectures:
         reg = read_registration(paths.cell_registration(arch), arch, "train-cells")
-        scaler_path = paths.cell_model(arch) / "scaler.json"
-        if not scaler_path.exists() or json.loads(scaler_path.read_text()) != expected:
-            raise DataError(scaler_path, f"cells-{arch} was trained with other scalers than these cells give (other"
-                            f" cells, hold-out or features): rerun `dvc repro train-cells@{arch}`")
+        check_scaler(hist, paths.cell_model(arch) / "scaler.json", arch)
         model, mv = load_registration(reg)
         model.check_windows(test, reg.label)
         with torch_threads(1):
@@ -202,16 +199,3 @@ def _maps(cfg: Config, data, per_cell: dict, best: str, folder: Path) -> None:
     gain = {f"{LAYER_LABELS[TARGETS[j]]}": 1.0 - rmse[:, j] / per_cell["climatology"]["rmse"][:, j] for j in (0, 3)}
     cell_maps(grid, index, gain, data.held_out, edges, lons, f"{best}: 1 - RMSE / RMSE climatology",
               folder / f"skill_map_{best}.png", cmap="RdBu", limits=(-1.0, 1.0))
-
-
-def cell_grid(lat: np.ndarray, lon: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """The regular grid the cells' centres lie on (from the first centre at the smallest step between centres)
-    and each cell's (row, column) on it."""
-    grid, index = [], []
-    for v in (np.asarray(lat, float), np.asarray(lon, float)):
-        u = np.unique(v)
-        step = np.min(np.diff(u)) if u.size > 1 else 1.0
-        k = np.rint((v - u[0]) / step).astype(np.int64)
-        grid.append(u[0] + step * np.arange(k.max() + 1))
-        index.append(k)
-    return (grid[0], grid[1]), (index[0], index[1])
