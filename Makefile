@@ -56,6 +56,7 @@ bench: install
 	python benchmarks/bench_band_aggregation.py
 	python benchmarks/bench_windows.py
 	python benchmarks/bench_training.py
+	python benchmarks/bench_cell_training.py
 	python benchmarks/bench_parallel.py
 
 clean-venv:

@@ -318,3 +318,25 @@ def test_the_cell_tables_and_prose_are_the_committed_cell_metrics():
                    f"{red['seasonal_persistence']:.1%} below\nseasonal persistence", f"by {gain:.0%}",
                    f"{cells['cells']['held_out']} of the {cells['cells']['seen'] + cells['cells']['held_out']:,} cells"):
         assert phrase in README, phrase
+
+
+def test_the_cell_projection_tables_are_the_committed_cell_projections():
+    cp = metrics("cell_projections.json")
+    gru = cp["models"]["gru"]
+    rcps = {"RCP2.6": "rcp26", "RCP4.5": "rcp45", "RCP6.0": "rcp60", "RCP8.5": "rcp85"}
+    for row in table("| run | 2014-2023 | 2024-2033 | 2046-2055 | 2091-2100 |"):
+        if row[0] == "observed (truth)":
+            assert row[1] == f"{100 * cp['observed']['extent']['share_all']:.1f}%"
+        elif row[0] == "GRU from the observed drivers":
+            assert row[1] == f"{100 * gru['reference']['extent']['share_all']:.1f}%"
+        else:
+            per = gru["scenarios"][rcps[row[0]]]
+            assert row[2:] == [f"{100 * per[p]['share_all']:.1f}%" for p in ("2024-2033", "2046-2055", "2091-2100")]
+    pm = cp["perfect_model"]["gru"]
+    for row in table("| RCP, period | true extent | projected (chain) |"):
+        rcp, period = row[0].split()
+        e = pm[rcps[rcp]][period]
+        assert row[1:] == [f"{100 * e['true_extent']:.1f}%", f"{100 * e['projected_extent']:.1f}%",
+                           f"{100 * e['true_drivers_extent']:.1f}%", f"{100 * e['permafrost_agreement']:.0f}%"], row
+    cells = next(iter(next(iter(pm.values())).values()))["cells"]
+    assert f"on the {cells} projected cells it simulates" in " ".join(README.split())
