@@ -208,18 +208,20 @@ def test_the_pseudo_reality_is_skipped_with_real_files(tmp_path):
     assert [p.name for p in out.iterdir()] == [pseudo_reality.SKIPPED_NOTE]
 
 
-def test_only_the_perfect_model_stage_reads_the_pseudo_truth():
+def test_only_the_scoring_stages_read_the_pseudo_truth():
     import yaml
 
     from conftest import REPO
 
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     readers = {name for name, st in stages.items() if "data/pseudo_reality" in st.get("deps", [])}
-    # the report depends on it only to list its hash (README "Report"): its code opens nothing of it
-    assert readers == {"perfect-model", "report"}
+    # perfect-model and project-cells score against it; the report depends on it only to list its hash (README
+    # "Report"): its code opens nothing of it
+    assert readers == {"perfect-model", "project-cells", "report"}
     assert "pseudo_reality" not in (REPO / "src" / "thawcast" / "stages" / "report.py").read_text()
     assert "pseudo_bands" not in (REPO / "src" / "thawcast" / "stages" / "report.py").read_text()
-    upstream = {"raw", "static", "bands", "scenarios", "windows", "tune", "seed-spread", "train"}
+    upstream = {"raw", "static", "cells", "bands", "scenarios", "windows", "tune", "seed-spread", "train",
+                "train-cells", "evaluate-cells"}
     assert not upstream & {name for name, st in stages.items()
                            if any("perfect_model" in str(d) for d in st.get("deps", []))}
 

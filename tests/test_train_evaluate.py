@@ -1,6 +1,7 @@
 """The train and evaluate stages on the tiny world: MLflow runs, registry, hand-off files, failures."""
 
 import json
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -15,6 +16,7 @@ from thawcast.learn.settings import resolve_settings
 from thawcast.models.packed import PackedModel
 from thawcast.prep.windows import open_windows
 from thawcast.stages import evaluate, train
+from thawcast.tracking import registry
 from thawcast.tracking.dvclock import data_version
 from thawcast.tracking.registry import (
     WEIGHTS_TAG,
@@ -119,12 +121,19 @@ def _register_then_die(*args, **kwargs):
     _die()
 
 
-train_register = train.register
+def _die_writing_history(path, *args, **kwargs):
+    if path.name == "history.csv":  # the last output file the stage writes
+        _die()
+    return write_text(path, *args, **kwargs)
+
+
+train_register = registry.register
+write_text = Path.write_text
 #: Where a train stage can die after it has started logging: after the model and metrics went to MLflow,
 #: right after the new version was registered, and while the hand-off files were being written.
 FAILURE_POINTS = {"after logging": (mlflow, "log_artifact", _die),
-                  "after registering": (train, "register", _register_then_die),
-                  "during the final write": (train.pd.DataFrame, "to_csv", _die)}
+                  "after registering": (registry, "register", _register_then_die),
+                  "during the final write": (Path, "write_text", _die_writing_history)}
 
 
 @pytest.mark.parametrize("where", list(FAILURE_POINTS))

@@ -215,6 +215,8 @@ class CellsConfig(_Section):
     projection_periods: tuple[YearRange, ...] = Field(
         (YearRange(start_year=2024, end_year=2033), YearRange(start_year=2046, end_year=2055),
          YearRange(start_year=2091, end_year=2100)), description="periods of the per-cell projections and maps")
+    ridge_windows: int = Field(20000, ge=1, description=(
+        "training (and validation) windows of the seen cells the ridge baseline is fitted (and tuned) on"))
     projection_stride: int = Field(3, ge=1, le=100, description=(
         "project every n-th grid row and column of the cells (1: every cell; 3: one cell in 9, for 2 CPU cores)"))
 
@@ -238,7 +240,10 @@ class CellsConfig(_Section):
     def training(self, base: TrainingConfig) -> TrainingConfig:
         """``base`` with the cell models' batch size, learning rate, epochs and patience."""
         lr = self.learning_rate or base.learning_rate * (self.batch_size / base.batch_size) ** 0.5
-        return base.model_copy(update={"batch_size": self.batch_size, "learning_rate": min(lr, 1.0),
+        if lr > 1.0:
+            raise ConfigError(f"the cell models' learning rate {lr:.3g} (training.learning_rate scaled to"
+                              f" cells.batch_size) is above 1: set cells.learning_rate")
+        return base.model_copy(update={"batch_size": self.batch_size, "learning_rate": lr,
                                        "max_epochs": self.max_epochs, "patience": self.patience})
 
     @field_validator("holdout_block_deg")
@@ -678,8 +683,14 @@ class Config(_Section):
                              f" cmip5.experiments {list(self.rcp_experiments)}")
         if self.projection.start_year <= self.period.end_year:
             raise ValueError(f"projection {self.projection} must start after period {self.period}")
-        if not self.cells.reference_years.within(self.period):
-            raise ValueError(f"cells.reference_years {self.cells.reference_years} lies outside period {self.period}")
+        ref, lead = self.cells.reference_years, -(-self.windows.length_months // 12)
+        if not ref.within(self.period) or ref.start_year < self.period.start_year + lead:
+            raise ValueError(f"cells.reference_years {ref} must lie in period {self.period} and start {lead} year(s)"
+                             f" after it: windows.length_months ({self.windows.length_months}) of inputs come first")
+        if self.perfect_model_on and self.perfect_model.stride % self.cells.projection_stride:
+            raise ValueError(f"cells.projection_stride {self.cells.projection_stride} does not divide"
+                             f" perfect_model.stride {self.perfect_model.stride}: some pseudo-reality cells would not be"
+                             " projected and scored")
         outside = [str(p) for p in self.cells.projection_periods if not p.within(self.projection)]
         if outside:
             raise ValueError(f"cells.projection_periods {outside} lie outside projection {self.projection}")

@@ -58,6 +58,10 @@ def predict_seasonal_persistence(y_degc: np.ndarray, ws: WindowSet) -> np.ndarra
     return y_degc[ws.band, k]
 
 
+#: Windows the ridge baseline flattens at once when predicting.
+RIDGE_CHUNK = 20000
+
+
 def _design(ws: WindowSet, n_bands: int) -> np.ndarray:
     """Flattened windows, then a one-hot of the unit (none when ``n_bands`` is 0)."""
     flat = ws.inputs().reshape(len(ws), -1)
@@ -97,4 +101,8 @@ class RidgeBaseline:
         """Scaled predictions ``[N, 4]``."""
         if self.model is None:
             raise DataError(None, "ridge baseline used before fit")
-        return self.model.predict(_design(ws, self.n_bands))
+        if len(ws) <= RIDGE_CHUNK:
+            return self.model.predict(_design(ws, self.n_bands))
+        # hundreds of thousands of cell windows: a chunk of flattened windows at a time (the full design is GBs)
+        return np.concatenate([self.model.predict(_design(ws.subset(slice(i, i + RIDGE_CHUNK)), self.n_bands))
+                               for i in range(0, len(ws), RIDGE_CHUNK)])

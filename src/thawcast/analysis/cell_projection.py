@@ -58,19 +58,21 @@ def extent(permafrost: np.ndarray, area_km2: np.ndarray, band: np.ndarray, n_ban
            band_area_km2: np.ndarray | None = None) -> dict[str, list[float]]:
     """Near-surface permafrost per band: the area share of the cells given (area-weighted), and that share of
     ``band_area_km2`` (the area of all the band's cells, when the cells given are a sample of them; default: theirs);
-    None for a band without cells."""
+    None for a band without cells. Over all bands: the sum of those km2 and its share of the bands' area."""
     area = np.asarray(area_km2, float)
     total = np.bincount(band, area, minlength=n_bands)
     frozen = np.bincount(band, area * np.asarray(permafrost, bool), minlength=n_bands)
     with np.errstate(invalid="ignore", divide="ignore"):
         share = np.where(total > 0, frozen / total, np.nan)
     whole = total if band_area_km2 is None else np.asarray(band_area_km2, float)
-    all_share = float(frozen.sum() / total.sum())
+    km2 = share * whole
+    all_km2 = float(np.nansum(km2))
+
     def listed(values: np.ndarray) -> list[float | None]:
         return [None if np.isnan(v) else float(v) for v in values]
 
-    return {"share": listed(share), "km2": listed(share * whole), "share_all": all_share,
-            "km2_all": float(np.nansum(share * whole))}
+    return {"share": listed(share), "km2": listed(km2), "share_all": all_km2 / float(whole[total > 0].sum()),
+            "km2_all": all_km2}
 
 
 def extent_markdown(table: Mapping[str, Mapping[str, Mapping[str, dict]]], observed: dict, reference: dict,
@@ -81,12 +83,9 @@ def extent_markdown(table: Mapping[str, Mapping[str, Mapping[str, dict]]], obser
 
     def row(label: str, period: str, e: dict) -> list[str]:
         return [label, period, *("n/a" if s is None else f"{100 * s:.0f}%" for s in e["share"]),
-                f"{100 * e['share_all']:.1f}%",
-                f"{e['km2_all'] / 1000:.0f}"]
+                f"{100 * e['share_all']:.1f}%", f"{e['km2_all'] / 1000:.0f}"]
 
     rows = [row("observed (ERA5-Land)", observed["period"], observed["extent"]),
             row(f"{model} from ERA5-Land drivers", reference["period"], reference["extent"])]
     rows += [row(rcp, period, e) for rcp, periods in table.items() for period, e in periods.items()]
-    if not rows:
-        raise DataError(None, "no extent to tabulate")
     return "\n".join(markdown_table(head, rows))

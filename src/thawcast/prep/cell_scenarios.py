@@ -5,7 +5,8 @@ that band series moved onto the cell's own observed climate, calendar month by c
 years (the spatial disaggregation step of BCSD, Wood et al. 2004, Climatic Change 62):
 
 * amounts (precipitation, snowfall, snow water, snow depth: :data:`RATIO`):
-  ``cell(t) = band_scenario(t) x clim_cell(m) / clim_band(m)``; the cell's climatology itself where the band's is 0;
+  ``cell(t) = band_scenario(t) x clim_cell(m) / clim_band(m)``, the ratio capped at :data:`MAX_RATIO`; the cell's
+  climatology itself where the band's is 0;
 * everything else: ``cell(t) = band_scenario(t) + clim_cell(m) - clim_band(m)``; soil moisture floored at 0.
 
 So each cell keeps its observed mean seasonal cycle and the band's corrected change, spread and sequence.
@@ -13,41 +14,33 @@ So each cell keeps its observed mean seasonal cycle and the band's corrected cha
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 import xarray as xr
 
+from thawcast.analysis.perfect_model import monthly_climatology
 from thawcast.config import YearRange
 from thawcast.errors import DataError
 
 #: Drivers that are non-negative amounts: changed by a ratio, never below 0.
 RATIO: tuple[str, ...] = ("p_total", "p_snow", "swe", "snow_depth")
+#: The largest ratio of a cell's to its band's climatology applied to an amount: a band climatology near 0 (snowfall
+#: in a shoulder month) would otherwise scale the band's scenario without bound.
+MAX_RATIO = 5.0
 #: Drivers changed by a difference but physically non-negative (volumetric soil water).
 FLOORED: tuple[str, ...] = ("w1", "w2", "w3", "w4")
 
 
-def monthly_climatology(values: np.ndarray, times: pd.DatetimeIndex, years: YearRange) -> np.ndarray:
-    """``[unit, 12]`` mean of ``values [unit, time]`` for each calendar month over ``years``.
-
-    Raises
-    ------
-    DataError
-        A calendar month has no month in ``years`` (the record does not cover them).
-    """
-    sel = (times.year >= years.start_year) & (times.year <= years.end_year)
-    month = times.month.to_numpy()
-    out = np.empty((values.shape[0], 12))
-    for m in range(12):
-        pick = sel & (month == m + 1)
-        if not pick.any():
-            raise DataError(None, f"no month {m + 1} in the calibration years {years}: the record"
-                            f" {times[0]:%Y-%m}..{times[-1]:%Y-%m} does not cover them")
-        out[:, m] = values[:, pick].mean(axis=1)
-    return out
+def _climatology(values: np.ndarray, times: pd.DatetimeIndex, years: YearRange) -> np.ndarray:
+    """``[unit, 12]`` mean of ``values [unit, time]`` per calendar month over ``years``."""
+    return monthly_climatology(values, times, np.asarray((times.year >= years.start_year)
+                                                         & (times.year <= years.end_year)))
 
 
 def disaggregate(band_scenario: xr.Dataset, band_observed: xr.Dataset, cell_observed: xr.Dataset,
-                 band_of_cell: np.ndarray, years: YearRange, names) -> xr.Dataset:
+                 band_of_cell: np.ndarray, years: YearRange, names: Sequence[str]) -> xr.Dataset:
     """``[cell, time]`` scenario drivers ``names`` over ``band_scenario``'s months (see the module text).
 
     ``band_observed`` and ``cell_observed`` are the ERA5-Land band table and cell store whose calibration-year
@@ -56,7 +49,7 @@ def disaggregate(band_scenario: xr.Dataset, band_observed: xr.Dataset, cell_obse
     Raises
     ------
     DataError
-        A driver is missing from one of the three, or the calibration years are not in the observations.
+        A driver is missing from one of the three, or a calendar month has no month in the calibration years.
     """
     times = pd.DatetimeIndex(band_scenario["time"].values)
     month = times.month.to_numpy() - 1
@@ -66,14 +59,14 @@ def disaggregate(band_scenario: xr.Dataset, band_observed: xr.Dataset, cell_obse
                                         ("cell store", cell_observed)) if v not in ds]
         if absent:
             raise DataError("cells", f"driver '{v}' is missing from the {', '.join(absent)}")
-        cc = monthly_climatology(cell_observed[v].transpose("cell", "time").values,
+        cc = _climatology(cell_observed[v].transpose("cell", "time").values,
                                  pd.DatetimeIndex(cell_observed["time"].values), years)
-        bc = monthly_climatology(band_observed[v].transpose("band", "time").values,
+        bc = _climatology(band_observed[v].transpose("band", "time").values,
                                  pd.DatetimeIndex(band_observed["time"].values), years)[band_of_cell]
         s = band_scenario[v].transpose("band", "time").values[band_of_cell]
         if v in RATIO:
             with np.errstate(invalid="ignore", divide="ignore"):
-                factor = np.where(bc > 0, cc / bc, np.nan)[:, month]
+                factor = np.where(bc > 0, np.minimum(cc / bc, MAX_RATIO), np.nan)[:, month]
             x = np.where(np.isfinite(factor), s * factor, cc[:, month])
         else:
             x = s + (cc - bc)[:, month]

@@ -118,12 +118,16 @@ class CellHistory:
     def windows_in(self, years: YearRange, cells: np.ndarray) -> WindowSet:
         """The windows of the given ``cells`` (indices, in that order) whose target month is in ``years``: each
         cell's months together, in time order."""
-        cell, last = window_index(self.times, self.x.shape[0], self.length, years.start_year, years.end_year)
+        ws = self._all(years.start_year, years.end_year)
         order = np.full(self.x.shape[0], -1)
         order[cells] = np.arange(len(cells))
-        pick = np.flatnonzero(order[cell] >= 0)
-        pick = pick[np.argsort(order[cell[pick]], kind="stable")]
-        return WindowSet(x=self.x, band=cell[pick], last=last[pick], length=self.length, times=self.times,
+        pick = np.flatnonzero(order[ws.band] >= 0)
+        return ws.subset(pick[np.argsort(order[ws.band[pick]], kind="stable")])
+
+    def _all(self, first: int, last: int) -> WindowSet:
+        """Every cell's windows whose target year is in ``first..last``."""
+        cell, end = window_index(self.times, self.x.shape[0], self.length, first, last)
+        return WindowSet(x=self.x, band=cell, last=end, length=self.length, times=self.times,
                          feature_names=self.feature_names, signal=self.signal, y=self.y)
 
     def windows(self, split: str, group: str = "seen") -> WindowSet:
@@ -132,12 +136,8 @@ class CellHistory:
             raise DataError(None, f"unknown split {split!r}; valid: {list(SPLITS)}")
         if group not in (*GROUPS, "all"):
             raise DataError(None, f"unknown group of cells {group!r}; valid: {[*GROUPS, 'all']}")
-        cell, last = window_index(self.times, self.x.shape[0], self.length, *self.split_years[split])
-        if group != "all":
-            keep = self.held_out[cell] == (group == "held_out")
-            cell, last = cell[keep], last[keep]
-        return WindowSet(x=self.x, band=cell, last=last, length=self.length, times=self.times,
-                         feature_names=self.feature_names, signal=self.signal, y=self.y)
+        ws = self._all(*self.split_years[split])
+        return ws if group == "all" else ws.subset(self.held_out[ws.band] == (group == "held_out"))
 
 
 def build_cell_history(cfg: Config, data: CellData) -> CellHistory:
@@ -184,9 +184,7 @@ def subsample(ws: WindowSet, n: int | None, seed: int) -> WindowSet:
     (``None``: all of them)."""
     if n is None or n >= len(ws):
         return ws
-    keep = np.sort(np.random.default_rng(seed).choice(len(ws), size=n, replace=False))
-    return WindowSet(x=ws.x, band=ws.band[keep], last=ws.last[keep], length=ws.length, times=ws.times,
-                     feature_names=ws.feature_names, signal=ws.signal, y=ws.y)
+    return ws.subset(np.sort(np.random.default_rng(seed).choice(len(ws), size=n, replace=False)))
 
 
 def cell_scaler_text(hist: CellHistory) -> str:
@@ -213,14 +211,34 @@ def check_scaler(hist: CellHistory, path: Path, arch: str) -> None:
                         f" hold-out or features): rerun `dvc repro train-cells@{arch}`")
 
 
+def _grid_steps(values: np.ndarray, axis: np.ndarray) -> np.ndarray:
+    """Each of ``values``' index on the regular ``axis`` (its first centre, its smallest step between centres)."""
+    axis = np.unique(np.asarray(axis, float))
+    step = np.min(np.diff(axis)) if axis.size > 1 else 1.0
+    return np.rint((np.asarray(values, float) - axis[0]) / step).astype(np.int64)
+
+
 def cell_grid(lat: np.ndarray, lon: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """The regular grid the cells' centres lie on (from the first centre at the smallest step between centres)
     and each cell's (row, column) on it."""
     grid, index = [], []
     for v in (np.asarray(lat, float), np.asarray(lon, float)):
+        k = _grid_steps(v, v)
         u = np.unique(v)
         step = np.min(np.diff(u)) if u.size > 1 else 1.0
-        k = np.rint((v - u[0]) / step).astype(np.int64)
         grid.append(u[0] + step * np.arange(k.max() + 1))
         index.append(k)
     return (grid[0], grid[1]), (index[0], index[1])
+
+
+def grid_sample(lat: np.ndarray, lon: np.ndarray, grid: tuple[np.ndarray, np.ndarray], stride: int) -> np.ndarray:
+    """Which cells lie on every ``stride``-th row and column of the ERA5-Land ``grid`` (its latitudes and longitudes),
+    counted from its south-west corner (where the synthetic world's pseudo-reality counts its own stride from)."""
+    return (_grid_steps(lat, grid[0]) % stride == 0) & (_grid_steps(lon, grid[1]) % stride == 0)
+
+
+def at_cells(ds: xr.Dataset, lat: np.ndarray, lon: np.ndarray) -> xr.Dataset:
+    """The ``[cell, time]`` series of a gridded dataset at the cells' centres (exact grid points)."""
+    out = ds.sel(lat=xr.DataArray(lat, dims="cell"), lon=xr.DataArray(lon, dims="cell"), method="nearest",
+                 tolerance=1e-6)
+    return out.drop_vars(["lat", "lon"]).assign_coords(cell=np.arange(len(lat)))

@@ -171,6 +171,11 @@ class WindowSet:
     def __len__(self) -> int:
         return len(self.band)
 
+    def subset(self, idx) -> WindowSet:
+        """The windows ``idx`` (indices, a mask or a slice) over the same arrays."""
+        return WindowSet(x=self.x, band=self.band[idx], last=self.last[idx], length=self.length, times=self.times,
+                         feature_names=self.feature_names, signal=self.signal, y=self.y)
+
     @property
     def n_features(self) -> int:
         """Features per time step, the signal included."""
@@ -282,21 +287,19 @@ class History:
 
     def of_split(self, split: str) -> WindowSet:
         """The windows of one split (what :func:`open_windows` reads back from the stage's file)."""
-        keep = self.split == SPLITS.index(split)
-        ws = self.windows
-        return WindowSet(x=ws.x, band=ws.band[keep], last=ws.last[keep], length=ws.length, times=ws.times,
-                         feature_names=ws.feature_names, signal=ws.signal, y=ws.y)
+        return self.windows.subset(self.split == SPLITS.index(split))
 
 
-def _signal_source(dynamic: xr.Dataset, source: str) -> np.ndarray:
-    """``[band, time]`` monthly values of the scenario signal's source variable."""
+def _signal_source(dynamic: xr.Dataset, source: str, unit: str = "band") -> np.ndarray:
+    """``[unit, time]`` monthly values of the scenario signal's source variable."""
     if SIGNAL_SOURCE not in dynamic:
         raise DataError(source, f"'{SIGNAL_SOURCE}' is needed for the scenario signal z but is missing")
-    return dynamic[SIGNAL_SOURCE].transpose("band", "time").values
+    return dynamic[SIGNAL_SOURCE].transpose(unit, "time").values
 
 
-def _signal_raw(dynamic: xr.Dataset, length: int, mu: float, sigma: float, source: str) -> np.ndarray:
-    return scenario_signal(_signal_source(dynamic, source), length, mu, sigma)
+def _signal_raw(dynamic: xr.Dataset, length: int, mu: float, sigma: float, source: str, unit: str = "band",
+                ) -> np.ndarray:
+    return scenario_signal(_signal_source(dynamic, source, unit), length, mu, sigma)
 
 
 def build_history(cfg: Config, era: xr.Dataset, static: xr.Dataset) -> History:
@@ -344,9 +347,11 @@ def build_scenario(cfg: Config, scen: xr.Dataset, static: xr.Dataset, hist: Hist
 
 
 def forcing_windows(names: tuple[str, ...], w: int, years: YearRange, table: xr.Dataset, static: xr.Dataset,
-                    scalers: dict[str, Scaler], signal_ref: tuple[float, float], source: str) -> WindowSet:
-    """Windows over a band table of drivers: one per band for each target month of ``years``, scaled with
-    the history's ``scalers`` (the signal ``z`` against ``signal_ref``, the training mean/std of its source).
+                    scalers: dict[str, Scaler], signal_ref: tuple[float, float], source: str, unit: str = "band",
+                    ) -> WindowSet:
+    """Windows over a table of drivers: one per unit (band, or ``cell``) for each target month of ``years``, each
+    unit's months together and in order, scaled with the history's ``scalers`` (the signal ``z`` against
+    ``signal_ref``, the training mean/std of its source).
 
     Raises
     ------
@@ -359,11 +364,11 @@ def forcing_windows(names: tuple[str, ...], w: int, years: YearRange, table: xr.
     if times[0] > need_first or times[-1] < need_last:
         raise DataError(source, f"windows for the years {years} need months {need_first:%Y-%m}..{need_last:%Y-%m};"
                         f" the drivers cover {times[0]:%Y-%m}..{times[-1]:%Y-%m}")
-    x = scalers["features"].transform(monthly_matrix(table, static, names, source).values)
+    x = scalers["features"].transform(monthly_matrix(table, static, names, source, unit=unit).values)
     band, last = window_index(times, x.shape[0], w, years.start_year, years.end_year)
     signal = None
     if SIGNAL in names:
-        z_raw = _signal_raw(table, w, *signal_ref, source)
+        z_raw = _signal_raw(table, w, *signal_ref, source, unit)
         signal = scalers["signal"].transform(z_raw[..., None])[..., 0].astype(np.float32)
     return WindowSet(x=x.astype(np.float32), band=band, last=last, length=w, times=times,
                      feature_names=names, signal=signal)

@@ -43,6 +43,7 @@ from thawcast.ingest.common import open_netcdf
 from thawcast.layout import Layout
 from thawcast.parallel import torch_threads
 from thawcast.prep.cell_windows import (
+    CellData,
     CellHistory,
     build_cell_history,
     cell_grid,
@@ -56,10 +57,6 @@ from thawcast.tracking.registry import load_registration, read_registration, sta
 from thawcast.variables import TARGETS
 
 log = logging.getLogger(__name__)
-
-#: Training and validation windows of the seen cells the ridge baseline is fitted and tuned on.
-RIDGE_WINDOWS = 20000
-
 
 def cell_model_predictions(cfg: Config, hist: CellHistory, test, paths: Layout) -> tuple[dict[str, np.ndarray], dict]:
     """Test-window predictions (degC) of each registered cell model, after checking its scalers are these cells'."""
@@ -107,8 +104,8 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
     use_store(cfg.mlflow, create=False)
     preds, regs = cell_model_predictions(cfg, hist, test, paths)
     base, extra = baseline_predictions(
-        cfg.windows, subsample(hist.windows("train", "seen"), RIDGE_WINDOWS, cfg.seed),
-        subsample(hist.windows("validation", "seen"), RIDGE_WINDOWS, cfg.seed), test, hist.y_degc,
+        cfg.windows, subsample(hist.windows("train", "seen"), cfg.cells.ridge_windows, cfg.seed),
+        subsample(hist.windows("validation", "seen"), cfg.cells.ridge_windows, cfg.seed), test, hist.y_degc,
         hist.scalers["targets"], unit_onehot=False)
     preds.update(base)
     n_cells = len(data)
@@ -133,11 +130,11 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
                       parameters={"n_rows": n_cells * len(preds) * len(TARGETS),
                                   "max_band": len(cfg.study_area.band_edges) - 2})
     validate_stage("evaluate-cells", [suite], paths.validation_reports)
-    best = min(networks, key=lambda n: metrics["summary"]["models"][n]["held_out"]["overall"]["rmse"])
     figures = paths.cell_evaluation / "figures"
     with staged_output(paths.cell_evaluation) as tmp:
         _scores_dataset(data, per_cell, networks, cfg).to_netcdf(tmp / paths.cell_scores.name)
-        _maps(cfg, data, per_cell, best, tmp / figures.name)
+        for arch in networks:  # every network mapped: none is picked on test scores
+            _maps(cfg, data, per_cell, arch, tmp / figures.name)
     paths.metrics.mkdir(parents=True, exist_ok=True)
     paths.metric("cells.json").write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
     paths.metric("cells.md").write_text(f"# Grid cells: seen and held-out skill\n\n{text}")
@@ -154,13 +151,14 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
         mlflow.log_artifact(str(paths.metric("cells.md")))
         mlflow.log_artifact(str(paths.metric("cells.json")))
         mlflow.log_artifacts(str(figures), "figures")
-    ho = metrics["summary"]["models"][best]["held_out"]["overall"]["rmse"]
-    log.info("best cell model %s: test RMSE %.3f degC on held-out cells (climatology %.3f)", best, ho,
-             metrics["summary"]["models"]["climatology"]["held_out"]["overall"]["rmse"])
+    for arch in networks:
+        log.info("cells-%s: test RMSE %.3f degC on held-out cells (climatology %.3f)", arch,
+                 metrics["summary"]["models"][arch]["held_out"]["overall"]["rmse"],
+                 metrics["summary"]["models"]["climatology"]["held_out"]["overall"]["rmse"])
     return paths.cell_evaluation
 
 
-def _score_frame(data, per_cell: dict[str, dict[str, np.ndarray]]) -> pd.DataFrame:
+def _score_frame(data: CellData, per_cell: dict[str, dict[str, np.ndarray]]) -> pd.DataFrame:
     """One row per model, cell and layer: band, held_out, RMSE, MAE and R2 (the GX suite's frame)."""
     n, k = len(data), len(TARGETS)
     return pd.concat([pd.DataFrame({
@@ -170,7 +168,7 @@ def _score_frame(data, per_cell: dict[str, dict[str, np.ndarray]]) -> pd.DataFra
         ignore_index=True)
 
 
-def _scores_dataset(data, per_cell: dict, networks: list[str], cfg: Config) -> xr.Dataset:
+def _scores_dataset(data: CellData, per_cell: dict, networks: list[str], cfg: Config) -> xr.Dataset:
     models = list(per_cell)
     ds = xr.Dataset(
         {k: (("model", "cell", "layer"), np.stack([per_cell[m][k] for m in models]),
@@ -189,7 +187,7 @@ def _scores_dataset(data, per_cell: dict, networks: list[str], cfg: Config) -> x
     return ds
 
 
-def _maps(cfg: Config, data, per_cell: dict, best: str, folder: Path) -> None:
+def _maps(cfg: Config, data: CellData, per_cell: dict, best: str, folder: Path) -> None:
     grid, index = cell_grid(data.static["lat"].values, data.static["lon"].values)
     area = cfg.study_area
     edges, lons = area.band_edges, (area.lon_min, area.lon_max)

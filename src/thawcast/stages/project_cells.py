@@ -44,13 +44,15 @@ from thawcast.prep.cell_scenarios import disaggregate
 from thawcast.prep.cell_windows import (
     CellData,
     CellHistory,
+    at_cells,
     build_cell_history,
     cell_grid,
     check_scaler,
+    grid_sample,
     open_cells,
 )
-from thawcast.prep.features import monthly_matrix, monthly_names, scenario_signal
-from thawcast.prep.windows import WindowSet, window_index
+from thawcast.prep.features import monthly_names
+from thawcast.prep.windows import forcing_windows
 from thawcast.quality.provenance import git_commit, provenance, staged_output
 from thawcast.quality.validation import run_suite, validate_stage
 from thawcast.tracking.registry import load_registration, read_registration, start_run, use_store
@@ -61,42 +63,19 @@ log = logging.getLogger(__name__)
 PRODUCTS = ("t_soil", "alt", "alt_lower_bound_share", "permafrost")
 
 
-def sample(lat: np.ndarray, lon: np.ndarray, grid: tuple[np.ndarray, np.ndarray], stride: int) -> np.ndarray:
-    """Which cells are projected: those on every ``stride``-th row and column of the ERA5-Land ``grid`` (its
-    latitudes and longitudes), counted from its south-west corner (where the synthetic world's pseudo-reality
-    counts its own stride from)."""
-    keep = np.ones(len(lat), dtype=bool)
-    for v, axis in ((lat, grid[0]), (lon, grid[1])):
-        axis = np.unique(np.asarray(axis, float))
-        step = np.min(np.diff(axis)) if axis.size > 1 else 1.0
-        keep &= np.rint((np.asarray(v, float) - axis[0]) / step).astype(np.int64) % stride == 0
-    return keep
+def _monthly(pred: np.ndarray, n_cells: int, years: YearRange) -> np.ndarray:
+    """``[cell, month, layer]`` from the predictions of windows given cell by cell, months in order, every month of
+    ``years`` (:func:`~thawcast.prep.windows.forcing_windows`, :meth:`CellHistory.windows_in`)."""
+    if len(pred) != n_cells * years.n_months:
+        raise DataError(None, f"{len(pred)} windows are not {n_cells} cells x the {years.n_months} months of {years}")
+    return pred.reshape(n_cells, years.n_months, pred.shape[-1])
 
 
-def at_cells(ds: xr.Dataset, lat: np.ndarray, lon: np.ndarray) -> xr.Dataset:
-    """The ``[cell, time]`` series of a gridded dataset at the cells' centres (exact grid points)."""
-    out = ds.sel(lat=xr.DataArray(lat, dims="cell"), lon=xr.DataArray(lon, dims="cell"), method="nearest",
-                 tolerance=1e-6)
-    return out.drop_vars(["lat", "lon"]).assign_coords(cell=np.arange(len(lat)))
-
-
-def scenario_windows(hist: CellHistory, drivers: xr.Dataset, static: xr.Dataset, years: YearRange) -> WindowSet:
-    """Windows over ``drivers [cell, time]`` for every target month of ``years``, scaled as the cell model was."""
-    names, w = hist.feature_names, hist.length
-    times = pd.DatetimeIndex(drivers["time"].values)
-    x = hist.scalers["features"].transform(monthly_matrix(drivers, static, names, "cell scenario", unit="cell").values)
-    cell, last = window_index(times, x.shape[0], w, years.start_year, years.end_year)
-    signal = None
-    if SIGNAL in names:
-        z = scenario_signal(drivers[SIGNAL_SOURCE].transpose("cell", "time").values, w, *hist.signal_ref)
-        signal = hist.scalers["signal"].transform(z[..., None])[..., 0].astype(np.float32)
-    return WindowSet(x=x.astype(np.float32), band=cell, last=last, length=w, times=times, feature_names=names,
-                     signal=signal)
-
-
-def _monthly(pred: np.ndarray, ws: WindowSet, n_cells: int) -> np.ndarray:
-    """``[cell, month, layer]`` from per-window predictions (windows are cell-major, months in order)."""
-    return pred.reshape(n_cells, -1, pred.shape[-1]) if len(ws) else np.zeros((n_cells, 0, pred.shape[-1]))
+def _scenario_windows(cfg: Config, hist: CellHistory, drivers: xr.Dataset, static: xr.Dataset, period: YearRange,
+                      source: str):
+    """Cell windows over ``drivers`` for every month of ``period``, scaled as the cell model was."""
+    return forcing_windows(hist.feature_names, hist.length, period, drivers, static, hist.scalers, hist.signal_ref,
+                           source, unit="cell")
 
 
 def run(cfg: Config, paths: Layout | None = None) -> Path:
@@ -106,8 +85,8 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
     data = open_cells(paths.cell_store, paths.static_cells)
     hist = build_cell_history(cfg, data)
     raw = open_era5land(paths.raw / "era5land")
-    keep = sample(data.static["lat"].values, data.static["lon"].values, (raw["lat"].values, raw["lon"].values),
-                  cfg.cells.projection_stride)
+    keep = grid_sample(data.static["lat"].values, data.static["lon"].values, (raw["lat"].values, raw["lon"].values),
+                       cfg.cells.projection_stride)
     sub = CellData(data.dynamic.isel(cell=keep), data.static.isel(cell=keep), data.held_out[keep], data.area_km2[keep])
     n, w = int(keep.sum()), cfg.windows.length_months
     log.info("projecting %d of %d cells (every %d-th grid row and column) for %s", n, len(data),
@@ -123,16 +102,19 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
     idx = np.flatnonzero(keep)
 
     ref = cfg.cells.reference_years
-    truth = np.stack([select_years(sub.dynamic, ref.start_year, ref.end_year, "cells")[t].values for t in TARGETS], -1)
+    span = select_years(sub.dynamic, ref.start_year, ref.end_year, "cells")
+    truth = np.stack([span[t].transpose("cell", "time").values for t in TARGETS], -1)
     observed = period_products(truth)
     fields: dict[tuple[str, str, str], dict[str, np.ndarray]] = {}
     ref_ws = hist.windows_in(ref, idx)
     with torch_threads(1):
         for arch, model in models.items():
-            fields[(arch, "era5land", str(ref))] = period_products(_monthly(model.predict_windows(ref_ws), ref_ws, n))
+            fields[(arch, "era5land", str(ref))] = period_products(_monthly(model.predict_windows(ref_ws), n, ref))
     with open_netcdf(paths.era5_bands) as ds:
         band_obs = ds.load()
     drivers = [v for v in monthly_names(hist.feature_names) if v in sub.dynamic]
+    if SIGNAL in hist.feature_names and SIGNAL_SOURCE not in drivers:  # z is computed from it
+        drivers.append(SIGNAL_SOURCE)
     for rcp in cfg.rcp_experiments:
         with open_netcdf(paths.scenario(rcp)) as ds:
             scen = ds.load()
@@ -141,10 +123,10 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
             span = scen.sel(time=slice(first, pd.Timestamp(period.end_year, 12, 1)))
             cell_drivers = disaggregate(span, band_obs, sub.dynamic, sub.band, cfg.bias_correction.calibration,
                                         drivers)
-            ws = scenario_windows(hist, cell_drivers, sub.static, period)
+            ws = _scenario_windows(cfg, hist, cell_drivers, sub.static, period, f"{rcp} cell drivers")
             with torch_threads(1):
                 for arch, model in models.items():
-                    fields[(arch, rcp, str(period))] = period_products(_monthly(model.predict_windows(ws), ws, n))
+                    fields[(arch, rcp, str(period))] = period_products(_monthly(model.predict_windows(ws), n, period))
             log.info("%s %s: %d cells x %d months projected by %d model(s)", rcp, period, n, period.n_months,
                      len(models))
 
@@ -187,18 +169,18 @@ def _perfect_model(cfg: Config, paths: Layout, hist: CellHistory, models: dict, 
         truth = at_cells(open_era5land(paths.pseudo_truth(rcp)), lat, lon).load()
         has = truth[TARGETS[0]].notnull().all("time").values
         if not has.any():
-            raise DataError(paths.pseudo_truth(rcp), "no projected cell has a pseudo-reality soil temperature:"
-                            " cells.projection_stride and perfect_model.stride must be equal")
+            raise DataError(paths.pseudo_truth(rcp), "no projected cell has a pseudo-reality soil temperature (the"
+                            " pseudo-reality and the cells are from different runs): rerun `dvc repro project-cells`")
         series = xr.concat([observed, truth[drivers].assign_coords(cell=observed["cell"].values)], dim="time")
         for period in cfg.cells.projection_periods:
             first = pd.Timestamp(period.start_year, 1, 1) - pd.DateOffset(months=w)
-            ws = scenario_windows(hist, series.sel(time=slice(first, pd.Timestamp(period.end_year, 12, 1))),
-                                  sub.static, period)
+            ws = _scenario_windows(cfg, hist, series.sel(time=slice(first, pd.Timestamp(period.end_year, 12, 1))),
+                                   sub.static, period, f"{rcp} pseudo-reality drivers")
             span = select_years(truth, period.start_year, period.end_year, rcp)
             true = period_products(np.stack([span[t].transpose("cell", "time").values for t in TARGETS], -1)[has])
             for arch, model in models.items():
                 with torch_threads(1):
-                    fed = period_products(_monthly(model.predict_windows(ws), ws, len(lat)))
+                    fed = period_products(_monthly(model.predict_windows(ws), len(lat), period))
                 chain, area = fields[(arch, rcp, str(period))], sub.area_km2[has]
                 out.setdefault(arch, {}).setdefault(rcp, {})[str(period)] = {
                     "cells": int(has.sum()), "true_extent": _share(true["permafrost"], area),

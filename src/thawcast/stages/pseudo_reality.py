@@ -8,8 +8,9 @@ every ``perfect_model.stride``-th grid row and column; the other cells are missi
 
 Outputs: ``data/pseudo_reality/<rcp>/era5land_monthly_<first>-<last>.nc`` (ten years each) in the
 ERA5-Land format, each
-file flagged ``thawcast_pseudo_reality = "true"``. Only the ``perfect-model`` stage and the report
-read them: no network, scaler, bias correction or tuning ever sees this truth. With real files
+file flagged ``thawcast_pseudo_reality = "true"``. Only the ``perfect-model`` and ``project-cells`` stages
+(to score against it) and the report read them: no network training, scaler, bias correction or tuning ever sees
+this truth. With real files
 (or ``perfect_model.enabled: false``) the folder holds a note saying why it is empty.
 """
 
