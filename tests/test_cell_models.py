@@ -380,3 +380,95 @@ def test_the_projected_cells_are_the_ones_the_pseudo_reality_simulates():
     picked = sample(lat[rows], lon[cols], (lat[::-1], lon), 3)  # grid given north to south, as in the files
     assert picked.sum() > 10 and np.array_equal(picked, truth)
     assert sample(lat[rows], lon[cols], (lat, lon), 1).all()
+
+
+# ---------------------------------------------------------------- summaries and tables, by hand
+def _two_cells():
+    """Cell 0 seen, cell 1 held out, three windows each; a network and the climatology baseline."""
+    obs = np.array([[1.0, 2, 3, 4], [2, 3, 4, 5], [3, 4, 5, 6], [0, 0, 0, 0], [1, 1, 1, 1], [5, 5, 5, 5]])
+    net = obs + np.array([[0.5], [-0.5], [0.5], [1.0], [-1.0], [1.0]])
+    clim = obs + 2.0
+    cell = np.repeat([0, 1], 3)
+    return obs, {"gru": net, "climatology": clim}, cell
+
+
+def test_the_cell_summary_pools_each_group_and_reduces_against_each_baseline():
+    from thawcast.analysis.cell_evaluation import summary
+
+    obs, preds, cell = _two_cells()
+    held_cell = np.array([False, True])
+    per_cell = {n: per_cell_scores(obs, p, cell, 2) for n, p in preds.items()}
+    out = summary(obs, preds, held_cell[cell], per_cell, held_cell, ["gru"])
+    assert out["models"]["gru"]["seen"]["overall"]["rmse"] == pytest.approx(0.5)
+    assert out["models"]["gru"]["held_out"]["overall"]["rmse"] == pytest.approx(1.0)
+    assert out["models"]["gru"]["held_out"]["per_layer"]["t_soil2"]["mae"] == pytest.approx(1.0)
+    assert out["models"]["climatology"]["seen"]["median_cell_rmse"]["t_soil4"] == pytest.approx(2.0)
+    assert out["models"]["gru"]["held_out"]["median_cell_rmse"]["t_soil1"] == pytest.approx(1.0)
+    assert out["rmse_reduction_held_out"] == {"gru": {"climatology": pytest.approx(0.5)}}
+
+
+def test_band_comparison_and_the_cells_table_say_which_unit_wins():
+    from thawcast.analysis.cell_evaluation import band_comparison, cells_markdown, summary
+
+    obs, preds, cell = _two_cells()
+    held_cell = np.array([False, True])
+    per_cell = {n: per_cell_scores(obs, p, cell, 2) for n, p in preds.items()}
+    band_obs = np.zeros((2, 1, 4))
+    comp = band_comparison(band_obs, {"gru": band_obs + 0.25}, {"gru": band_obs + 1.0, "climatology": band_obs - 2.0},
+                           band_obs + 0.1)
+    assert comp["cell_models"]["gru"]["overall"]["rmse"] == pytest.approx(0.25)
+    assert comp["band_models"]["climatology"]["per_layer"]["t_soil3"]["rmse"] == pytest.approx(2.0)
+    assert comp["aggregation_gap"]["overall"]["rmse"] == pytest.approx(0.1)
+    metrics = {"summary": summary(obs, preds, held_cell[cell], per_cell, held_cell, ["gru"]), "bands": comp}
+    text = cells_markdown(metrics, ["gru"], "2019-2023", 1, 1)
+    assert "every window of 1 seen and 1 held-out cells" in text
+    table = [line for line in text.splitlines() if line.startswith(("| gru | network", "| climatology | baseline"))]
+    # held out: observations 0, 1, 5 in every layer (mean 2, SST 4 x 14 = 56); squared errors 4 x 3 (gru), 4 x 12
+    assert table == ["| gru | network | 0.500 | 1.000 | 0.786 | 1.000 | 1.000 | 1.000 | 1.000 | 1.000 |",
+                     "| climatology | baseline | 2.000 | 2.000 | 0.143 | 2.000 | 2.000 | 2.000 | 2.000 | 2.000 |"]
+    assert "| gru | +50.0% |" in text
+    rows = [line.split(" | ")[0].lstrip("| ") for line in text.splitlines()[-6:] if line.startswith("| ")]
+    assert rows[-4:] == ["gru (cells, averaged up)", "gru (band model)", "climatology (band baseline)",
+                         "observed cells averaged up (aggregation gap)"]
+
+
+def test_the_extent_table_prints_shares_and_no_value_for_a_band_without_cells():
+    from thawcast.analysis.cell_projection import extent_markdown
+
+    e = {"share": [0.25, None], "km2": [2.0, None], "share_all": 0.5, "km2_all": 1500.0}
+    text = extent_markdown({"rcp45": {"2091-2100": e}}, {"period": "2014-2023", "extent": e},
+                           {"period": "2014-2023", "extent": e}, ["a", "b"], "gru")
+    lines = text.splitlines()
+    assert lines[0] == "| scenario | period | a | b | all bands | all bands (1000 km2) |"
+    assert lines[2:] == ["| observed (ERA5-Land) | 2014-2023 | 25% | n/a | 50.0% | 2 |",
+                         "| gru from ERA5-Land drivers | 2014-2023 | 25% | n/a | 50.0% | 2 |",
+                         "| rcp45 | 2091-2100 | 25% | n/a | 50.0% | 2 |"]
+
+
+def test_a_cell_models_scalers_are_checked_against_these_cells(tmp_path):
+    from thawcast.prep.cell_windows import cell_scaler_text, check_scaler
+
+    hist = build_cell_history(_cfg(), _cells())
+    text = json.loads(cell_scaler_text(hist))
+    assert text["fit_on"] == "the 4 seen cells' training months 2001-2001"
+    assert text["feature_order"] == list(hist.feature_names) and text["feature_units"]["lat"] == "degrees_north"
+    assert text["features"]["t_air"]["mean"] == pytest.approx(hist.scalers["features"].mean[0])
+    path = tmp_path / "scaler.json"
+    path.write_text(cell_scaler_text(hist))
+    check_scaler(hist, path, "gru")
+    other = build_cell_history(_cfg(), _cells(held=(3, 5)))
+    with pytest.raises(DataError, match=r"cells-gru was trained with other scalers.*train-cells@gru"):
+        check_scaler(other, path, "gru")
+    with pytest.raises(DataError, match="other scalers"):
+        check_scaler(hist, tmp_path / "missing.json", "gru")
+
+
+def test_cells_are_read_off_a_grid_at_their_centres():
+    from thawcast.prep.cell_windows import at_cells
+
+    grid = xr.Dataset({"v": (("time", "lat", "lon"), np.arange(2 * 3 * 4, dtype=float).reshape(2, 3, 4))},
+                      coords={"time": [0, 1], "lat": [60.0, 60.5, 61.0], "lon": [-150.0, -149.5, -149.0, -148.5]})
+    out = at_cells(grid, np.array([60.5, 61.0]), np.array([-148.5, -150.0]))
+    assert out["v"].transpose("cell", "time").values.tolist() == [[7.0, 19.0], [8.0, 20.0]]
+    with pytest.raises(KeyError):
+        at_cells(grid, np.array([60.25]), np.array([-150.0]))  # not a grid point
