@@ -32,9 +32,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from bench_training import bare
 
 from thawcast.config import TrainingConfig
-from thawcast.learn.training import LazyWindows, TensorBatches, WindowTensors, fit
+from thawcast.learn.training import LazyWindows, WindowTensors, fit
 from thawcast.models.hparams import GRUParams
 from thawcast.models.registry import build_model
 from thawcast.parallel import torch_threads
@@ -74,27 +75,6 @@ def _timed(call) -> float:
     return time.perf_counter() - t0
 
 
-def bare(net, train: LazyWindows, val: WindowTensors, cfg: TrainingConfig, per_epoch: int) -> float:
-    with torch_threads(cfg.threads):
-        torch.manual_seed(0)
-        opt = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-        batches = TensorBatches(train, cfg.batch_size, shuffle=True, seed=0, per_epoch=per_epoch)
-        t0 = time.perf_counter()
-        for _ in range(cfg.max_epochs):
-            net.train()
-            for x, band, y in batches:
-                opt.zero_grad()
-                loss = torch.nn.functional.mse_loss(net(x, band), y)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.gradient_clip)
-                opt.step()
-            net.eval()
-            with torch.no_grad():
-                for x, band, y in TensorBatches(val, max(cfg.batch_size, 256)):
-                    torch.nn.functional.mse_loss(net(x, band), y)
-        return time.perf_counter() - t0
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=2)
@@ -126,7 +106,7 @@ def main() -> None:
         for _ in range(a.repeats):
             times["lightning"].append(fit(copy.deepcopy(template), train, val, cfg, seed=0, label="bench",
                                           windows_per_epoch=a.per_epoch).seconds)
-            times["bare"].append(bare(copy.deepcopy(template), train, val, cfg, a.per_epoch))
+            times["bare"].append(bare(copy.deepcopy(template), train, val, cfg, 0, a.per_epoch))
         row = {k: {"best_s": min(v), "seq_per_s": seqs / min(v)} for k, v in times.items()}
         row["overhead"] = 1.0 - row["lightning"]["seq_per_s"] / row["bare"]["seq_per_s"]
         flops = gru_flops(hp.hidden, hp.layers)

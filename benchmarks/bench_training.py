@@ -47,15 +47,17 @@ def data(n: int, seed: int) -> WindowTensors:
     return WindowTensors(x, band, y)
 
 
-def bare(net, train: WindowTensors, val: WindowTensors, cfg: TrainingConfig, seed: int) -> float:
+def bare(net, train, val: WindowTensors, cfg: TrainingConfig, seed: int, per_epoch: int | None = None) -> float:
+    """Seconds to train ``net`` the plain way on ``train`` (:class:`WindowTensors` or ``LazyWindows``; ``per_epoch``
+    windows an epoch, all by default), one validation pass per epoch."""
     with torch_threads(cfg.threads):  # as many threads as fit() trains with
-        return _bare(net, train, val, cfg, seed)
+        return _bare(net, train, val, cfg, seed, per_epoch)
 
 
-def _bare(net, train: WindowTensors, val: WindowTensors, cfg: TrainingConfig, seed: int) -> float:
+def _bare(net, train, val: WindowTensors, cfg: TrainingConfig, seed: int, per_epoch: int | None) -> float:
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    batches = TensorBatches(train, cfg.batch_size, shuffle=True, seed=seed)
+    batches = TensorBatches(train, cfg.batch_size, shuffle=True, seed=seed, per_epoch=per_epoch)
     t0 = time.perf_counter()
     for _ in range(cfg.max_epochs):
         net.train()

@@ -71,13 +71,6 @@ def _monthly(pred: np.ndarray, n_cells: int, years: YearRange) -> np.ndarray:
     return pred.reshape(n_cells, years.n_months, pred.shape[-1])
 
 
-def _scenario_windows(cfg: Config, hist: CellHistory, drivers: xr.Dataset, static: xr.Dataset, period: YearRange,
-                      source: str):
-    """Cell windows over ``drivers`` for every month of ``period``, scaled as the cell model was."""
-    return forcing_windows(hist.feature_names, hist.length, period, drivers, static, hist.scalers, hist.signal_ref,
-                           source, unit="cell")
-
-
 def run(cfg: Config, paths: Layout | None = None) -> Path:
     import mlflow
 
@@ -123,7 +116,8 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
             span = scen.sel(time=slice(first, pd.Timestamp(period.end_year, 12, 1)))
             cell_drivers = disaggregate(span, band_obs, sub.dynamic, sub.band, cfg.bias_correction.calibration,
                                         drivers)
-            ws = _scenario_windows(cfg, hist, cell_drivers, sub.static, period, f"{rcp} cell drivers")
+            ws = forcing_windows(hist.feature_names, w, period, cell_drivers, sub.static, hist.scalers,
+                                 hist.signal_ref, f"{rcp} cell drivers", unit="cell")
             with torch_threads(1):
                 for arch, model in models.items():
                     fields[(arch, rcp, str(period))] = period_products(_monthly(model.predict_windows(ws), n, period))
@@ -174,8 +168,9 @@ def _perfect_model(cfg: Config, paths: Layout, hist: CellHistory, models: dict, 
         series = xr.concat([observed, truth[drivers].assign_coords(cell=observed["cell"].values)], dim="time")
         for period in cfg.cells.projection_periods:
             first = pd.Timestamp(period.start_year, 1, 1) - pd.DateOffset(months=w)
-            ws = _scenario_windows(cfg, hist, series.sel(time=slice(first, pd.Timestamp(period.end_year, 12, 1))),
-                                   sub.static, period, f"{rcp} pseudo-reality drivers")
+            ws = forcing_windows(hist.feature_names, w, period,
+                                 series.sel(time=slice(first, pd.Timestamp(period.end_year, 12, 1))), sub.static,
+                                 hist.scalers, hist.signal_ref, f"{rcp} pseudo-reality drivers", unit="cell")
             span = select_years(truth, period.start_year, period.end_year, rcp)
             true = period_products(np.stack([span[t].transpose("cell", "time").values for t in TARGETS], -1)[has])
             for arch, model in models.items():
