@@ -11,7 +11,9 @@ then aggregates it to band means twice, each in a fresh process:
   single-threaded worker processes (``compute.scheduler: local``), with each worker's peak RSS;
 * ``cells``: the grid-cell path beside it (issue "Every grid cell"): the land cells' ``[cell, time, variable]``
   store of all 16 variables written to NetCDF a year at a time (:mod:`thawcast.prep.cells`; goal: peak RSS
-  under 4 GB for the full grid).
+  under 4 GB for the full grid);
+* ``cells1``, ``cells2``: the same store read by a LocalCluster of 1 and 2 worker processes (the ``cells`` stage
+  with ``compute.scheduler: local``), with each worker's peak RSS.
 
 Reports wall time and peak RSS of each and their ratios (measured in one run; the
 machines are shared and noisy, so compare ratios, not absolute numbers).
@@ -37,6 +39,7 @@ import pandas as pd
 import xarray as xr
 
 HERE = Path(__file__).resolve().parent
+MODES = ["stream", "naive", "cluster1", "cluster2", "cells", "cells1", "cells2"]
 
 
 def generate(folder: Path, years: int, seed: int = 0) -> None:
@@ -74,8 +77,8 @@ def run_mode(mode: str, folder: Path) -> dict:
     t0 = time.perf_counter()
     ds = open_era5land(folder, chunks={"time": 12})
     workers = {}
-    if mode == "cells":
-        return _run_cells(ds, geom, folder, base_mib, t0)
+    if mode.startswith("cells"):
+        return _run_cells(mode, ds, geom, folder, base_mib, t0)
     if mode == "naive":
         out = band_means(ds.load(), geom).compute()
     elif mode.startswith("cluster"):
@@ -92,19 +95,25 @@ def run_mode(mode: str, folder: Path) -> dict:
             "worker_peak_rss_mib": max(workers.values(), default=None), "checksum": float(out["t_air"].sum())}
 
 
-def _run_cells(ds: xr.Dataset, geom, folder: Path, base_mib: float, t0: float) -> dict:
+def _run_cells(mode: str, ds: xr.Dataset, geom, folder: Path, base_mib: float, t0: float) -> dict:
+    from thawcast.parallel import dask_client
     from thawcast.prep.cells import cell_store, land_cells, write_cell_store
 
-    cells = land_cells(ds["t_soil1"].notnull().all("time").compute(), geom)
-    path = folder.parent / "cells_store.nc"
-    write_cell_store(cell_store(ds, cells, tuple(ds.data_vars)), path)
+    workers = {}
+    n_workers = int(mode.removeprefix("cells") or 0)
+    with dask_client("local" if n_workers else "threads", n_workers) as client:  # the default scheduler inside
+        cells = land_cells(ds["t_soil1"].notnull().all("time").compute(), geom)
+        path = folder.parent / f"{mode}_store.nc"
+        write_cell_store(cell_store(ds, cells, tuple(ds.data_vars)), path)
+        if client is not None:
+            workers = client.run(_peak_rss_mib)
     wall = time.perf_counter() - t0
     peak_mib = _peak_rss_mib()
     with xr.open_dataset(path) as saved:
         checksum = float(saved["values"].sel(variable="t_air").sum(dtype="float64"))
         shape = saved["values"].shape
-    return {"mode": "cells", "wall_s": wall, "peak_rss_mib": peak_mib, "work_mib": peak_mib - base_mib,
-            "worker_peak_rss_mib": None, "checksum": checksum, "cells": shape[0],
+    return {"mode": mode, "wall_s": wall, "peak_rss_mib": peak_mib, "work_mib": peak_mib - base_mib,
+            "worker_peak_rss_mib": max(workers.values(), default=None), "checksum": checksum, "cells": shape[0],
             "store_mib": path.stat().st_size / 2**20, "raw_mib": np.prod(shape) * 4 / 2**20}
 
 
@@ -117,7 +126,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--years", type=int, default=23)
     ap.add_argument("--dir", type=Path, default=HERE / "_out" / "era5land_0.1deg")
-    ap.add_argument("--mode", choices=["stream", "naive", "cluster1", "cluster2", "cells"], help=argparse.SUPPRESS)
+    ap.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.mode:
         print(json.dumps(run_mode(args.mode, args.dir)))
@@ -128,7 +137,7 @@ def main() -> None:
     print(f"cube: {cells['latitude']} x {cells['longitude']} cells x {12 * args.years} months x 16 variables,"
           f" {size_mib:.0f} MiB on disk")
     results = {}
-    for mode in ("stream", "naive", "cluster1", "cluster2", "cells"):
+    for mode in MODES:
         proc = subprocess.run([sys.executable, __file__, "--dir", str(args.dir), "--mode", mode],
                               capture_output=True, text=True, check=True)
         results[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -147,6 +156,11 @@ def main() -> None:
     print(f"ratios LocalCluster: 2 workers / 1 worker wall {c2['wall_s'] / c1['wall_s']:.2f};"
           f" 2 workers / dask threads (stream) wall {c2['wall_s'] / s['wall_s']:.2f}")
     c = results["cells"]
+    for mode in ("cells1", "cells2"):  # the same chunks, read elsewhere: the same store
+        assert results[mode]["checksum"] == c["checksum"], f"{mode} disagrees with cells"
+    k1, k2 = results["cells1"], results["cells2"]
+    print(f"ratios cell store on a LocalCluster: 2 workers / 1 worker wall {k2['wall_s'] / k1['wall_s']:.2f};"
+          f" 2 workers / dask threads wall {k2['wall_s'] / c['wall_s']:.2f}")
     print(f"cells: {c['cells']} land cells, a {c['raw_mib']:.0f} MiB [cell, time, variable] store ({c['store_mib']:.0f}"
           f" MiB compressed); ratios cells/bands (stream): wall {c['wall_s'] / s['wall_s']:.2f},"
           f" peak RSS {c['peak_rss_mib'] / s['peak_rss_mib']:.2f}; peak RSS under 4 GB: {c['peak_rss_mib'] < 4096}")

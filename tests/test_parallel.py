@@ -66,9 +66,48 @@ def test_band_means_on_a_two_worker_local_cluster_are_the_threads_bits(tiny_worl
             xr.testing.assert_equal(da, db)  # exact values, every variable and coordinate
 
 
+def test_the_cell_store_on_a_two_worker_local_cluster_is_the_threads_bytes(tiny_world, tiny_cfg, tmp_path,
+                                                                             monkeypatch):
+    """The cells stage reads its chunks on the cluster's workers (tasks ran there) and writes the same bytes."""
+    from contextlib import contextmanager
+
+    from distributed import get_task_stream
+
+    from conftest import layout
+    from thawcast import parallel
+    from thawcast.stages import cells
+
+    ran = {}
+
+    @contextmanager
+    def recording(scheduler, workers):
+        with parallel.dask_client(scheduler, workers) as client:
+            if client is None:
+                yield None
+                return
+            with get_task_stream(client) as stream:
+                yield client
+            ran["tasks"] = len(stream.data)
+            ran["workers"] = {t["worker"] for t in stream.data}
+
+    monkeypatch.setattr(cells, "dask_client", recording)
+    out = {}
+    for scheduler in ("threads", "local"):
+        cfg = tiny_cfg.model_copy(update={"compute": ComputeConfig(scheduler=scheduler, workers=2)})
+        paths = layout(tmp_path / scheduler, raw=tiny_world / "raw")
+        cells.run(cfg, paths)
+        out[scheduler] = paths
+    assert ran["tasks"] > 0 and len(ran["workers"]) == 2, ran  # both workers read chunks
+    for name in ("cell_store", "static_cells"):
+        a, b = (getattr(out[s], name).read_bytes() for s in ("threads", "local"))
+        assert a == b, name
+
+
 def test_the_local_cluster_listens_on_localhost_only_and_is_gone_after_the_block():
-    """compute.scheduler local: the scheduler, its dashboard and every worker listen on 127.0.0.1 only."""
+    """compute.scheduler local: the scheduler, its HTTP endpoints and every worker listen on 127.0.0.1 only."""
     import os
+    import urllib.error
+    import urllib.request
 
     import psutil
 
@@ -80,10 +119,15 @@ def test_the_local_cluster_listens_on_localhost_only_and_is_gone_after_the_block
     before = listening()
     with dask_client("local", 2) as client:
         workers = client.scheduler_info()["workers"]
-        here = listening() - before  # the scheduler (and its dashboard) run in this process
+        here = listening() - before  # the scheduler (and its HTTP server) run in this process
         assert len(workers) == 2 and len(here) >= 1
         assert all(a.startswith("tcp://127.0.0.1:") for a in [client.scheduler.address, *workers]), workers
         assert {a.ip for a in here} == {"127.0.0.1"}, here
+        # the scheduler's HTTP server (dask always runs one) answers health checks but serves no dashboard
+        http = client.scheduler_info()["services"]["dashboard"]
+        assert urllib.request.urlopen(f"http://127.0.0.1:{http}/health", timeout=10).read() == b"ok"
+        with pytest.raises(urllib.error.HTTPError, match="404"):
+            urllib.request.urlopen(f"http://127.0.0.1:{http}/status", timeout=10)
     assert client.status == "closed" and not listening() - before
 
 

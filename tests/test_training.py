@@ -12,6 +12,7 @@ from thawcast.config import TrainingConfig, parse_config
 from thawcast.errors import ModelInputError
 from thawcast.learn.settings import default_settings
 from thawcast.learn.training import (
+    LazyWindows,
     TensorBatches,
     TrainingData,
     TrainingError,
@@ -183,18 +184,26 @@ def test_under_ddp_the_processes_split_each_global_batch_between_them(monkeypatc
     assert len(TensorBatches(data, 16)) == len(list(TensorBatches(data, 16))) == 10
 
 
-def test_two_cpu_processes_under_ddp_train_the_model_one_process_trains():
+@pytest.mark.parametrize("units", ["bands", "cells"])
+def test_two_cpu_processes_under_ddp_train_the_model_one_process_trains(units):
     """Same global batch (16 = 2 x 8), no dropout: the two processes' mean gradient is the one process's gradient,
-    so losses and weights agree to float rounding (stated tolerance: 1e-5)."""
-    train, val = (WindowTensors.from_windows(toy_windows(s)) for s in (0, 1))
+    so losses and weights agree to float rounding (stated tolerance: 1e-5). Cell models too: batches gathered on
+    request (LazyWindows), no unit embedding, an epoch a fresh sample of the windows."""
+    if units == "bands":
+        train, val = (WindowTensors.from_windows(toy_windows(s)) for s in (0, 1))
+        n_units, embedding, per_epoch = BANDS, 2, None
+    else:
+        train, val = (LazyWindows(toy_windows(s)) for s in (0, 1))
+        n_units, embedding, per_epoch = 1, 0, 64
     cfg = CFG.model_copy(update={"max_epochs": 3})
     nets, results = {}, {}
     for devices in (0, 1, 2):
         torch.manual_seed(0)
-        nets[devices] = build_model("gru", F, BANDS, {"hidden": 8, "layers": 1, "dropout": 0.0}, 2)
+        nets[devices] = build_model("gru", F, n_units, {"hidden": 8, "layers": 1, "dropout": 0.0}, embedding)
     untrained = nets.pop(0)
     for devices in (1, 2):
-        results[devices] = fit(nets[devices], train, val, cfg.model_copy(update={"devices": devices}), seed=0)
+        results[devices] = fit(nets[devices], train, val, cfg.model_copy(update={"devices": devices}), seed=0,
+                               windows_per_epoch=per_epoch)
     assert results[2].device == "cpu x2 (DDP)" and results[1].device == "cpu"
     assert results[2].best_epoch == results[1].best_epoch and results[2].epochs_run == 3
     for one, two in zip(results[1].history, results[2].history, strict=True):

@@ -159,7 +159,7 @@ def test_one_process_draws_from_the_seed_and_workers_each_from_their_own(monkeyp
     assert first_draw(True) != a  # a second worker draws other trials
 
 
-def test_an_unreachable_tuning_database_or_tracking_server_is_one_clear_error():
+def test_an_unreachable_tuning_database_or_tracking_server_is_one_clear_error(monkeypatch):
     from thawcast.config import MlflowConfig
     from thawcast.errors import ConfigError, ServiceError
 
@@ -174,6 +174,7 @@ def test_an_unreachable_tuning_database_or_tracking_server_is_one_clear_error():
         use_store(MlflowConfig(tracking_uri=f"http://127.0.0.1:{port}"))
     assert time.perf_counter() - t0 < 60  # not MLflow's default minutes of retries
     t0 = time.perf_counter()  # a database as the MLflow store, without a tracking server
+    monkeypatch.delenv("PGCONNECT_TIMEOUT", raising=False)
     with pytest.raises(ServiceError, match=rf"mlflow.tracking_uri postgresql\+psycopg2://team:\*\*\*@127.0.0.1:{port}/mlflow:"
                                            " the database does not answer") as err:
         use_store(MlflowConfig(tracking_uri=f"postgresql+psycopg2://team:secret@127.0.0.1:{port}/mlflow"))
@@ -181,6 +182,18 @@ def test_an_unreachable_tuning_database_or_tracking_server_is_one_clear_error():
     assert time.perf_counter() - t0 < 30  # MLflow alone retries for about two minutes
     with pytest.raises(ConfigError, match="postgresql\\+nodriver://team:\\*\\*\\*@.*driver is not installed"):
         use_store(MlflowConfig(tracking_uri="postgresql+nodriver://team:secret@127.0.0.1/mlflow"))
+    # MLflow's own engine, which takes no connect timeout, gets libpq's from the environment
+    assert os.environ["PGCONNECT_TIMEOUT"] == "10"
+    # URLs that cannot work are refused where params are read, with the password hidden
+    for setting, value, message in (
+            ("tuning.storage", "postgresql+psycopg2://team:secret@127.0.0.1:5432x/optuna", "must be a number"),
+            ("mlflow.tracking_uri", "postgresql+psycopg2://team:secret@127.0.0.1:port/mlflow", "must be a number"),
+            ("mlflow.tracking_uri", "file:///srv/mlruns", "file store .* not supported"),
+            ("mlflow.tracking_uri", "mlruns", "not a store thawcast can use")):
+        section, key = setting.split(".")
+        with pytest.raises(ConfigError, match=rf"{setting}: .*{message}") as err:
+            parse_config({section: {key: value}})
+        assert "secret" not in str(err.value)
 
 
 def test_studies_side_by_side_draw_the_same_trials_as_in_a_row(tiny_pipeline, tmp_path):

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from thawcast.catalogue import ARCHITECTURES, BIAS_METHODS, CMIP5_EXPERIMENTS, FEATURES
 from thawcast.errors import ConfigError
+from thawcast.layout import redacted
 from thawcast.models.hparams import (
     HPARAMS,
     BiLSTMParams,
@@ -364,6 +365,22 @@ class TrainingConfig(_Section):
         return _architectures(v)
 
 
+#: URL schemes (before any ``+driver``) of the database servers MLflow and Optuna reach through SQLAlchemy.
+DATABASE_SCHEMES = ("postgresql", "mysql", "mssql")
+
+
+def _url_port(url: str) -> str:
+    """``url`` unchanged, or ValueError naming a port that is not a number (the driver would raise a traceback
+    from deep inside, or read it as part of the host)."""
+    from urllib.parse import urlsplit
+
+    try:
+        _ = urlsplit(url).port  # parsed on access
+    except ValueError:
+        raise ValueError(f"{redacted(url)}: the port after host: must be a number") from None
+    return url
+
+
 class MlflowConfig(_Section):
     """Where runs, artifacts and registered models go (``thawcast.tracking.registry``).
 
@@ -377,6 +394,17 @@ class MlflowConfig(_Section):
     experiment: str = Field("thawcast-training", min_length=1)
     model_prefix: str = Field("thawcast-", min_length=1)
     alias: str = Field("champion", pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _store(cls, v: str) -> str:
+        scheme = v.split("://", 1)[0].split("+", 1)[0] if "://" in v else ""
+        if scheme not in ("sqlite", "http", "https", *DATABASE_SCHEMES):
+            raise ValueError(f"{v!r} is not a store thawcast can use: give sqlite:///path/mlflow.db (local, the"
+                             " default), http(s)://host:port (a tracking server) or a database URL (postgresql+"
+                             "psycopg2://...); MLflow's file store (a folder, file://) is deprecated by"
+                             " MLflow and not supported here")
+        return _url_port(v)
 
 
 #: Tunable names besides an architecture's own hyper-parameters.
@@ -457,6 +485,11 @@ class TuningConfig(_Section):
     grace_s: int = Field(30, ge=2)
     experiment: str = Field("thawcast-tuning", min_length=1)
     space: dict[str, dict[str, SearchDim]] = Field(default_factory=dict)
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, v: str) -> str:
+        return _url_port(v) if "://" in v else v
 
     @property
     def journal(self) -> bool:
@@ -565,10 +598,10 @@ class ComputeConfig(_Section):
                             " may use")
 
     scheduler: str = Field(
-        "threads", description="where dask computes the band means: threads = dask's threads in this process"
-                               " (fastest on one machine at these sizes, README 'Dask'); local = a"
-                               " dask.distributed LocalCluster of `workers` single-threaded processes on this"
-                               " machine (localhost only); tcp://host:port (or tls://) = the scheduler of a"
+        "threads", description="where dask computes the band means and the cell store: threads = dask's threads in"
+                               " this process (fastest on one machine at these sizes, README 'Pipeline stages');"
+                               " local = a dask.distributed LocalCluster of `workers` single-threaded processes on"
+                               " this machine (localhost only); tcp://host:port (or tls://) = the scheduler of a"
                                " running cluster (dask-jobqueue, Kubernetes, `dask scheduler`)")
 
     @field_validator("workers")

@@ -87,8 +87,11 @@ def dask_client(scheduler: str, workers: int) -> Iterator[object | None]:
     """A ``dask.distributed`` client for the block, or None for dask's threads in this process.
 
     ``scheduler`` is ``compute.scheduler``: ``local`` starts a LocalCluster of ``workers`` single-threaded
-    processes bound to 127.0.0.1 with no dashboard, closed after the block; an address connects to that
-    cluster's scheduler (left running). A scheduler that does not answer is :class:`ServiceError`.
+    processes, closed after the block, with everything bound to 127.0.0.1: the scheduler, the workers and the
+    scheduler's plain HTTP endpoints (health and metrics, which dask always serves, on port 8787 or the next free
+    one; no dashboard pages). An address connects to that cluster's scheduler (left running). A scheduler that
+    does not answer is :class:`ServiceError`. Inside the block the client is dask's default scheduler: any
+    ``compute()`` runs on its workers.
     """
     if scheduler == "threads":
         yield None

@@ -7,6 +7,8 @@ A unit is a land cell with soil temperatures, its centre in a band and the study
 * ``cells.nc``: ``values [cell, time, variable]`` (float32) over ``period``: every ERA5-Land driver the files
   hold and the 4 soil temperatures, with each cell's ``lat``, ``lon``, ``band`` and ``area_km2``.
   Built chunk by chunk (:mod:`thawcast.prep.cells`): memory holds a few years of the land cells, not the grid.
+  dask reads the chunks on its threads here, or on the workers of a dask.distributed cluster
+  (``compute.scheduler``: ``local`` or a scheduler's address); the same bytes either way.
 * ``static_cells.nc`` / ``static_cells.csv``: per cell, the band table's statics (HWSD texture and organic
   carbon, per-layer organic carbon and bulk density, lithology shares), its latitude and longitude, and
   ``held_out``: whether it is in the spatial hold-out (``cells`` in params.yaml).
@@ -31,6 +33,7 @@ from thawcast.ingest.common import open_netcdf, select_years
 from thawcast.ingest.era5land import open_era5land
 from thawcast.ingest.hwsd import open_hwsd, open_lithology, unknown_lithology
 from thawcast.layout import Layout
+from thawcast.parallel import dask_client
 from thawcast.prep.cells import (
     cell_store,
     holdout_blocks,
@@ -55,6 +58,14 @@ def store_variables(have) -> tuple[str, ...]:
 
 def run(cfg: Config, paths: Layout | None = None) -> Path:
     paths = paths or Layout.at()
+    # A client made here is dask's default scheduler inside the block: every read below runs on its workers.
+    with dask_client(cfg.compute.scheduler, cfg.compute.processes) as client:
+        if client is not None:
+            log.info("dask: %s", client)
+        return _build(cfg, paths)
+
+
+def _build(cfg: Config, paths: Layout) -> Path:
     geom = BandGeometry.from_config(cfg.study_area)
     era_dir = paths.raw / "era5land"
     era = select_years(open_era5land(era_dir), cfg.period.start_year, cfg.period.end_year, str(era_dir))

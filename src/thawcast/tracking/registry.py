@@ -16,7 +16,13 @@ from pathlib import Path
 
 from thawcast.config import MlflowConfig
 from thawcast.errors import ConfigError, DataError, ServiceError, ThawcastError
-from thawcast.layout import POSTGRES_DRIVER, absolute_sqlite, connect_args, redacted
+from thawcast.layout import (
+    CONNECT_TIMEOUT_S,
+    POSTGRES_DRIVER,
+    absolute_sqlite,
+    connect_args,
+    redacted,
+)
 from thawcast.quality.provenance import read_output_json, staged_output
 
 log = logging.getLogger(__name__)
@@ -178,6 +184,8 @@ def _reach_database(uri: str, call):
     import sqlalchemy.exc
 
     where = f"mlflow.tracking_uri {redacted(uri)}"
+    if uri.startswith("postgresql"):  # MLflow's own engine takes no connect_args; libpq reads this (a user's wins)
+        os.environ.setdefault("PGCONNECT_TIMEOUT", str(CONNECT_TIMEOUT_S))
     try:
         sqlalchemy.create_engine(uri, connect_args=connect_args(uri)).connect().close()
         return call()
