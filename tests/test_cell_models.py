@@ -231,6 +231,47 @@ def test_the_cell_stages_score_seen_and_held_out_cells_and_the_bands(cell_run):
     assert "Grid cells: seen and held-out skill" in paths.metric("cells.md").read_text()
 
 
+def test_the_cell_seed_spread_reproduces_the_registered_run_and_weighs_the_band_lead(cell_run, caplog):
+    """seed-spread-cells retrains the cell model with every seed: the registered seed's run gives the registered
+    weights and evaluate-cells' scores exactly; the lead over a band model is its seeds' mean minus the band
+    model's, with the two-sample standard error (checked by hand against a band seed spread written here)."""
+    import logging
+
+    from thawcast.learn.seeds import describe
+    from thawcast.stages import seed_spread_cells
+
+    cfg, paths = cell_run
+    band = {"seeds": [7, 1], "choose_by_validation": True, "architectures": {
+        "tcn": {"defaults": {"test_rmse": describe([1.0, 1.2])}},  # no study: its defaults are registered
+        "gru": {"defaults": {"test_rmse": describe([9.0, 9.0])}, "tuned": {"test_rmse": describe([0.2, 0.4])},
+                "choice": {"settings": "tuned"}}}}
+    paths.metrics.mkdir(parents=True, exist_ok=True)
+    paths.metric("seed_spread.json").write_text(json.dumps(band))
+    with caplog.at_level(logging.WARNING):
+        seed_spread_cells.run(cfg, paths)
+    table = json.loads(paths.metric("cell_seed_spread.json").read_text())
+    assert table["seeds"] == [cfg.seed, *cfg.robustness.seeds] == [7, 1]
+    row = table["architectures"]["gru"]
+    assert row["reproduces_registered"] is True and not [m for m in caplog.messages if "did not give" in m]
+    cells = json.loads(paths.metric("cells.json").read_text())
+    first = {k: row[k]["values"][0] for k in ("seen_test_rmse", "held_out_test_rmse", "bands_test_rmse")}
+    assert first == {"seen_test_rmse": cells["summary"]["models"]["gru"]["seen"]["overall"]["rmse"],
+                     "held_out_test_rmse": cells["summary"]["models"]["gru"]["held_out"]["overall"]["rmse"],
+                     "bands_test_rmse": cells["bands"]["cell_models"]["gru"]["overall"]["rmse"]}
+    assert row["seen_test_rmse"]["values"][1] != first["seen_test_rmse"]  # another seed, another model
+    gaps = [h - s for h, s in zip(row["held_out_test_rmse"]["values"], row["seen_test_rmse"]["values"])]
+    assert row["held_out_minus_seen"]["difference"] == pytest.approx(np.mean(gaps))
+    assert row["held_out_minus_seen"]["standard_error"] == pytest.approx(np.std(gaps, ddof=1) / np.sqrt(2))
+    up = row["bands_test_rmse"]["values"]
+    tcn, gru = row["against_band_models"]["tcn"], row["against_band_models"]["gru"]
+    assert tcn["settings"] == "defaults" and gru["settings"] == "tuned"
+    assert tcn["difference"] == pytest.approx(np.mean(up) - 1.1)
+    assert tcn["standard_error"] == pytest.approx(np.sqrt(np.var(up, ddof=1) / 2 + np.var([1.0, 1.2], ddof=1) / 2))
+    assert gru["difference"] == pytest.approx(np.mean(up) - 0.3)
+    text = paths.metric("cell_seed_spread.md").read_text()
+    assert "| gru | tcn | defaults |" in text and "| gru | gru | tuned |" in text and "| yes |" in text
+
+
 def test_the_cell_projections_are_gridded_products_of_every_rcp_and_period(cell_run):
     cfg, paths = cell_run
     with xr.open_dataset(paths.cell_projection_file) as ds, xr.open_dataset(paths.static_cells) as statics:

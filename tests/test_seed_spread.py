@@ -8,7 +8,15 @@ import pytest
 from conftest import TRAINED_ARCHS, layout
 from thawcast.config import parse_config
 from thawcast.errors import ConfigError
-from thawcast.learn.seeds import choose_by_validation, describe, tuning_effect
+from thawcast.learn.seeds import (
+    cell_markdown,
+    cell_spread_row,
+    choose_by_validation,
+    describe,
+    difference,
+    paired_difference,
+    tuning_effect,
+)
 from thawcast.learn.settings import default_settings, select_settings, write_best_params
 from thawcast.stages import seed_spread
 
@@ -175,3 +183,31 @@ def test_a_stale_seed_spread_is_refused(spread):
     (tmp / "broken.json").write_text("{not json")
     with pytest.raises(ConfigError, match="rerun `thawcast seed-spread`"):
         select_settings(cfg, "gru", _best(tmp, "gru"), tmp / "broken.json")
+
+
+def test_differences_of_runs_and_of_paired_runs_by_hand():
+    a, b = describe([1.0, 2.0, 3.0]), describe([2.0, 4.0, 6.0])  # stds 1 and 2
+    d = difference(a, b)
+    assert d["difference"] == pytest.approx(2.0) and d["standard_error"] == pytest.approx((1 / 3 + 4 / 3) ** 0.5)
+    assert d["beyond_two_standard_errors"] is False  # 2.0 < 2 x 1.29
+    p = paired_difference([1.0, 2.0, 3.0], [2.0, 4.0, 6.0])  # per run 1, 2, 3: mean 2, std 1
+    assert p["difference"] == pytest.approx(2.0) and p["standard_error"] == pytest.approx(3 ** -0.5)
+    assert p["beyond_two_standard_errors"] is True  # pairing removes what the runs share
+    same = difference(describe([0.5, 0.5]), describe([0.5, 0.5]))
+    assert same["standard_error"] == 0 and same["beyond_two_standard_errors"] is False
+    assert difference(describe([0.5, 0.5]), describe([0.6, 0.6]))["beyond_two_standard_errors"] is True
+    with pytest.raises(ValueError):
+        paired_difference([1.0, 2.0], [1.0])
+
+
+def test_a_cell_model_whose_registered_seed_gives_other_weights_says_so():
+    scored = {7: {"val_rmse": 0.5, "seen_test_rmse": 0.6, "held_out_test_rmse": 0.7, "bands_test_rmse": 0.4,
+                  "weights_sha256": "aa"},
+              1: {"val_rmse": 0.6, "seen_test_rmse": 0.7, "held_out_test_rmse": 0.9, "bands_test_rmse": 0.5,
+                  "weights_sha256": "bb"}}
+    ok, wrong = cell_spread_row(scored, "aa", 7, None), cell_spread_row(scored, "bb", 7, None)
+    assert ok["reproduces_registered"] is True and wrong["reproduces_registered"] is False
+    assert ok["held_out_minus_seen"]["difference"] == pytest.approx(0.15) and ok["against_band_models"] == {}
+    assert ok["bands_test_rmse"]["mean"] == pytest.approx(0.45)
+    text = cell_markdown({"seeds": [7, 1], "architectures": {"gru": wrong}})
+    assert "| NO |" in text and "beside the band models" not in text  # no band table without a band spread

@@ -182,6 +182,7 @@ METRIC_FILES: dict[str, tuple[str, ...]] = {
     "scenarios": ("scenario_spread.json",),
     "compare-studies": ("tuning.json", "tuning.md"),
     "seed-spread": ("seed_spread.json", "seed_spread.md"),
+    "seed-spread-cells": ("cell_seed_spread.json", "cell_seed_spread.md"),
     "feature-ablation": ("feature_ablation.json", "feature_ablation.md"),
     "evaluate": ("evaluation.json", "evaluation.md"),
     "project": ("projection_period.json", "extrapolation.json", "extrapolation.md"),
@@ -193,7 +194,7 @@ METRIC_FILES: dict[str, tuple[str, ...]] = {
 #: The ``data/`` folder each stage writes (per-architecture stages: one sub-folder per architecture).
 STAGE_OUTPUT: dict[str, str | None] = {
     "raw": "raw", "static": "static", "bands": "bands", "scenarios": "scenarios", "windows": "windows",
-    "tune": "tuning", "compare-studies": None, "seed-spread": None, "feature-ablation": None, "train": "models", "evaluate": "evaluation",
+    "tune": "tuning", "compare-studies": None, "seed-spread": None, "seed-spread-cells": None, "feature-ablation": None, "train": "models", "evaluate": "evaluation",
     "project": "projections", "thaw": "thaw", "explain": "explain", "compare-explanations": None,
     "pseudo-reality": "pseudo_reality", "perfect-model": "perfect_model", "report": "report",
 }

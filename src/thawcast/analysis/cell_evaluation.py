@@ -8,6 +8,7 @@ window's cell and ``times`` its target month. Per-cell sums go through :func:`nu
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,7 @@ from thawcast.analysis.metrics import fractional_reduction, scores
 from thawcast.analysis.tables import markdown_table
 from thawcast.catalogue import BASELINES
 from thawcast.errors import DataError
+from thawcast.ingest.common import open_netcdf
 from thawcast.variables import TARGETS
 
 
@@ -71,6 +73,32 @@ def band_means(values: np.ndarray, cell: np.ndarray, times: pd.DatetimeIndex, ba
         total = np.bincount(slot, w * values[:, j], minlength=n_bands * len(months))
         out[ok, j] = total[ok] / norm[ok]
     return out.reshape(n_bands, len(months), values.shape[1])
+
+
+def band_targets(path: Path, months: pd.DatetimeIndex, n_bands: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The band targets ``[band, month, layer]`` and every band model's predictions of them, from the evaluate
+    stage's test predictions (``path``), on ``months``.
+
+    Raises
+    ------
+    DataError
+        Its test windows are not the ``n_bands`` bands x ``months``.
+    """
+    with open_netcdf(path) as ds:
+        ds = ds.load()
+    pos = months.get_indexer(pd.DatetimeIndex(ds["target_time"].values))
+    if (pos < 0).any() or len(ds["window"]) != n_bands * len(months):
+        raise DataError(path, f"its test windows are not the {n_bands} bands x {len(months)} test months of the"
+                        " cells: rerun `dvc repro evaluate`")
+    band = ds["band"].values
+
+    def grid(values: np.ndarray) -> np.ndarray:
+        out = np.full((n_bands, len(months), values.shape[-1]), np.nan)
+        out[band, pos] = values
+        return out
+
+    return grid(ds["observed"].values), {str(m): grid(ds["predicted"].sel(model=m).values)
+                                         for m in ds["model"].values}
 
 
 def summary(obs: np.ndarray, preds: Mapping[str, np.ndarray], held_out_window: np.ndarray,

@@ -35,13 +35,30 @@ def describe(values: list[float]) -> dict:
             "min": float(v.min()), "max": float(v.max()), "values": [float(x) for x in v]}
 
 
+def _effect(diff: float, se: float) -> dict:
+    return {"difference": diff, "standard_error": se,
+            "beyond_two_standard_errors": bool(abs(diff) > 2 * se) if se > 0 else bool(diff != 0)}
+
+
+def difference(first: dict, second: dict) -> dict:
+    """``second`` minus ``first`` mean of two independent sets of runs (:func:`describe` each), its standard error
+    sqrt(s1^2/n1 + s2^2/n2), and whether it exceeds twice that (with no spread at all: whether it is not 0)."""
+    se = math.sqrt(first["std"] ** 2 / len(first["values"]) + second["std"] ** 2 / len(second["values"]))
+    return _effect(second["mean"] - first["mean"], se)
+
+
+def paired_difference(first: list[float], second: list[float]) -> dict:
+    """Mean of ``second - first`` taken run by run (the same models scored twice), its standard error
+    std / sqrt(n) and whether it exceeds twice that: pairing removes what the runs share."""
+    d = describe([b - a for a, b in zip(first, second, strict=True)])
+    return _effect(d["mean"], d["std"] / math.sqrt(len(d["values"])))
+
+
 def tuning_effect(defaults: dict, tuned: dict) -> dict:
     """Tuned minus defaults mean test RMSE, its standard error across seeds, and |diff| > 2 SE."""
-    n_d, n_t = len(defaults["values"]), len(tuned["values"])
-    diff = tuned["mean"] - defaults["mean"]
-    se = math.sqrt(defaults["std"] ** 2 / n_d + tuned["std"] ** 2 / n_t)
-    return {"tuned_minus_defaults_test_rmse": diff, "standard_error": se,
-            "beyond_two_standard_errors": bool(abs(diff) > 2 * se) if se > 0 else diff != 0}
+    d = difference(defaults, tuned)
+    return {"tuned_minus_defaults_test_rmse": d["difference"], "standard_error": d["standard_error"],
+            "beyond_two_standard_errors": d["beyond_two_standard_errors"]}
 
 
 def registered(row: dict, by_validation: bool) -> str:
@@ -122,3 +139,67 @@ def read_choice(path: Path, arch: str) -> tuple[dict, dict[str, dict], list[int]
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
         raise ConfigError(f"{path}: no seed-spread choice for {arch} ({exc!r}); rerun `thawcast "
                           "seed-spread`") from None
+
+
+# ---------------------------------------------------------------- cell models
+#: Per-seed scores of a cell model (seed-spread-cells), RMSE in degC.
+CELL_SCORES = ("val_rmse", "seen_test_rmse", "held_out_test_rmse", "bands_test_rmse")
+
+
+def cell_spread_row(scored: dict[int, dict], registered_digest: str, registered_seed: int,
+                    band_spread: dict | None) -> dict:
+    """One cell model's row from its per-seed scores (``{seed: {score: value, "weights_sha256": ...}}``): each
+    score over seeds, the held-out minus seen gap (paired by seed), whether the run with the registered seed
+    gave the registered weights, and, per band model of ``band_spread`` (the seed-spread stage's table, its
+    registered settings), the cell model averaged up minus the band model on the band targets."""
+    seeds = list(scored)
+    row = {name: describe([scored[s][name] for s in seeds]) for name in CELL_SCORES}
+    row["held_out_minus_seen"] = paired_difference([scored[s]["seen_test_rmse"] for s in seeds],
+                                                   [scored[s]["held_out_test_rmse"] for s in seeds])
+    row["reproduces_registered"] = scored[registered_seed]["weights_sha256"] == registered_digest
+    row["against_band_models"] = {}
+    for arch, band_row in (band_spread or {}).get("architectures", {}).items():
+        chosen = registered(band_row, band_spread["choose_by_validation"])
+        band = band_row[chosen]["test_rmse"]
+        row["against_band_models"][arch] = {"settings": chosen, "band_test_rmse": band,
+                                            **difference(band, row["bands_test_rmse"])}
+    return row
+
+
+def cell_markdown(table: dict) -> str:
+    """The cell models' seed spread as Markdown: their scores over seeds, then averaged up against the band
+    models over the same seeds."""
+    seeds = table["seeds"]
+
+    def cell(d: dict) -> str:
+        return f"{d['mean']:.3f} +- {d['std']:.3f} [{d['min']:.3f}-{d['max']:.3f}]"
+
+    def effect(e: dict) -> str:
+        return f"{e['difference']:+.3f} +- {e['standard_error']:.3f}" + (" *" if e["beyond_two_standard_errors"] else "")
+
+    rows = table["architectures"]
+    lines = ["# Seed spread of the cell models", "",
+             (f"Each cell model trained with seeds {', '.join(map(str, seeds))} (the first is the registered run's)"
+              " and scored on the test years: every window of the seen and of the held-out cells, and averaged up"
+              " to the six bands on the band targets. RMSE in degC: mean +- std across seeds [min-max]. 'held out"
+              " minus seen': the gap of the same model, seed by seed, +- its standard error; * marks a difference"
+              " beyond two standard errors. 'registered run reproduced': the run with the registered seed gave"
+              " the registered weights bit for bit."), "",
+             *markdown_table(["cell model", "validation RMSE (seen)", "test RMSE seen cells",
+                              "test RMSE held-out cells", "held out minus seen", "averaged up to the bands",
+                              "registered run reproduced"],
+                             ([arch, cell(r["val_rmse"]), cell(r["seen_test_rmse"]), cell(r["held_out_test_rmse"]),
+                               effect(r["held_out_minus_seen"]), cell(r["bands_test_rmse"]),
+                               "yes" if r["reproduces_registered"] else "NO"] for arch, r in rows.items()))]
+    against = [[arch, band, r["against_band_models"][band]["settings"], cell(r["against_band_models"][band]
+                                                                            ["band_test_rmse"]),
+                effect(r["against_band_models"][band])]
+               for arch, r in rows.items() for band in r["against_band_models"]]
+    if against:
+        lines += ["", ("Averaged up to the bands, beside the band models over the same seeds (metrics/seed_spread.json,"
+                       " the settings the train stage registers), on the same band targets and test months:"
+                       " difference = cell model minus band model (negative: the cell model is better) +- its"
+                       " standard error; * beyond two standard errors."), "",
+                  *markdown_table(["cell model", "band model", "settings", "band model test RMSE",
+                                   "cell model minus band model"], against)]
+    return "\n".join(lines) + "\n"

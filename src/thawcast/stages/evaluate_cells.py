@@ -30,6 +30,7 @@ import xarray as xr
 from thawcast.analysis.cell_evaluation import (
     band_comparison,
     band_means,
+    band_targets,
     cells_markdown,
     per_cell_scores,
     summary,
@@ -38,8 +39,6 @@ from thawcast.analysis.evaluation import baseline_predictions
 from thawcast.analysis.plots import LAYER_LABELS, cell_maps
 from thawcast.catalogue import BASELINES
 from thawcast.config import Config
-from thawcast.errors import DataError
-from thawcast.ingest.common import open_netcdf
 from thawcast.layout import Layout
 from thawcast.parallel import torch_threads
 from thawcast.prep.cell_windows import (
@@ -73,25 +72,6 @@ def cell_model_predictions(cfg: Config, hist: CellHistory, test, paths: Layout) 
     return preds, regs
 
 
-def _band_targets(path: Path, months: pd.DatetimeIndex, n_bands: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """The band targets ``[band, month, layer]`` and every band model's predictions of them (evaluate stage)."""
-    with open_netcdf(path) as ds:
-        ds = ds.load()
-    pos = months.get_indexer(pd.DatetimeIndex(ds["target_time"].values))
-    if (pos < 0).any() or len(ds["window"]) != n_bands * len(months):
-        raise DataError(path, f"its test windows are not the {n_bands} bands x {len(months)} test months of the"
-                        " cells: rerun `dvc repro evaluate`")
-    band = ds["band"].values
-
-    def grid(values: np.ndarray) -> np.ndarray:
-        out = np.full((n_bands, len(months), values.shape[-1]), np.nan)
-        out[band, pos] = values
-        return out
-
-    return grid(ds["observed"].values), {str(m): grid(ds["predicted"].sel(model=m).values)
-                                         for m in ds["model"].values}
-
-
 def run(cfg: Config, paths: Layout | None = None) -> Path:
     import mlflow
 
@@ -117,7 +97,7 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
 
     months = pd.DatetimeIndex(np.unique(test.target_times()))
     n_bands = len(cfg.study_area.band_edges) - 1
-    band_obs, band_models = _band_targets(paths.test_predictions, months, n_bands)
+    band_obs, band_models = band_targets(paths.test_predictions, months, n_bands)
     up = {name: band_means(preds[name], test.band, test.target_times(), data.band, data.area_km2, n_bands, months)
           for name in networks}
     truth_up = band_means(obs, test.band, test.target_times(), data.band, data.area_km2, n_bands, months)

@@ -21,19 +21,15 @@ import json
 import logging
 from pathlib import Path
 
-import lightning as L
 import pandas as pd
 
 from thawcast import __version__
-from thawcast.analysis.metrics import scores
 from thawcast.catalogue import CELL_ATTRIBUTES
 from thawcast.config import Config, config_to_dict
 from thawcast.layout import Layout
-from thawcast.learn.settings import ModelSettings
-from thawcast.learn.training import LazyWindows, WindowTensors, check_devices, fit
-from thawcast.models.packed import PackedModel
-from thawcast.models.registry import build_model
-from thawcast.prep.cell_windows import build_cell_history, cell_scaler_text, open_cells, subsample
+from thawcast.learn.cells import CellTraining, cell_settings, train_cell_model, validation_scores
+from thawcast.learn.training import check_devices
+from thawcast.prep.cell_windows import build_cell_history, cell_scaler_text, open_cells
 from thawcast.quality.provenance import git_commit
 from thawcast.tracking.dvclock import data_version
 from thawcast.tracking.registry import (
@@ -44,7 +40,6 @@ from thawcast.tracking.registry import (
     start_run,
     use_store,
 )
-from thawcast.variables import TARGETS
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +54,14 @@ def run(cfg: Config, arch: str, paths: Layout | None = None) -> Path:
 
     paths = paths or Layout.at()
     cfg.cells.require(arch)
-    training = cfg.cells.training(cfg.training)
-    check_devices(training)  # before anything is logged
+    check_devices(cfg.cells.training(cfg.training))  # before anything is logged
     hist = build_cell_history(cfg, open_cells(paths.cell_store, paths.static_cells))
-    train = hist.windows("train", "seen")
-    val = subsample(hist.windows("validation", "seen"), cfg.cells.validation_windows, cfg.seed)
-    seen = int((~hist.held_out).sum())
+    data = CellTraining.build(cfg, hist)
+    train, val, training = data.train, data.validation, data.training
     log.info("cells-%s: %d training windows of %d seen cells (%d held out), %d per epoch in batches of %d,"
-             " learning rate %.2g; %d validation windows", arch, len(train), seen, hist.held_out.sum(),
+             " learning rate %.2g; %d validation windows", arch, len(train), data.seen, hist.held_out.sum(),
              min(cfg.cells.windows_per_epoch, len(train)), training.batch_size, training.learning_rate, len(val))
-    settings = ModelSettings(arch, cfg.models.hparams(arch), training, 0, "params.yaml (models, cells)")
+    settings = cell_settings(cfg, arch)
     name = cell_model_name(cfg, arch)
     use_store(cfg.mlflow)
     versions = data_version([str(paths.cells)], paths.lock)
@@ -78,19 +71,13 @@ def run(cfg: Config, arch: str, paths: Layout | None = None) -> Path:
             **{f"dvc.md5.{p}": h for p, h in versions.items()}}
     with start_run(run_name=f"train-cells-{arch}", tags=tags) as run:
         mlflow.log_params({**settings.flat(), "cells.windows_per_epoch": cfg.cells.windows_per_epoch,
-                           "cells.validation_windows": len(val), "cells.seen": seen})
+                           "cells.validation_windows": len(val), "cells.seen": data.seen})
         mlflow.log_dict(config_to_dict(cfg), "config.json")
         mlflow.log_dict(settings.to_dict(), "settings.json")
-        L.seed_everything(cfg.seed, workers=True, verbose=False)
-        net = build_model(arch, train.n_features, 1, settings.hparams, 0, len(TARGETS))
-        result = fit(net, LazyWindows(train), WindowTensors.from_windows(val, unit_ids=False), training, cfg.seed,
-                     on_epoch=lambda epoch, row: mlflow.log_metrics(row, step=epoch), label=f"cells-{arch}",
-                     windows_per_epoch=cfg.cells.windows_per_epoch)
-        targets = hist.scalers["targets"]
-        packed = PackedModel(net, targets.mean, targets.std, hist.feature_names, hist.length, TARGETS, arch,
-                             unit_ids=False)
+        packed, result = train_cell_model(cfg, arch, data, cfg.seed,
+                                          on_epoch=lambda epoch, row: mlflow.log_metrics(row, step=epoch))
         digest = packed.weights_sha256()
-        val_scores = scores(hist.y_degc[val.band, val.last + 1], packed.predict_windows(val))
+        val_scores = validation_scores(packed, data)
         metrics = {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                    "best_val_loss": result.best_val_loss, "train_seconds": result.seconds,
                    **{f"val_{k}": v for k, v in val_scores.items()}}

@@ -1,0 +1,106 @@
+"""Stage ``seed-spread-cells``: how much of a cell model's skill, and of its lead over the band models, is seed luck.
+
+Every cell model (``cells.architectures``) is trained again with each seed of ``robustness.all_seeds`` (the
+pipeline's ``seed``, whose run is the registered one, plus ``robustness.seeds``) exactly as ``train-cells`` trains
+it, and scored as ``evaluate-cells`` scores it: on the test years of every seen and every held-out cell, and
+averaged up to the six bands on the band targets. Nothing is registered: the models are thrown away, the scores
+kept. The run with the registered seed must give the registered weights bit for bit (reported).
+
+Outputs: ``metrics/cell_seed_spread.json`` and ``metrics/cell_seed_spread.md`` (an MLflow run holds the same):
+
+* per cell model, each score's mean, std, min and max over seeds, and the held-out minus seen gap, paired by seed;
+* averaged up to the bands beside each band model over the same seeds (``metrics/seed_spread.json``, the settings
+  the train stage registers): the difference and its standard error. A single registered run of each side (the
+  table of ``evaluate-cells``) can differ by seed luck alone; this says whether the difference survives it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from thawcast.analysis.cell_evaluation import band_means, band_targets
+from thawcast.analysis.metrics import scores
+from thawcast.config import Config
+from thawcast.layout import Layout
+from thawcast.learn.cells import CellTraining, train_cell_models, validation_scores
+from thawcast.learn.seeds import cell_markdown, cell_spread_row
+from thawcast.learn.training import check_devices
+from thawcast.parallel import torch_threads
+from thawcast.prep.cell_windows import build_cell_history, open_cells
+from thawcast.quality.provenance import git_commit, read_output_json
+from thawcast.tracking.registry import read_registration, start_run, use_store
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: Config, paths: Layout | None = None) -> Path:
+    import mlflow
+
+    paths = paths or Layout.at()
+    check_devices(cfg.cells.training(cfg.training))  # before anything is trained or logged
+    registered = {arch: read_registration(paths.cell_registration(arch), arch, "train-cells").weights_sha256
+                  for arch in cfg.cells.architectures}
+    band_spread = read_output_json(paths.metric("seed_spread.json"), "seed-spread")
+    data_cells = open_cells(paths.cell_store, paths.static_cells)
+    hist = build_cell_history(cfg, data_cells)
+    data = CellTraining.build(cfg, hist)
+    test = hist.windows("test", "all")
+    obs = hist.y_degc[test.band, test.last + 1].astype(float)
+    held = hist.held_out[test.band]
+    months = pd.DatetimeIndex(np.unique(test.target_times()))
+    n_bands = len(cfg.study_area.band_edges) - 1
+    band_obs, _ = band_targets(paths.test_predictions, months, n_bands)
+
+    seeds = cfg.robustness.all_seeds(cfg.seed)
+    runs = [(arch, seed) for arch in cfg.cells.architectures for seed in seeds]
+    workers = cfg.compute.worker_count(len(runs))
+    log.info("seed-spread-cells: %d trainings of %d windows per epoch in %d process(es)", len(runs),
+             min(cfg.cells.windows_per_epoch, len(data.train)), workers)
+    scored: dict[str, dict[int, dict]] = {arch: {} for arch in cfg.cells.architectures}
+    for i, model in train_cell_models(cfg, data, runs, workers):
+        arch, seed = runs[i]
+        with torch_threads(1):
+            pred = model.predict_windows(test)
+        up = band_means(pred, test.band, test.target_times(), data_cells.band, data_cells.area_km2, n_bands, months)
+        scored[arch][seed] = {
+            "val_rmse": validation_scores(model, data)["rmse"],
+            "seen_test_rmse": scores(obs[~held], pred[~held])["rmse"],
+            "held_out_test_rmse": scores(obs[held], pred[held])["rmse"],
+            "bands_test_rmse": scores(band_obs.reshape(-1, band_obs.shape[-1]), up.reshape(-1, up.shape[-1]))["rmse"],
+            "weights_sha256": model.weights_sha256()}
+        log.info("seed-spread-cells %d/%d: cells-%s seed %d: test RMSE seen %.3f, held out %.3f, bands %.3f degC",
+                 sum(map(len, scored.values())), len(runs), arch, seed, scored[arch][seed]["seen_test_rmse"],
+                 scored[arch][seed]["held_out_test_rmse"], scored[arch][seed]["bands_test_rmse"])
+    table = {"seeds": list(seeds), "test_years": [cfg.windows.test.start_year, cfg.windows.test.end_year],
+             "cells": {"seen": data.seen, "held_out": int(hist.held_out.sum())},
+             "architectures": {arch: cell_spread_row({s: scored[arch][s] for s in seeds}, registered[arch],
+                                                     cfg.seed, band_spread)
+                               for arch in cfg.cells.architectures}}
+    for arch, row in table["architectures"].items():
+        if not row["reproduces_registered"]:
+            log.warning("cells-%s: the run with seed %d did not give the registered weights (is the registered"
+                        " model from other data or code? `dvc repro train-cells@%s`)", arch, cfg.seed, arch)
+
+    text = cell_markdown(table)
+    paths.metrics.mkdir(parents=True, exist_ok=True)
+    json_file = paths.metric("cell_seed_spread.json")
+    json_file.write_text(json.dumps(table, indent=2, allow_nan=False) + "\n")
+    paths.metric("cell_seed_spread.md").write_text(text)
+    use_store(cfg.mlflow)
+    with start_run(run_name="seed-spread-cells", tags={"thawcast.stage": "seed-spread-cells",
+                                                       "thawcast.units": "cells", "git_commit": git_commit(),
+                                                       "synthetic_data": str(cfg.source.kind == "synthetic").lower()}):
+        mlflow.log_params({"seeds": ",".join(map(str, seeds)), "architectures": ",".join(cfg.cells.architectures)})
+        mlflow.log_metrics({f"cells_{arch}_{name}_{stat}": row[name][stat]
+                            for arch, row in table["architectures"].items()
+                            for name in ("seen_test_rmse", "held_out_test_rmse", "bands_test_rmse")
+                            for stat in ("mean", "std")})
+        mlflow.log_dict(table, "cell_seed_spread.json")
+        mlflow.log_text(text, "cell_seed_spread.md")
+    return json_file
+
