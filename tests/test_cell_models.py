@@ -272,6 +272,34 @@ def test_the_cell_seed_spread_reproduces_the_registered_run_and_weighs_the_band_
     assert "| gru | tcn | defaults |" in text and "| gru | gru | tuned |" in text and "| yes |" in text
 
 
+def test_explain_cells_attributes_seen_and_held_out_windows_to_groups_of_inputs(cell_run):
+    """explain-cells: half the explained windows are seen cells', half held-out cells' (by the cells stage's flags),
+    each group's shares of the attribution add up to 1 over weather, soil, lithology, position and signal, and
+    the report's table lists both groups."""
+    from thawcast.stages import explain_cells
+
+    cfg, paths = cell_run
+    explain_cells.run(cfg, paths)
+    table = json.loads(paths.metric("cell_shap.json").read_text())
+    row = table["models"]["gru"]
+    for group in ("seen", "held_out"):
+        assert sum(row[group]["shares"].values()) == pytest.approx(1.0)
+        assert row[group]["shares"]["position"] > 0 and row[group]["shares"]["weather"] > 0
+        assert 0 <= row[group]["additivity_gap_degc"] < 1.0 and len(row[group]["top"]) == 5
+    with xr.open_dataset(paths.cell_explain / "gru" / "shap_values.nc") as ds, \
+            xr.open_dataset(paths.static_cells) as statics:
+        held = statics["held_out"].values.astype(bool)
+        assert (held[ds["cell"].values] == ds["held_out"].values.astype(bool)).all()
+        assert int(ds["held_out"].sum()) == table["n_explained"]["held_out"] > 0
+        assert ds.sizes["window"] == sum(table["n_explained"].values())
+        assert "lat" in ds["feature"].values and ds.attrs["thawcast_synthetic"] == "true"
+    years = pd.DatetimeIndex(ds["target_time"].values).year
+    assert years.min() >= cfg.windows.test.start_year  # explained windows are test windows
+    assert (paths.cell_explain / "gru" / "figures" / "shap_bar.png").exists()
+    text = paths.metric("cell_shap.md").read_text()
+    assert "| gru | seen |" in text and "| gru | held-out |" in text
+
+
 def test_the_cell_projections_are_gridded_products_of_every_rcp_and_period(cell_run):
     cfg, paths = cell_run
     with xr.open_dataset(paths.cell_projection_file) as ds, xr.open_dataset(paths.static_cells) as statics:

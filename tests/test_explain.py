@@ -9,7 +9,13 @@ import torch
 import xarray as xr
 
 from conftest import layout
-from thawcast.analysis.explain import additivity_gap, attributions, importance
+from thawcast.analysis.explain import (
+    additivity_gap,
+    attributions,
+    feature_group,
+    group_shares,
+    importance,
+)
 from thawcast.errors import DataError
 from thawcast.models.base import BandSequenceModel
 from thawcast.models.packed import PackedModel
@@ -146,3 +152,16 @@ def test_compare_explanations(explained, tmp_path):
     more = cfg.model_copy(update={"training": cfg.training.model_copy(update={"architectures": ("gru", "bilstm")})})
     with pytest.raises(DataError, match="run `thawcast explain bilstm`"):
         compare_explanations.run(more, paths)
+
+
+def test_group_shares_add_each_groups_mean_abs_attribution_by_hand():
+    features = ["t_air", "month_sin", "clay_pct", "oc_l2_g_kg", "lithology_glacier", "lat", "lon", "z"]
+    assert [feature_group(f) for f in features] == ["weather", "weather", "soil", "soil", "lithology", "position",
+                                                    "position", "signal"]
+    sv = np.zeros((2, len(features), 2))
+    sv[:, :, 0] = [1.0, -1.0, 2.0, 0.0, 1.0, 3.0, -1.0, 2.0]  # mean |SHAP| per feature over windows and layers:
+    shares = group_shares(sv, features)                         # half of these (layer 2 is 0); total 11 / 2
+    assert shares == pytest.approx({"weather": 2 / 11, "soil": 2 / 11, "lithology": 1 / 11, "position": 4 / 11,
+                                    "signal": 2 / 11})
+    assert group_shares(sv[:, :2], features[:2]) == pytest.approx({"weather": 1.0, "soil": 0.0, "lithology": 0.0,
+                                                                    "position": 0.0, "signal": 0.0})

@@ -66,7 +66,8 @@ def test_closure_follows_function_level_and_transitive_imports():
 def test_window_code_changes_rerun_exactly_the_stages_that_use_windows():
     users = {name for name in DVC if "src/thawcast/prep/windows.py" in _paths(_stage(name)["deps"])}
     assert users == {"windows", "tune", "seed-spread", "feature-ablation", "train", "evaluate", "project", "explain",
-                     "perfect-model", "train-cells", "evaluate-cells", "project-cells", "seed-spread-cells"}
+                     "perfect-model", "train-cells", "evaluate-cells", "project-cells", "seed-spread-cells",
+                     "explain-cells"}
 
 
 def test_the_writer_reproduces_the_committed_dvc_yaml(tmp_path):

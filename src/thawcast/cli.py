@@ -37,6 +37,7 @@ STAGES = {
     "train-cells": "train one architecture across the seen grid cells, log and register it (data/cell_models/<arch>/)",
     "evaluate-cells": "score the cell models and baselines per cell, seen vs held out, and averaged up to the bands",
     "seed-spread-cells": "every cell model retrained with several seeds, beside the band models': metrics/cell_seed_spread.*",
+    "explain-cells": "SHAP attributions of the cell models on seen and held-out cells: data/cell_explain/, metrics/cell_shap.*",
     "project-cells": "per-cell soil temperature, ALT and permafrost maps and extent under every RCP (cell models)",
     "project": "every RCP x every registered model (@champion): projected soil temperature, ensemble, period check",
     "explain": "SHAP attributions of each registered model: data/explain/<arch>/",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 #: Stage output folders under ``data/``, in pipeline order.
 STAGE_DIRS: tuple[str, ...] = ("raw", "static", "cells", "bands", "scenarios", "windows", "tuning", "models", "evaluation",
-                               "cell_models", "cell_evaluation", "cell_projections", "projections", "thaw", "explain", "pseudo_reality",
+                               "cell_models", "cell_evaluation", "cell_projections", "cell_explain", "projections", "thaw", "explain", "pseudo_reality",
                                "perfect_model", "report")
 
 
@@ -36,6 +36,7 @@ class Layout:
     cell_models: Path
     cell_evaluation: Path
     cell_projections: Path
+    cell_explain: Path
     projections: Path
     thaw: Path
     explain: Path
@@ -183,6 +184,9 @@ METRIC_FILES: dict[str, tuple[str, ...]] = {
     "compare-studies": ("tuning.json", "tuning.md"),
     "seed-spread": ("seed_spread.json", "seed_spread.md"),
     "seed-spread-cells": ("cell_seed_spread.json", "cell_seed_spread.md"),
+    "evaluate-cells": ("cells.json", "cells.md"),
+    "project-cells": ("cell_projections.json", "cell_projections.md"),
+    "explain-cells": ("cell_shap.json", "cell_shap.md"),
     "feature-ablation": ("feature_ablation.json", "feature_ablation.md"),
     "evaluate": ("evaluation.json", "evaluation.md"),
     "project": ("projection_period.json", "extrapolation.json", "extrapolation.md"),
@@ -196,6 +200,8 @@ STAGE_OUTPUT: dict[str, str | None] = {
     "raw": "raw", "static": "static", "bands": "bands", "scenarios": "scenarios", "windows": "windows",
     "tune": "tuning", "compare-studies": None, "seed-spread": None, "seed-spread-cells": None, "feature-ablation": None, "train": "models", "evaluate": "evaluation",
     "project": "projections", "thaw": "thaw", "explain": "explain", "compare-explanations": None,
+    "train-cells": "cell_models", "evaluate-cells": "cell_evaluation", "project-cells": "cell_projections",
+    "explain-cells": "cell_explain",
     "pseudo-reality": "pseudo_reality", "perfect-model": "perfect_model", "report": "report",
 }
 

@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from thawcast.catalogue import CELL_ATTRIBUTES, feature
 from thawcast.errors import DataError
 from thawcast.models.packed import PackedModel
 from thawcast.prep.windows import WindowSet
@@ -122,6 +123,30 @@ def plots(sv: np.ndarray, values: np.ndarray, features: Sequence[str], imp: pd.D
     fig.savefig(out / "shap_beeswarm.png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     return {"bar": out / "shap_bar.png", "beeswarm": out / "shap_beeswarm.png"}
+
+
+#: Groups of model inputs whose attributions are added up (:func:`group_shares`).
+FEATURE_GROUPS = ("weather", "soil", "lithology", "position", "signal")
+
+
+def feature_group(name: str) -> str:
+    """Which of :data:`FEATURE_GROUPS` an input belongs to: the monthly drivers and the calendar are weather, the
+    statics soil or lithology, a cell's latitude and longitude its position, ``z`` the scenario signal."""
+    if name in CELL_ATTRIBUTES:
+        return "position"
+    kind = feature(name).kind
+    if kind == "static":
+        return "lithology" if name.startswith("lithology_") else "soil"
+    return "signal" if kind == "signal" else "weather"
+
+
+def group_shares(sv: np.ndarray, features: Sequence[str]) -> dict[str, float]:
+    """Each group's share of the mean |SHAP| summed over the inputs (over windows and layers; the shares add up to
+    1). Groups without inputs get 0."""
+    per_feature = np.abs(sv).mean(axis=(0, 2))
+    total = float(per_feature.sum())
+    groups = np.array([feature_group(f) for f in features])
+    return {g: float(per_feature[groups == g].sum() / total) if total > 0 else 0.0 for g in FEATURE_GROUPS}
 
 
 def stratified(ws: WindowSet, n: int, rng: np.random.Generator) -> np.ndarray:

@@ -138,6 +138,10 @@ survives the correction; the paper's quantile mapping erased it, QDM keeps it.
                           f"Skill per cell of the cell model {arch} against each cell's climatology"))
     parts.append(_md("## Grid cells: seed noise and the lead over the band models\n\n"
                      + _strip_title(_read(metrics_dir / "cell_seed_spread.md"))))
+    parts.append(_md("## Grid cells: what the cell models read (SHAP)\n\n"
+                     + _strip_title(_read(metrics_dir / "cell_shap.md"))))
+    for bar in sorted(paths.cell_explain.glob("*/figures/shap_bar.png")):
+        parts.append(_img(bar, f"Mean |SHAP| of the cell model {bar.parent.parent.name}, seen and held-out cells"))
     parts.append(_md("## Grid cells: near-surface permafrost under each scenario\n\n"
                      + _strip_title(_read(metrics_dir / "cell_projections.md"))))
     for figure in sorted((paths.cell_projections / "figures").glob("*.png")):
