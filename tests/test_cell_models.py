@@ -123,6 +123,24 @@ def test_sampled_epochs_draw_fresh_windows_none_twice_and_lazy_batches_equal_gat
         TensorBatches(lazy, 8, per_epoch=20)
 
 
+@pytest.mark.parametrize("arch", ["tcn", "transformer", "conv_lstm", "gru", "bilstm"])
+def test_every_architecture_trains_as_a_cell_model_and_the_same_seed_gives_the_same_weights(arch):
+    """cells.architectures takes any of the five: each trains without a unit embedding on the seen cells, predicts
+    every window of every cell (held-out ones included) in degC, and the same seed gives the same weights."""
+    from thawcast.learn.cells import CellTraining, train_cell_model, validation_scores
+
+    cfg = _cfg(architectures=[arch], windows_per_epoch=64, max_epochs=2, batch_size=16)
+    data = CellTraining.build(cfg, build_cell_history(cfg, _cells()))
+    model, result = train_cell_model(cfg, arch, data, seed=3)
+    assert model.unit_ids is False and result.epochs_run == 2 and data.seen == 4
+    test = data.history.windows("test", "all")
+    pred = model.predict_windows(test)
+    assert pred.shape == (len(test), len(TARGETS)) and np.isfinite(pred).all()
+    assert set(test.band.tolist()) == set(range(6))  # held-out cells 4 and 5 are predicted too
+    assert np.isfinite(validation_scores(model, data)["rmse"])
+    assert train_cell_model(cfg, arch, data, seed=3)[0].weights_sha256() == model.weights_sha256()
+
+
 def test_a_subsample_keeps_windows_of_the_set_in_order_and_is_seeded():
     hist = build_cell_history(_cfg(), _cells())
     ws = hist.windows("train")

@@ -168,6 +168,15 @@ class WindowSet:
             raise DataError(None, f"band index outside 0..{self.x.shape[0] - 1}")
         self._view = np.lib.stride_tricks.sliding_window_view(self.x, self.length, axis=1)
 
+    def __getstate__(self) -> dict:
+        # The window view is made again on arrival: pickled, it would be a copy ``length`` times the size of x
+        # (6.9 GB for the default grid cells, sent to every worker process).
+        return {k: v for k, v in self.__dict__.items() if k != "_view"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._view = np.lib.stride_tricks.sliding_window_view(self.x, self.length, axis=1)
+
     def __len__(self) -> int:
         return len(self.band)
 
