@@ -291,7 +291,7 @@ def test_the_cell_seed_spread_reproduces_the_registered_run_and_weighs_the_band_
 
 
 def test_explain_cells_attributes_seen_and_held_out_windows_to_groups_of_inputs(cell_run):
-    """explain-cells: half the explained windows are seen cells', half held-out cells' (by the cells stage's flags),
+    """explain-cells: explain.samples windows of seen cells and as many of held-out cells (by the cells stage's flags),
     each group's shares of the attribution add up to 1 over weather, soil, lithology, position and signal, and
     the report's table lists both groups."""
     from thawcast.stages import explain_cells

@@ -5,7 +5,7 @@ beside the weather, says what it learnt about place: a model that mostly reads l
 map of the seen cells, one that reads soil and lithology something that may carry to other ground. The
 attributions are computed as for the band models (:mod:`thawcast.analysis.explain`: expected gradients, summed
 over the window's months, degC) with ``explain.background`` of the seen cells' training windows as background,
-on ``explain.samples`` test windows, half of the seen cells and half of the held-out cells (drawn with ``seed``).
+on ``explain.samples`` test windows of the seen cells and as many of the held-out cells (drawn with ``seed``).
 
 Outputs: ``data/cell_explain/<arch>/`` (``shap_values.nc``, ``importance.csv``, ``figures/shap_bar.png``,
 ``figures/shap_beeswarm.png``) and ``metrics/cell_shap.{json,md}``: per cell model and group of cells, the share
@@ -56,7 +56,7 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
     e = cfg.explain
     hist = build_cell_history(cfg, open_cells(paths.cell_store, paths.static_cells))
     background = subsample(hist.windows("train", "seen"), e.background, cfg.seed)
-    explained = {g: subsample(hist.windows("test", g), max(1, e.samples // 2), cfg.seed) for g in GROUPS}
+    explained = {g: subsample(hist.windows("test", g), e.samples, cfg.seed) for g in GROUPS}
     use_store(cfg.mlflow, create=False)
     table: dict = {"n_background": len(background), "n_explained": {g: len(w) for g, w in explained.items()},
                    "groups": list(FEATURE_GROUPS), "models": {}}
