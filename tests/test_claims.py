@@ -340,3 +340,47 @@ def test_the_cell_projection_tables_are_the_committed_cell_projections():
                            f"{100 * e['true_drivers_extent']:.1f}%", f"{100 * e['permafrost_agreement']:.0f}%"], row
     cells = next(iter(next(iter(pm.values())).values()))["cells"]
     assert f"on the {cells} projected cells it simulates" in " ".join(README.split())
+
+
+def _spread(stats: dict, ranged: bool = True) -> str:
+    return pm(stats) + (f" [{stats['min']:.3f}-{stats['max']:.3f}]" if ranged else "")
+
+
+def _effect(e: dict) -> str:
+    return f"{e['difference']:+.3f} +- {e['standard_error']:.3f}"
+
+
+def test_the_cell_seed_spread_tables_and_prose_are_the_committed_metrics():
+    row = metrics("cell_seed_spread.json")["architectures"]["gru"]
+    assert row["reproduces_registered"] is True
+    body = dict((r[0], r[1]) for r in table("| | GRU cell model |"))
+    assert body == {"test RMSE, seen cells": _spread(row["seen_test_rmse"]),
+                    "test RMSE, held-out cells": _spread(row["held_out_test_rmse"]),
+                    "held out minus seen, paired by seed": f"{_effect(row['held_out_minus_seen'])} (standard error)",
+                    "averaged up to the bands": f"**{pm(row['bands_test_rmse'])}** [{row['bands_test_rmse']['min']:.3f}"
+                                                f"-{row['bands_test_rmse']['max']:.3f}]"}
+    rows = table("| band model (registered settings) |")
+    assert [r[0].split()[0] for r in rows] == list(row["against_band_models"])
+    for name, band, diff in rows:
+        against = row["against_band_models"][name.split()[0]]
+        assert name == f"{name.split()[0]} ({against['settings']})" and band == pm(against["band_test_rmse"])
+        beyond = against["beyond_two_standard_errors"]
+        assert diff == (f"**{_effect(against)}**" if beyond else _effect(against)), name  # bold: beyond 2 SE
+    assert f"Unseen blocks cost {row['held_out_minus_seen']['difference']:.3f} +-" in README
+    assert not row["held_out_minus_seen"]["beyond_two_standard_errors"]  # "the held-out gap is noise"
+    beaten = [b for b, a in row["against_band_models"].items() if a["beyond_two_standard_errors"] and a["difference"] < 0]
+    assert len(beaten) == 4 and "gru" not in beaten  # "beats four band networks ... not the band GRU"
+
+
+def test_the_cell_shap_prose_is_the_committed_metrics():
+    row = metrics("cell_shap.json")["models"]["gru"]
+    shares = {g: {k: round(100 * v) for k, v in row[g]["shares"].items()} for g in ("seen", "held_out")}
+    assert shares["seen"]["weather"] == shares["held_out"]["weather"] == 69
+    assert {shares[g]["soil"] for g in shares} == {14, 15} and {shares[g]["lithology"] for g in shares} == {7}
+    assert {shares[g]["position"] for g in shares} == {8} and {shares[g]["signal"] for g in shares} == {2}
+    place = sum(row["seen"]["shares"][k] for k in ("soil", "lithology", "position"))
+    assert f"{place:.0%}" in README and "29%" in README
+    gaps = sorted(row[g]["additivity_gap_degc"] for g in ("seen", "held_out"))
+    assert f"additivity gap is {gaps[0]:.2f}-{gaps[1]:.2f} degC" in README
+    lat = [t["mean_abs_shap_degc"] for t in row["seen"]["top"] if t["feature"] == "lat"]
+    assert [f"{v:.2f}" for v in lat] == ["0.70"]
