@@ -353,7 +353,7 @@ def _effect(e: dict) -> str:
 def test_the_cell_seed_spread_tables_and_prose_are_the_committed_metrics():
     row = metrics("cell_seed_spread.json")["architectures"]["gru"]
     assert row["reproduces_registered"] is True
-    body = dict((r[0], r[1]) for r in table("| | GRU cell model |"))
+    body = {r[0]: r[1] for r in table("| | GRU cell model |")}
     assert body == {"test RMSE, seen cells": _spread(row["seen_test_rmse"]),
                     "test RMSE, held-out cells": _spread(row["held_out_test_rmse"]),
                     "held out minus seen, paired by seed": f"{_effect(row['held_out_minus_seen'])} (standard error)",
