@@ -39,3 +39,8 @@ def data_error(x: int) -> int:
 
 def die(x: int) -> int:
     os._exit(9)
+
+
+def pid_plus_shared(shared: int, x: int) -> tuple[int, int]:
+    """For ``with_shared``: this process's pid and the shared value plus the item."""
+    return os.getpid(), shared + x

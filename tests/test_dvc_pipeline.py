@@ -27,8 +27,8 @@ def test_dvc_repro_builds_every_stage_and_a_second_run_is_a_noop(built):
     archs = params["training"]["architectures"]
     for stage in ("raw", "static", "bands", "scenarios", "windows", "tune",
                   "compare-studies", "seed-spread", "feature-ablation", *[f"train@{a}" for a in archs], "evaluate", "project", "thaw", "explain",
-                  "compare-explanations", "train-cells@gru", "evaluate-cells", "seed-spread-cells", "project-cells",
-                  "report"):
+                  "compare-explanations", "train-cells@gru", "evaluate-cells", "seed-spread-cells", "explain-cells",
+                  "project-cells", "report"):
         assert f"Running stage '{stage}'" in first.stdout
     assert (work / "data" / "bands" / "era5land_bands.nc").exists()
     assert (work / "data" / "windows" / "history.nc").exists()
@@ -42,9 +42,10 @@ def test_dvc_repro_builds_every_stage_and_a_second_run_is_a_noop(built):
     assert (work / "data" / "thaw" / "thaw_metrics.csv").exists()
     page = (work / "data" / "report" / "index.html").read_text()
     assert "Synthetic data" in page and "Exact versions" in page and "Grid cells: seed noise" in page
-    # evaluation, SHAP, projections, ALT, the perfect-model skill by decade, the cell model's two skill maps and
-    # its two projection maps
-    assert page.count("data:image/png;base64,") == 4 + 3 * len(archs) + 4
+    # evaluation, SHAP, projections, ALT, the perfect-model skill by decade, the cell model's two skill maps, its
+    # SHAP bar chart and its two projection maps
+    assert page.count("data:image/png;base64,") == 4 + 3 * len(archs) + 5
+    assert "Grid cells: what the cell models read" in page
     assert "Grid cells: one model across every cell" in page and "near-surface permafrost under each" in page
     cells = json.loads((work / "metrics" / "cell_projections.json").read_text())
     assert set(cells["perfect_model"]["gru"]) == {"rcp26", "rcp45", "rcp60", "rcp85"}  # the projected cells have a truth

@@ -198,6 +198,10 @@ def test_differences_of_runs_and_of_paired_runs_by_hand():
     assert difference(describe([0.5, 0.5]), describe([0.6, 0.6]))["beyond_two_standard_errors"] is True
     with pytest.raises(ValueError):
         paired_difference([1.0, 2.0], [1.0])
+    # one seed (robustness.seeds empty): no spread to measure, so nothing is called beyond noise
+    for one in (difference(describe([0.5]), describe([0.7])), paired_difference([0.5], [0.7])):
+        assert one["standard_error"] is None and one["beyond_two_standard_errors"] is False
+        assert one["difference"] == pytest.approx(0.2)
 
 
 def test_a_cell_model_whose_registered_seed_gives_other_weights_says_so():
@@ -211,3 +215,5 @@ def test_a_cell_model_whose_registered_seed_gives_other_weights_says_so():
     assert ok["bands_test_rmse"]["mean"] == pytest.approx(0.45)
     text = cell_markdown({"seeds": [7, 1], "architectures": {"gru": wrong}})
     assert "| NO |" in text and "beside the band models" not in text  # no band table without a band spread
+    single = cell_spread_row({7: scored[7]}, "aa", 7, None)
+    assert "+0.100 (one seed: no spread)" in cell_markdown({"seeds": [7], "architectures": {"gru": single}})

@@ -174,7 +174,8 @@ def test_an_unreachable_tuning_database_or_tracking_server_is_one_clear_error(mo
         use_store(MlflowConfig(tracking_uri=f"http://127.0.0.1:{port}"))
     assert time.perf_counter() - t0 < 60  # not MLflow's default minutes of retries
     t0 = time.perf_counter()  # a database as the MLflow store, without a tracking server
-    monkeypatch.delenv("PGCONNECT_TIMEOUT", raising=False)
+    monkeypatch.setenv("PGCONNECT_TIMEOUT", "unset after the test")  # so that monkeypatch restores its absence
+    monkeypatch.delenv("PGCONNECT_TIMEOUT")
     with pytest.raises(ServiceError, match=rf"mlflow.tracking_uri postgresql\+psycopg2://team:\*\*\*@127.0.0.1:{port}/mlflow:"
                                            " the database does not answer") as err:
         use_store(MlflowConfig(tracking_uri=f"postgresql+psycopg2://team:secret@127.0.0.1:{port}/mlflow"))
@@ -189,7 +190,8 @@ def test_an_unreachable_tuning_database_or_tracking_server_is_one_clear_error(mo
             ("tuning.storage", "postgresql+psycopg2://team:secret@127.0.0.1:5432x/optuna", "must be a number"),
             ("mlflow.tracking_uri", "postgresql+psycopg2://team:secret@127.0.0.1:port/mlflow", "must be a number"),
             ("mlflow.tracking_uri", "file:///srv/mlruns", "file store .* not supported"),
-            ("mlflow.tracking_uri", "mlruns", "not a store thawcast can use")):
+            ("mlflow.tracking_uri", "mlruns", "not a store thawcast can use"),
+            ("mlflow.tracking_uri", "postgres://team:secret@127.0.0.1/mlflow", "not a store thawcast can use")):
         section, key = setting.split(".")
         with pytest.raises(ConfigError, match=rf"{setting}: .*{message}") as err:
             parse_config({section: {key: value}})

@@ -400,7 +400,7 @@ class MlflowConfig(_Section):
     def _store(cls, v: str) -> str:
         scheme = v.split("://", 1)[0].split("+", 1)[0] if "://" in v else ""
         if scheme not in ("sqlite", "http", "https", *DATABASE_SCHEMES):
-            raise ValueError(f"{v!r} is not a store thawcast can use: give sqlite:///path/mlflow.db (local, the"
+            raise ValueError(f"{redacted(v)!r} is not a store thawcast can use: give sqlite:///path/mlflow.db (local, the"
                              " default), http(s)://host:port (a tracking server) or a database URL (postgresql+"
                              "psycopg2://...); MLflow's file store (a folder, file://) is deprecated by"
                              " MLflow and not supported here")

@@ -23,6 +23,7 @@ from thawcast.errors import ServiceError, WorkerError
 
 T = TypeVar("T")
 R = TypeVar("R")
+S = TypeVar("S")
 
 
 def map_processes(fn: Callable[[T], R], items: Sequence[T], workers: int,
@@ -60,6 +61,34 @@ def side_by_side(fn: Callable[[T], R], items: Sequence[T], workers: int) -> Iter
             yield i, fn(item)
         return
     yield from map_processes(fn, items, workers, initializer=log_to_console)
+
+
+_SHARED: object = None
+
+
+def _keep_shared(shared: object) -> None:
+    global _SHARED
+    _SHARED = shared
+    log_to_console()
+
+
+def _call_shared(job: tuple[Callable, object]):
+    fn, item = job
+    return fn(_SHARED, item)
+
+
+def with_shared(fn: Callable[[S, T], R], shared: S, items: Sequence[T], workers: int,
+                setting: str = "compute.workers") -> Iterator[tuple[int, R]]:
+    """``(i, fn(shared, items[i]))`` for every item: here one after another when ``workers`` is 1, else from that
+    many spawned processes (:func:`map_processes`) that each receive ``shared`` once (large inputs cross the
+    process boundary once per worker, not once per job) and log to the console. ``fn`` must be an importable
+    module-level function."""
+    if workers == 1:
+        for i, item in enumerate(items):
+            yield i, fn(shared, item)
+        return
+    yield from map_processes(_call_shared, [(fn, item) for item in items], workers, initializer=_keep_shared,
+                             initargs=(shared,), setting=setting)
 
 
 def log_to_console() -> None:

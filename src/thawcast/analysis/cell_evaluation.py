@@ -122,17 +122,32 @@ def summary(obs: np.ndarray, preds: Mapping[str, np.ndarray], held_out_window: n
 
 
 def band_comparison(band_obs: np.ndarray, cell_models: Mapping[str, np.ndarray], band_models: Mapping[str, np.ndarray],
-                    cell_truth: np.ndarray) -> dict:
+                    cell_truth: np.ndarray | None) -> dict:
     """Scores against the band targets ``band_obs [band, month, layer]``: each cell model's predictions averaged up
     to the bands, each band model's own predictions, and the observed cells averaged up (the aggregation gap: how
-    far the area-weighted mean of the cells is from the band table itself, a floor for any averaged-up model)."""
+    far the area-weighted mean of the cells is from the band table itself, a floor for any averaged-up model;
+    left out when ``cell_truth`` is None).
+
+    Raises
+    ------
+    DataError
+        A cell model has no value where the band table has one (a band without cells in some month): it would be
+        scored on fewer targets than the band models.
+    """
+    for name, p in cell_models.items():
+        if (np.isnan(p) & np.isfinite(band_obs)).any():
+            raise DataError(None, f"{name}, averaged up, has no value for some band and month of the band targets"
+                            " (a band without cells): it cannot be compared with the band models")
+
     def pooled(p: np.ndarray) -> dict:
         o, s = band_obs.reshape(-1, band_obs.shape[-1]), p.reshape(-1, p.shape[-1])
         return group_scores(o, s)
 
-    return {"cell_models": {n: pooled(p) for n, p in cell_models.items()},
-            "band_models": {n: pooled(p) for n, p in band_models.items()},
-            "aggregation_gap": pooled(cell_truth)}
+    out = {"cell_models": {n: pooled(p) for n, p in cell_models.items()},
+           "band_models": {n: pooled(p) for n, p in band_models.items()}}
+    if cell_truth is not None:
+        out["aggregation_gap"] = pooled(cell_truth)
+    return out
 
 
 def cells_markdown(metrics: dict, networks: Sequence[str], test_years: str, n_seen: int, n_held_out: int) -> str:

@@ -8,7 +8,6 @@ seen cells' validation windows. Held-out cells and test years reach neither the 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -20,12 +19,10 @@ from thawcast.learn.settings import ModelSettings
 from thawcast.learn.training import FitResult, LazyWindows, WindowTensors, fit
 from thawcast.models.packed import PackedModel
 from thawcast.models.registry import build_model
-from thawcast.parallel import log_to_console, map_processes, torch_threads
+from thawcast.parallel import torch_threads, with_shared
 from thawcast.prep.cell_windows import CellHistory, subsample
 from thawcast.prep.windows import WindowSet
 from thawcast.variables import TARGETS
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -78,28 +75,15 @@ def validation_scores(packed: PackedModel, data: CellTraining) -> dict[str, floa
         return scores(data.history.y_degc[val.band, val.last + 1], packed.predict_windows(val))
 
 
-_SHARED: tuple[Config, CellTraining] | None = None
-
-
-def _receive(cfg: Config, data: CellTraining) -> None:
-    global _SHARED
-    _SHARED = (cfg, data)
-    log_to_console()
-
-
-def _train_job(job: tuple[str, int]) -> PackedModel:
+def _train_job(shared: tuple[Config, CellTraining], job: tuple[str, int]) -> PackedModel:
+    cfg, data = shared
     arch, seed = job
-    cfg, data = _SHARED
     return train_cell_model(cfg, arch, data, seed)[0]
 
 
 def train_cell_models(cfg: Config, data: CellTraining, jobs: Sequence[tuple[str, int]], workers: int = 1,
                       ) -> Iterator[tuple[int, PackedModel]]:
     """Train every ``(architecture, seed)`` job on ``data``; yield ``(job index, model)`` as each ends, from
-    ``workers`` spawned processes (each receives ``data`` once), or one after another here when ``workers`` is 1
-    or each training runs on several devices (DDP spawns its own processes)."""
-    if workers == 1 or data.training.distributed:
-        for i, (arch, seed) in enumerate(jobs):
-            yield i, train_cell_model(cfg, arch, data, seed)[0]
-        return
-    yield from map_processes(_train_job, jobs, workers, initializer=_receive, initargs=(cfg, data))
+    ``workers`` spawned processes (:func:`thawcast.parallel.with_shared`: each receives ``data`` once), or one
+    after another here when ``workers`` is 1 or each training runs on several devices (DDP spawns its own)."""
+    yield from with_shared(_train_job, (cfg, data), jobs, 1 if data.training.distributed else workers)

@@ -16,7 +16,8 @@ from statistics import fmean
 import numpy as np
 
 from thawcast.analysis.tables import markdown_table
-from thawcast.errors import ConfigError
+from thawcast.errors import ConfigError, DataError
+from thawcast.quality.provenance import read_output_json
 
 
 def choose_by_validation(defaults_val_rmse: list[float], tuned_val_rmse: list[float]) -> str:
@@ -35,23 +36,41 @@ def describe(values: list[float]) -> dict:
             "min": float(v.min()), "max": float(v.max()), "values": [float(x) for x in v]}
 
 
-def _effect(diff: float, se: float) -> dict:
-    return {"difference": diff, "standard_error": se,
-            "beyond_two_standard_errors": bool(abs(diff) > 2 * se) if se > 0 else bool(diff != 0)}
+def _effect(diff: float, se: float | None) -> dict:
+    """A difference, its standard error (None: one run, no spread to measure) and whether it exceeds twice that
+    (with a measured spread of exactly 0: whether it is not 0). Two standard errors is a rough rule with a few
+    seeds: a t-test with 3 degrees of freedom (4 paired seeds) asks for 3.2."""
+    beyond = False if se is None else bool(abs(diff) > 2 * se) if se > 0 else bool(diff != 0)
+    return {"difference": diff, "standard_error": se, "beyond_two_standard_errors": beyond}
 
 
 def difference(first: dict, second: dict) -> dict:
     """``second`` minus ``first`` mean of two independent sets of runs (:func:`describe` each), its standard error
-    sqrt(s1^2/n1 + s2^2/n2), and whether it exceeds twice that (with no spread at all: whether it is not 0)."""
-    se = math.sqrt(first["std"] ** 2 / len(first["values"]) + second["std"] ** 2 / len(second["values"]))
+    sqrt(s1^2/n1 + s2^2/n2) (None when either side is a single run), and whether it exceeds twice that."""
+    n1, n2 = len(first["values"]), len(second["values"])
+    se = math.sqrt(first["std"] ** 2 / n1 + second["std"] ** 2 / n2) if min(n1, n2) > 1 else None
     return _effect(second["mean"] - first["mean"], se)
 
 
 def paired_difference(first: list[float], second: list[float]) -> dict:
     """Mean of ``second - first`` taken run by run (the same models scored twice), its standard error
-    std / sqrt(n) and whether it exceeds twice that: pairing removes what the runs share."""
+    std / sqrt(n) (None for a single run) and whether it exceeds twice that: pairing removes what the runs
+    share."""
     d = describe([b - a for a, b in zip(first, second, strict=True)])
-    return _effect(d["mean"], d["std"] / math.sqrt(len(d["values"])))
+    n = len(d["values"])
+    return _effect(d["mean"], d["std"] / math.sqrt(n) if n > 1 else None)
+
+
+def _stats(d: dict) -> str:
+    """``mean +- std [min-max]`` of a :func:`describe` result, degC to 3 decimals."""
+    return f"{d['mean']:.3f} +- {d['std']:.3f} [{d['min']:.3f}-{d['max']:.3f}]"
+
+
+def _effect_text(difference: float, se: float | None, beyond: bool) -> str:
+    """``+0.012 +- 0.004 *`` (* beyond two standard errors), or the difference alone for single runs."""
+    if se is None:
+        return f"{difference:+.3f} (one seed: no spread)"
+    return f"{difference:+.3f} +- {se:.3f}" + (" *" if beyond else "")
 
 
 def tuning_effect(defaults: dict, tuned: dict) -> dict:
@@ -80,19 +99,16 @@ def markdown(table: dict, seeds: tuple[int, ...]) -> str:
                  " defaults' (the test years play no part in this choice)."
                  if table["choose_by_validation"] else ", the tuned ones wherever a study ran.")), ""]
 
-    def cell(d: dict) -> str:
-        return f"{d['mean']:.3f} +- {d['std']:.3f} [{d['min']:.3f}-{d['max']:.3f}]"
-
     rows = []
     for arch, row in table["architectures"].items():
         for i, name in enumerate(k for k in ("defaults", "tuned") if k in row):
             effect = ""
             if i == 1 and "tuning_effect" in row:
                 e = row["tuning_effect"]
-                effect = (f"{e['tuned_minus_defaults_test_rmse']:+.3f} +- {e['standard_error']:.3f}"
-                          + (" *" if e["beyond_two_standard_errors"] else ""))
+                effect = _effect_text(e["tuned_minus_defaults_test_rmse"], e["standard_error"],
+                                      e["beyond_two_standard_errors"])
             chosen = registered(row, table["choose_by_validation"])
-            rows.append([arch if i == 0 else "", name, cell(row[name]["val_rmse"]), cell(row[name]["test_rmse"]),
+            rows.append([arch if i == 0 else "", name, _stats(row[name]["val_rmse"]), _stats(row[name]["test_rmse"]),
                          effect, "yes" if name == chosen else ""])
     lines += markdown_table(["architecture", "settings", "validation RMSE", "test RMSE", "tuning effect on test",
                              "registered"], rows)
@@ -146,23 +162,47 @@ def read_choice(path: Path, arch: str) -> tuple[dict, dict[str, dict], list[int]
 CELL_SCORES = ("val_rmse", "seen_test_rmse", "held_out_test_rmse", "bands_test_rmse")
 
 
+def registered_band_rmse(path: Path, seeds: tuple[int, ...]) -> dict[str, dict]:
+    """Per band architecture of a seed-spread file, the settings the train stage registers and their test RMSE over
+    the seeds (``{"settings": ..., "test_rmse": describe(...)}``), checked to be over ``seeds``.
+
+    Raises
+    ------
+    DataError
+        The file is missing, unreadable, not a seed-spread table, or over other seeds.
+    """
+    table = read_output_json(path, "seed-spread")
+    redo = "rerun the seed-spread stage (`dvc repro seed-spread`)"
+    try:
+        if list(table["seeds"]) != list(seeds):
+            raise DataError(path, f"its seeds {table['seeds']} are not {list(seeds)}: {redo}")
+        out = {}
+        for arch, row in table["architectures"].items():
+            chosen = registered(row, table["choose_by_validation"])
+            stats = row[chosen]["test_rmse"]
+            if len(stats["values"]) != len(seeds):
+                raise DataError(path, f"{arch}: {len(stats['values'])} test scores for {len(seeds)} seeds: {redo}")
+            out[arch] = {"settings": chosen, "test_rmse": stats}
+        return out
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise DataError(path, f"not a seed-spread table (no {exc}): {redo}") from None
+
+
 def cell_spread_row(scored: dict[int, dict], registered_digest: str, registered_seed: int,
-                    band_spread: dict | None) -> dict:
+                    band_rmse: dict[str, dict] | None) -> dict:
     """One cell model's row from its per-seed scores (``{seed: {score: value, "weights_sha256": ...}}``): each
     score over seeds, the held-out minus seen gap (paired by seed), whether the run with the registered seed
-    gave the registered weights, and, per band model of ``band_spread`` (the seed-spread stage's table, its
-    registered settings), the cell model averaged up minus the band model on the band targets."""
+    gave the registered weights, and, per band model of ``band_rmse`` (:func:`registered_band_rmse`), the cell
+    model averaged up minus the band model on the band targets."""
     seeds = list(scored)
     row = {name: describe([scored[s][name] for s in seeds]) for name in CELL_SCORES}
     row["held_out_minus_seen"] = paired_difference([scored[s]["seen_test_rmse"] for s in seeds],
                                                    [scored[s]["held_out_test_rmse"] for s in seeds])
     row["reproduces_registered"] = scored[registered_seed]["weights_sha256"] == registered_digest
-    row["against_band_models"] = {}
-    for arch, band_row in (band_spread or {}).get("architectures", {}).items():
-        chosen = registered(band_row, band_spread["choose_by_validation"])
-        band = band_row[chosen]["test_rmse"]
-        row["against_band_models"][arch] = {"settings": chosen, "band_test_rmse": band,
-                                            **difference(band, row["bands_test_rmse"])}
+    row["against_band_models"] = {
+        arch: {"settings": band["settings"], "band_test_rmse": band["test_rmse"],
+               **difference(band["test_rmse"], row["bands_test_rmse"])}
+        for arch, band in (band_rmse or {}).items()}
     return row
 
 
@@ -170,18 +210,16 @@ def cell_markdown(table: dict) -> str:
     """The cell models' seed spread as Markdown: their scores over seeds, then averaged up against the band
     models over the same seeds."""
     seeds = table["seeds"]
-
-    def cell(d: dict) -> str:
-        return f"{d['mean']:.3f} +- {d['std']:.3f} [{d['min']:.3f}-{d['max']:.3f}]"
+    cell = _stats
 
     def effect(e: dict) -> str:
-        return f"{e['difference']:+.3f} +- {e['standard_error']:.3f}" + (" *" if e["beyond_two_standard_errors"] else "")
+        return _effect_text(e["difference"], e["standard_error"], e["beyond_two_standard_errors"])
 
     rows = table["architectures"]
     lines = ["# Seed spread of the cell models", "",
              (f"Each cell model trained with seeds {', '.join(map(str, seeds))} (the first is the registered run's)"
               " and scored on the test years: every window of the seen and of the held-out cells, and averaged up"
-              " to the six bands on the band targets. RMSE in degC: mean +- std across seeds [min-max]. 'held out"
+              " to the bands on the band targets. RMSE in degC: mean +- std across seeds [min-max]. 'held out"
               " minus seen': the gap of the same model, seed by seed, +- its standard error; * marks a difference"
               " beyond two standard errors. 'registered run reproduced': the run with the registered seed gave"
               " the registered weights bit for bit."), "",

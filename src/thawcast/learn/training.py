@@ -36,7 +36,7 @@ from thawcast.errors import ConfigError, DataError, ThawcastError
 from thawcast.learn.settings import ModelSettings
 from thawcast.models.base import BandSequenceModel
 from thawcast.models.registry import build_model
-from thawcast.parallel import map_processes, torch_threads
+from thawcast.parallel import torch_threads, with_shared
 from thawcast.prep.windows import Scaler, WindowSet, load_scalers, open_windows
 from thawcast.variables import TARGETS
 
@@ -371,32 +371,22 @@ def train_model(settings: ModelSettings, data: TrainingData, seed: int, callback
     return net, result
 
 
-_WORKER_DATA: TrainingData | None = None
-
-
-def _receive_data(data: TrainingData) -> None:
-    global _WORKER_DATA
-    _WORKER_DATA = data
-
-
-def _train_job(job: tuple[ModelSettings, int, str]) -> BandSequenceModel:
+def _train_job(data: TrainingData, job: tuple[ModelSettings, int, str]) -> BandSequenceModel:
     settings, seed, label = job
-    return train_model(settings, _WORKER_DATA, seed, label=label)[0]
+    return train_model(settings, data, seed, label=label)[0]
 
 
 def train_many(jobs: Sequence[tuple[ModelSettings, int, str]], data: TrainingData, workers: int = 1,
                ) -> Iterator[tuple[int, BandSequenceModel]]:
     """Train every ``(settings, seed, label)`` job on ``data``; yield ``(job index, trained net)`` as each ends.
 
-    With ``workers > 1`` the jobs run in that many spawned processes (:func:`thawcast.parallel.map_processes`),
-    each receiving ``data`` once. A job's model does not depend on where or beside what it ran: every run
-    trains with ``training.threads`` threads from its own seed.
+    With ``workers > 1`` the jobs run in that many spawned processes (:func:`thawcast.parallel.with_shared`),
+    each receiving ``data`` once; jobs that train on several devices run here one after another (DDP spawns its
+    own processes). A job's model does not depend on where or beside what it ran: every run trains with
+    ``training.threads`` threads from its own seed.
     """
-    if workers == 1 or any(settings.training.distributed for settings, _, _ in jobs):  # DDP spawns its own
-        for i, (settings, seed, label) in enumerate(jobs):
-            yield i, train_model(settings, data, seed, label=label)[0]
-        return
-    yield from map_processes(_train_job, jobs, workers, initializer=_receive_data, initargs=(data,))
+    distributed = any(settings.training.distributed for settings, _, _ in jobs)
+    yield from with_shared(_train_job, data, jobs, 1 if distributed else workers)
 
 
 @torch.no_grad()

@@ -208,8 +208,9 @@ def write_cell_store(store: xr.Dataset, path: Path) -> xr.Dataset:
     """Write a :func:`cell_store` to NetCDF one chunk of months at a time, in order, and return each cell's
     minimum, maximum and count of missing months per variable (``[cell, variable]``), found on the way.
 
-    Each chunk is read by dask (its threads read the variables at once) and written before the next is read, so
-    memory holds one chunk. The writes go in time order from this thread: dask's own writer stores chunks in the
+    Each chunk is read by dask (on its threads, which read the variables at once, or on the workers of a
+    dask.distributed client made the default scheduler) and written before the next is read, so memory holds one
+    chunk. The writes go in time order from this thread: dask's own writer stores chunks in the
     order its threads finish, and HDF5 lays the file out in that order, so the same data gave files of other
     bytes (and another DVC hash) from run to run.
     """

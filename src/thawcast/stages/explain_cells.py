@@ -43,7 +43,13 @@ from thawcast.prep.cell_windows import (
     subsample,
 )
 from thawcast.quality.provenance import git_commit, provenance, staged_output
-from thawcast.tracking.registry import load_registration, read_registration, start_run, use_store
+from thawcast.tracking.registry import (
+    Registration,
+    load_registration,
+    read_registration,
+    start_run,
+    use_store,
+)
 from thawcast.variables import TARGETS
 
 log = logging.getLogger(__name__)
@@ -108,7 +114,7 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
     return paths.cell_explain
 
 
-def _write(cfg: Config, arch: str, reg, sv: np.ndarray, x: np.ndarray, explained: dict, features: list[str],
+def _write(cfg: Config, arch: str, reg: Registration, sv: np.ndarray, x: np.ndarray, explained: dict, features: list[str],
            folder: Path) -> None:
     """One model's attributions (seen cells' windows first, then the held-out cells'), importance and figures."""
     imp = importance(sv, features, TARGETS)
@@ -145,6 +151,6 @@ def markdown(table: dict) -> str:
          f" {n['held_out']} of held-out cells, against {table['n_background']} training windows of the seen cells;"
          " attribution summed over the window's months (degC). Shares: each group's part of the mean |SHAP| summed"
          " over the inputs (weather: the monthly drivers and the calendar; soil: texture, organic carbon, bulk"
-         " density; position: latitude and longitude; signal: z). Additivity gap: mean |prediction - background"
+         " density; lithology: the shares of the lithology classes; position: latitude and longitude; signal: z). Additivity gap: mean |prediction - background"
          " mean - sum of attributions| (degC), how exact the sums are."), "",
         *markdown_table(head, rows), ""])

@@ -23,16 +23,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from thawcast.analysis.cell_evaluation import band_means, band_targets
-from thawcast.analysis.metrics import scores
+from thawcast.analysis.cell_evaluation import (
+    band_comparison,
+    band_means,
+    band_targets,
+    group_scores,
+)
 from thawcast.config import Config
 from thawcast.layout import Layout
 from thawcast.learn.cells import CellTraining, train_cell_models, validation_scores
-from thawcast.learn.seeds import cell_markdown, cell_spread_row
+from thawcast.learn.seeds import cell_markdown, cell_spread_row, registered_band_rmse
 from thawcast.learn.training import check_devices
 from thawcast.parallel import torch_threads
 from thawcast.prep.cell_windows import build_cell_history, open_cells
-from thawcast.quality.provenance import git_commit, read_output_json
+from thawcast.quality.provenance import git_commit
 from thawcast.tracking.registry import read_registration, start_run, use_store
 
 log = logging.getLogger(__name__)
@@ -45,7 +49,8 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
     check_devices(cfg.cells.training(cfg.training))  # before anything is trained or logged
     registered = {arch: read_registration(paths.cell_registration(arch), arch, "train-cells").weights_sha256
                   for arch in cfg.cells.architectures}
-    band_spread = read_output_json(paths.metric("seed_spread.json"), "seed-spread")
+    seeds = cfg.robustness.all_seeds(cfg.seed)
+    band_rmse = registered_band_rmse(paths.metric("seed_spread.json"), seeds)  # checked before any training
     data_cells = open_cells(paths.cell_store, paths.static_cells)
     hist = build_cell_history(cfg, data_cells)
     data = CellTraining.build(cfg, hist)
@@ -56,7 +61,6 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
     n_bands = len(cfg.study_area.band_edges) - 1
     band_obs, _ = band_targets(paths.test_predictions, months, n_bands)
 
-    seeds = cfg.robustness.all_seeds(cfg.seed)
     runs = [(arch, seed) for arch in cfg.cells.architectures for seed in seeds]
     workers = cfg.compute.worker_count(len(runs))
     log.info("seed-spread-cells: %d trainings of %d windows per epoch in %d process(es)", len(runs),
@@ -69,9 +73,9 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
         up = band_means(pred, test.band, test.target_times(), data_cells.band, data_cells.area_km2, n_bands, months)
         scored[arch][seed] = {
             "val_rmse": validation_scores(model, data)["rmse"],
-            "seen_test_rmse": scores(obs[~held], pred[~held])["rmse"],
-            "held_out_test_rmse": scores(obs[held], pred[held])["rmse"],
-            "bands_test_rmse": scores(band_obs.reshape(-1, band_obs.shape[-1]), up.reshape(-1, up.shape[-1]))["rmse"],
+            "seen_test_rmse": group_scores(obs[~held], pred[~held])["overall"]["rmse"],
+            "held_out_test_rmse": group_scores(obs[held], pred[held])["overall"]["rmse"],
+            "bands_test_rmse": band_comparison(band_obs, {arch: up}, {}, None)["cell_models"][arch]["overall"]["rmse"],
             "weights_sha256": model.weights_sha256()}
         log.info("seed-spread-cells %d/%d: cells-%s seed %d: test RMSE seen %.3f, held out %.3f, bands %.3f degC",
                  sum(map(len, scored.values())), len(runs), arch, seed, scored[arch][seed]["seen_test_rmse"],
@@ -79,7 +83,7 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
     table = {"seeds": list(seeds), "test_years": [cfg.windows.test.start_year, cfg.windows.test.end_year],
              "cells": {"seen": data.seen, "held_out": int(hist.held_out.sum())},
              "architectures": {arch: cell_spread_row({s: scored[arch][s] for s in seeds}, registered[arch],
-                                                     cfg.seed, band_spread)
+                                                     cfg.seed, band_rmse)
                                for arch in cfg.cells.architectures}}
     for arch, row in table["architectures"].items():
         if not row["reproduces_registered"]:
@@ -103,4 +107,3 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
         mlflow.log_dict(table, "cell_seed_spread.json")
         mlflow.log_text(text, "cell_seed_spread.md")
     return json_file
-
