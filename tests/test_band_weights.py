@@ -250,11 +250,11 @@ def _weights(w, lat, lon):
     return xr.DataArray(w, dims=("band", "lat", "lon"), coords={"band": np.arange(w.shape[0]), "lat": lat, "lon": lon})
 
 
-def test_missing_land_is_holes_plus_empty_land_beyond_half_a_degree_of_the_sea():
-    """0.1-degree rows, 0.25-degree columns: the finer step sets the coast width, round(0.5 / 0.1) = 5 cells.
-    Sea (no band weight) in columns 0-1, so columns 2-6 are within 5 cells of it. Without data: the sea and
-    columns 2-3 (coast), a lake at (1, 5) inside data, border cells (2, 6), (2, 7) and (0, 9), and columns 13-15
-    (an area the file leaves out, reaching the east edge)."""
+def test_missing_land_is_holes_plus_empty_land_beyond_55_km_of_the_sea():
+    """0.1-degree rows (11.1 km), 0.25-degree columns (13.9 km at 60 N). Sea (no band weight) in columns 0-1, so
+    columns 2-4 lie within 55 km of it and column 5 (55.6 km) does not. Without data: the sea and columns 2-3
+    (coast), a lake at (1, 5) inside data, row 2's columns 4-7 (column 4 coast, 5-7 beyond), (0, 9), and columns
+    13-15 (an area the file leaves out, reaching the east edge)."""
     lat, lon = 60.0 + 0.1 * np.arange(3), -10.0 + 0.25 * np.arange(16)
     w = np.zeros((2, 3, 16))
     w[0, 0, 2:] = 1.0  # band 0: row 0
@@ -262,20 +262,38 @@ def test_missing_land_is_holes_plus_empty_land_beyond_half_a_degree_of_the_sea()
     valid = np.ones((3, 16), bool)
     valid[:, :4] = False
     valid[1, 5] = False
-    valid[2, 6:8] = False
+    valid[2, 4:8] = False
     valid[0, 9] = False
     valid[:, 13:] = False
     expected = np.zeros((3, 16), bool)
     expected[1, 5] = True  # enclosed, though on the coast
-    expected[2, 7] = True  # 6 cells from the sea; (2, 6) is 5 cells away: coast
+    expected[2, 5:8] = True  # 55.6 km and more from the sea; (2, 4) is 41.7 km away: coast
     expected[0, 9] = True
     expected[:, 13:] = True
     np.testing.assert_array_equal(missing_land(valid, _weights(w, lat, lon)), expected)
 
 
+def test_the_coast_is_as_wide_along_a_diagonal_and_in_km_not_in_grid_steps():
+    """Sea in one corner of a 0.1-degree grid at 65 N (11.1 km a row, 4.7 km a column), and empty cells joined to
+    it (so none is enclosed): a staircase to (3, 3), 36 km away, is coast (the cross-shaped margin before took it
+    for land left out: 6 grid steps > 5); down column 0, (4, 0) at 44 km is coast and (5, 0) at 56 km is not;
+    along row 0, (0, 11) at 52 km is coast and (0, 12) at 56 km is not."""
+    lat, lon = 65.0 + 0.1 * np.arange(8), -150.0 + 0.1 * np.arange(14)
+    w = np.ones((1, 8, 14))
+    w[0, 0, 0] = 0.0  # the sea: one cell
+    valid = np.ones((8, 14), bool)
+    for cell in ((1, 1), (2, 1), (2, 2), (3, 2), (3, 3)):
+        valid[cell] = False
+    valid[:6, 0] = False
+    valid[0, :13] = False
+    expected = np.zeros((8, 14), bool)
+    expected[5, 0] = expected[0, 12] = True
+    np.testing.assert_array_equal(missing_land(valid, _weights(w, lat, lon)), expected)
+
+
 def test_on_a_coarse_grid_the_coast_is_one_cell_wide():
-    """1-degree cells: round(0.5 / 1) = 0, still one cell of coast. One row of cells (no latitude step: 1 degree
-    is assumed), sea in column 0, no data in columns 1 and 2 on the grid's edge: column 1 is coast, column 2 is
+    """1-degree cells (55.6 km a column at 60 N, 111 km a row): the cell next to the sea is always coast. One row of
+    cells, sea in column 0, no data in columns 1 and 2 on the grid's edge: column 1 is coast, column 2 (111 km) is
     land left out. The same along one column. 0/1 integers work as the data mask."""
     w = np.zeros((1, 1, 6))
     w[0, 0, 1:] = 1.0

@@ -205,23 +205,35 @@ def enclosed(empty: np.ndarray) -> np.ndarray:
         open_ = grown
 
 
-#: Cells without data this close (degrees) to where the band geometry has no land may be coast that the data
-#: call sea; farther inland, a cell without data is land the file leaves out.
-COAST_DEG = 0.5
+#: Cells without data this close (km, about half a degree of latitude) to where the band geometry has no land may
+#: be coast that the data call sea; farther inland, a cell without data is land the file leaves out.
+COAST_KM = 55.0
+
+
+def _xyz_km(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+    """Points on the sphere (km) of cell centres, for distances: the chord, within 0.01% of the arc up to 100 km."""
+    la, lo = np.deg2rad(lat), np.deg2rad(lon)
+    return EARTH_RADIUS_KM * np.stack([np.cos(la) * np.cos(lo), np.cos(la) * np.sin(lo), np.sin(la)], axis=-1)
 
 
 def missing_land(valid: np.ndarray, weights: xr.DataArray) -> np.ndarray:
     """``[lat, lon]`` booleans: cells without data on band land that the data surround (holes, lakes) or that
-    lie more than :data:`COAST_DEG` from the geometry's sea (an area the file leaves out, even one that reaches
-    the grid's edge). Empty cells on the coast, where the data's land-sea mask and the band geometry's differ,
-    are not counted."""
+    lie more than :data:`COAST_KM` from the geometry's sea, measured on the sphere between cell centres (an area
+    the file leaves out, even one that reaches the grid's edge). Empty cells on the coast, where the data's
+    land-sea mask and the band geometry's differ, are not counted; a cell next to the sea (diagonals included) is
+    always coast, however coarse the grid."""
     from scipy.ndimage import binary_dilation
+    from scipy.spatial import cKDTree
 
     empty = ~np.asarray(valid, dtype=bool)
     sea = weights.values.sum(axis=0) <= 0  # no band land in the cell (the sea, or outside the study area)
-    step = float(min(np.abs(np.diff(weights["lat"].values)).min(initial=1.0),
-                     np.abs(np.diff(weights["lon"].values)).min(initial=1.0)))
-    near_sea = binary_dilation(sea, iterations=max(1, round(COAST_DEG / step)))
+    near_sea = binary_dilation(sea, structure=np.ones((3, 3), bool))
+    if sea.any():
+        lat, lon = np.meshgrid(weights["lat"].values, weights["lon"].values, indexing="ij")
+        points = _xyz_km(lat, lon)
+        ask = empty & ~near_sea
+        dist, _ = cKDTree(points[sea]).query(points[ask], distance_upper_bound=COAST_KM)
+        near_sea[ask] = np.isfinite(dist)
     return empty & (enclosed(empty) | ~near_sea)
 
 
