@@ -122,3 +122,11 @@ def test_an_mlflow_store_that_refuses_a_write_half_way_is_one_line(tmp_path, mon
     monkeypatch.setattr(static, "run", lambda *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):  # a bug stays a traceback
         cli.main(["static"])
+
+
+def test_first_line_of_a_library_message_or_its_fallback():
+    from thawcast.errors import first_line
+
+    assert first_line(ValueError("  bad thing\nTraceback noise\nmore"), "ValueError") == "bad thing"
+    assert first_line(ValueError(""), "ValueError") == "ValueError"  # says nothing: the fallback
+    assert first_line("x" * 500, "?") == "x" * 300 and first_line("x" * 500, "?", 20) == "x" * 20

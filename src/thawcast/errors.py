@@ -5,6 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def first_line(value: object, fallback: str, limit: int = 300) -> str:
+    """The first line of ``str(value)`` (a library's exception: its long messages go on for pages), at most
+    ``limit`` characters, or ``fallback`` (say, the exception's type name) when it says nothing."""
+    lines = str(value).strip().splitlines()
+    return (lines[0] if lines else fallback)[:limit]
+
+
 class ThawcastError(Exception):
     """Base class: the CLI prints the message of these and exits non-zero (no traceback)."""
 

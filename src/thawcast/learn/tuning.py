@@ -32,7 +32,7 @@ import sqlalchemy.exc
 from optuna.trial import TrialState
 
 from thawcast.config import Config, SearchDim
-from thawcast.errors import ConfigError, DataError, ServiceError
+from thawcast.errors import ConfigError, DataError, ServiceError, first_line
 from thawcast.layout import POSTGRES_DRIVER, absolute_sqlite, connect_args, redacted
 from thawcast.parallel import dead_here, process_id
 
@@ -131,13 +131,13 @@ def storage(cfg: Config, attempts: int = 5) -> optuna.storages.BaseStorage:
                               f" ({POSTGRES_DRIVER})") from None
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as err:
             if attempt == attempts:
-                first = str(err.orig if getattr(err, "orig", None) is not None else err).strip().splitlines()
+                cause = err.orig if getattr(err, "orig", None) is not None else err
                 raise ServiceError(f"tuning.storage {redacted(url)}: the database does not answer or refuses"
-                                   f" ({first[0] if first else type(err).__name__})") from None
+                                   f" ({first_line(cause, type(err).__name__)})") from None
             log.info("optuna storage busy (%s); retrying", type(err).__name__)
             time.sleep(0.2 * attempt)
         except sqlalchemy.exc.DatabaseError as err:  # OperationalError and IntegrityError are caught above
-            first = str(err.orig or err).strip().splitlines()[0]
+            first = first_line(err.orig or err, type(err).__name__)
             if url.startswith("sqlite:///"):  # a local file that is no database
                 raise DataError(url.removeprefix("sqlite:///"), f"{CORRUPT} ({first})") from None
             raise ServiceError(f"tuning.storage {redacted(url)}: the database refuses ({first})") from None

@@ -69,9 +69,9 @@ USER_OS_ERRORS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC
 OS_ERROR_ADVICE = "free disk space, or check the folder's permissions, then run the stage again"
 
 
-def read_output_json(path: Path, stage: str, kind: type = dict):
-    """A JSON file a pipeline stage wrote, as ``kind``; a missing, unreadable or damaged one (an edit, a merge,
-    a disk that filled up while it was written) is one :class:`DataError` naming the stage that rebuilds it."""
+def read_output_json(path: Path, stage: str) -> dict:
+    """A JSON object a pipeline stage wrote; a missing, unreadable or damaged one (an edit, a merge, a disk that
+    filled up while it was written) is one :class:`DataError` naming the stage that rebuilds it."""
     path = Path(path)
     redo = f"rerun the {stage} stage (`dvc repro {stage}`), or restore it with `dvc checkout`"
     if not path.exists():
@@ -80,9 +80,8 @@ def read_output_json(path: Path, stage: str, kind: type = dict):
         value = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(path, f"not readable JSON ({exc}): {redo}") from None
-    if not isinstance(value, kind):
-        raise DataError(path, f"holds a JSON {type(value).__name__}, not the {kind.__name__} the {stage} stage"
-                        f" writes: {redo}")
+    if not isinstance(value, dict):
+        raise DataError(path, f"holds a JSON {type(value).__name__}, not the dict the {stage} stage writes: {redo}")
     return value
 
 

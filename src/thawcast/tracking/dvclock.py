@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from thawcast.errors import DataError
+from thawcast.errors import DataError, first_line
 
 
 def locked_outputs(lock: Path) -> dict[str, tuple[str, str]]:
@@ -22,7 +22,7 @@ def locked_outputs(lock: Path) -> dict[str, tuple[str, str]]:
     try:
         stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
     except (yaml.YAMLError, AttributeError) as exc:  # AttributeError: YAML, but not a mapping
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc, type(exc).__name__)
         raise DataError(lock, f"not a DVC lock file ({first}); a merge conflict? Resolve it, or take it back with"
                         " `git checkout dvc.lock` and rebuild with `dvc repro`") from None
     out = {}

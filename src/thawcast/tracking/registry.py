@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from thawcast.config import MlflowConfig
-from thawcast.errors import ConfigError, DataError, ServiceError, ThawcastError
+from thawcast.errors import ConfigError, DataError, ServiceError, ThawcastError, first_line
 from thawcast.layout import (
     CONNECT_TIMEOUT_S,
     POSTGRES_DRIVER,
@@ -148,7 +148,7 @@ def _reach(uri: str, call):
             return call()
         except (sqlalchemy.exc.DatabaseError, mlflow.exceptions.MlflowException) as exc:
             cause = getattr(exc, "orig", None) or exc
-            first = (str(cause).strip().splitlines() or [type(exc).__name__])[0][:300]
+            first = first_line(cause, type(exc).__name__)
             if isinstance(exc, sqlalchemy.exc.OperationalError):  # locked, unreadable folder, full disk
                 advice = "check that the file and its folder can be read and written and no other program holds it"
             elif isinstance(exc, sqlalchemy.exc.DatabaseError):  # not a database at all
@@ -167,7 +167,7 @@ def _reach(uri: str, call):
     try:
         return call()
     except mlflow.exceptions.MlflowException as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc, type(exc).__name__)
         raise ServiceError(f"mlflow.tracking_uri {uri}: the tracking server does not answer ({first[:300]}); start it "
                         "(README 'Team mode') or point mlflow.tracking_uri elsewhere") from None
     finally:
@@ -191,10 +191,10 @@ def _reach_database(uri: str, call):
         return call()
     except (ImportError, sqlalchemy.exc.NoSuchModuleError, sqlalchemy.exc.ArgumentError) as exc:
         raise ConfigError(f"{where}: not a database URL MLflow can use, or its driver is not installed"
-                          f" ({str(exc).splitlines()[0][:200]}); {POSTGRES_DRIVER}") from None
+                          f" ({first_line(exc, type(exc).__name__, 200)}); {POSTGRES_DRIVER}") from None
     except (sqlalchemy.exc.SQLAlchemyError, _mlflow().exceptions.MlflowException) as exc:
         cause = getattr(exc, "orig", None) or exc
-        first = (str(cause).strip().splitlines() or [type(exc).__name__])[0][:300]
+        first = first_line(cause, type(exc).__name__)
         raise ServiceError(f"{where}: the database does not answer or refuses ({redacted(first)}); start it"
                            " (README 'Team mode') or point mlflow.tracking_uri elsewhere") from None
 
@@ -208,7 +208,7 @@ def store_write_failure(exc: BaseException) -> str | None:
     if not (isinstance(exc, _mlflow().exceptions.MlflowException)
             and isinstance(cause, sqlalchemy.exc.OperationalError)):
         return None
-    first = (str(cause.orig or cause).strip().splitlines() or ["OperationalError"])[0][:200]
+    first = first_line(cause.orig or cause, "OperationalError", 200)
     return (f"the MLflow store refused a write ({first}): check that the store named by mlflow.tracking_uri and"
             " its folder can be written, the disk has room and no other program holds it, then run the stage again")
 
