@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,13 @@ from thawcast.analysis.cell_evaluation import band_means, per_cell_scores
 from thawcast.analysis.metrics import scores
 from thawcast.config import parse_config
 from thawcast.errors import ConfigError, DataError
-from thawcast.prep.cell_windows import CellData, build_cell_history, cell_feature_names, subsample
+from thawcast.prep.cell_windows import (
+    CellData,
+    build_cell_history,
+    cell_feature_names,
+    open_cells,
+    subsample,
+)
 from thawcast.prep.windows import target_years
 from thawcast.variables import TARGETS
 
@@ -127,18 +134,24 @@ def test_sampled_epochs_draw_fresh_windows_none_twice_and_lazy_batches_equal_gat
 def test_every_architecture_trains_as_a_cell_model_and_the_same_seed_gives_the_same_weights(arch):
     """cells.architectures takes any of the five: each trains without a unit embedding on the seen cells, predicts
     every window of every cell (held-out ones included) in degC, and the same seed gives the same weights."""
-    from thawcast.learn.cells import CellTraining, train_cell_model, validation_scores
+    from thawcast.learn.cells import (
+        CellTraining,
+        default_cell_settings,
+        train_cell_model,
+        validation_scores,
+    )
 
     cfg = _cfg(architectures=[arch], windows_per_epoch=64, max_epochs=2, batch_size=16)
     data = CellTraining.build(cfg, build_cell_history(cfg, _cells()))
-    model, result = train_cell_model(cfg, arch, data, seed=3)
+    settings = default_cell_settings(cfg, arch)
+    model, result = train_cell_model(settings, data, 3, cfg.cells.windows_per_epoch)
     assert model.unit_ids is False and result.epochs_run == 2 and data.seen == 4
     test = data.history.windows("test", "all")
     pred = model.predict_windows(test)
     assert pred.shape == (len(test), len(TARGETS)) and np.isfinite(pred).all()
     assert set(test.band.tolist()) == set(range(6))  # held-out cells 4 and 5 are predicted too
     assert np.isfinite(validation_scores(model, data)["rmse"])
-    assert train_cell_model(cfg, arch, data, seed=3)[0].weights_sha256() == model.weights_sha256()
+    assert train_cell_model(settings, data, 3, cfg.cells.windows_per_epoch)[0].weights_sha256() == model.weights_sha256()
 
 
 def test_a_subsample_keeps_windows_of_the_set_in_order_and_is_seeded():
@@ -559,3 +572,99 @@ def test_cells_are_read_off_a_grid_at_their_centres():
     assert out["v"].transpose("cell", "time").values.tolist() == [[7.0, 19.0], [8.0, 20.0]]
     with pytest.raises(KeyError):
         at_cells(grid, np.array([60.25]), np.array([-150.0]))  # not a grid point
+
+
+def _tuned(cfg, paths, root: Path, cells_folder: Path | None = None) -> dict:
+    """tune-cells on its own journal and metrics folder under ``root``; its table."""
+    from thawcast.config import with_overrides
+    from thawcast.stages import tune_cells
+
+    cfg = with_overrides(cfg, tuning={"storage": str(root / "optuna.journal")})
+    own = paths.replace(metrics=root / "metrics", **({"cells": cells_folder} if cells_folder else {}))
+    tune_cells.run(cfg, own)
+    return json.loads(own.metric("cell_tuning.json").read_text())
+
+
+def test_tune_cells_starts_from_the_defaults_and_its_best_is_what_train_cells_trains(cell_run, tmp_path):
+    """A study of the cell GRU: the budget's trials, the params.yaml settings first, the best no worse than them;
+    its value is the validation RMSE of a cell model trained with the best settings for the budget's epochs
+    (recomputed here), and cell_settings hands train-cells those settings with cells' epochs and no embedding."""
+    from thawcast.learn.cells import (
+        CellTraining,
+        cell_settings,
+        train_cell_model,
+        validation_scores,
+    )
+    from thawcast.stages.tune import trial_settings
+
+    cfg, paths = cell_run
+    row = _tuned(cfg, paths, tmp_path)["architectures"]["gru"]
+    assert row["trials_complete"] + row["trials_pruned"] == cfg.tuning.cells.budget.n_trials == 3
+    assert row["default_value"] is not None and row["best_value"] <= row["default_value"]
+    assert set(row["best_params"]) == {"learning_rate", "hidden"}
+    settings = cell_settings(cfg, "gru", tmp_path / "metrics" / "cell_tuning.json")
+    assert settings.hparams.hidden == row["best_params"]["hidden"] and settings.band_embedding_dim == 0
+    assert settings.training.learning_rate == row["best_params"]["learning_rate"]
+    assert (settings.training.max_epochs, settings.training.batch_size) == (cfg.cells.max_epochs, cfg.cells.batch_size)
+    data = CellTraining.build(cfg, build_cell_history(cfg, open_cells(paths.cell_store, paths.static_cells)))
+    again, _ = train_cell_model(trial_settings(cfg, "gru", row["best_params"], "cells"), data, cfg.seed,
+                                cfg.cells.windows_per_epoch)
+    assert validation_scores(again, data)["rmse"] == row["best_value"]
+    assert "# Tuning studies of the cell models" in (tmp_path / "metrics" / "cell_tuning.md").read_text()
+
+
+def test_tune_cells_never_reads_the_held_out_cells_or_the_test_years(cell_run, tmp_path):
+    """Leakage: every soil temperature and driver of the held-out cells and of the test years shifted by 50 gives
+    the identical study (trial by trial)."""
+    import shutil
+
+    cfg, paths = cell_run
+    with xr.open_dataset(paths.static_cells) as statics:
+        held = xr.DataArray(statics["held_out"].values.astype(bool), dims="cell")
+
+    def shifted(name: str, where) -> Path:
+        folder = tmp_path / name / "cells"
+        shutil.copytree(paths.cells, folder)
+        with xr.open_dataset(paths.cell_store) as ds:
+            ds = ds.load()
+        for key, var in ds.data_vars.items():
+            if {"cell", "time"} <= set(var.dims) and np.issubdtype(var.dtype, np.floating):
+                ds[key] = var.where(~where(ds["time"].dt.year), var + 50.0).transpose(*var.dims).astype(var.dtype)
+        ds.to_netcdf(folder / paths.cell_store.name)
+        return folder
+
+    clean = _tuned(cfg, paths, tmp_path / "clean")["architectures"]["gru"]
+    hidden = shifted("hidden", lambda year: (year >= cfg.windows.test.start_year) | held)
+    corrupt = _tuned(cfg, paths, tmp_path / "hidden", hidden)["architectures"]["gru"]
+    assert corrupt["best_value"] == clean["best_value"] and corrupt["best_params"] == clean["best_params"]
+    assert corrupt["default_value"] == clean["default_value"]
+    # positive control: the same shift of the seen cells' validation year does change the study
+    seen = shifted("seen", lambda year: (year == cfg.windows.validation.end_year) & ~held)
+    assert _tuned(cfg, paths, tmp_path / "seen", seen)["architectures"]["gru"]["default_value"] != clean["default_value"]
+
+
+def test_cell_settings_refuse_a_record_without_the_architecture_and_a_study_with_nothing_to_tune(cell_run, tmp_path):
+    from thawcast.config import with_overrides
+    from thawcast.learn.cells import cell_settings, default_cell_settings
+    from thawcast.stages import tune_cells
+
+    cfg, paths = cell_run
+    assert cell_settings(cfg, "gru", tmp_path / "none.json") == default_cell_settings(cfg, "gru")
+    record = tmp_path / "cell_tuning.json"
+    record.write_text(json.dumps({"architectures": {"tcn": {}}}))
+    with pytest.raises(ConfigError, match="no study of gru"):
+        cell_settings(cfg, "gru", record)
+    record.write_text("{not json")
+    with pytest.raises(ConfigError, match="unreadable cell tuning record"):
+        cell_settings(cfg, "gru", record)
+    record.write_text(json.dumps({"architectures": {"gru": {"settings": {"architecture": "gru",
+                                                                         "hparams": {"hidden": -3}}}}}))
+    with pytest.raises(ConfigError, match="invalid settings for gru"):
+        cell_settings(cfg, "gru", record)
+    from thawcast.config import CellTuning
+
+    empty = cfg.model_copy(update={"tuning": cfg.tuning.model_copy(update={"cells": CellTuning()})})
+    with pytest.raises(ConfigError, match="tuning.cells.space has no dimension for gru"):
+        tune_cells.run(empty, paths.replace(metrics=tmp_path / "metrics"))
+    with pytest.raises(ConfigError, match=r"tuning.cells.space.gru: unknown parameter 'band_embedding_dim'"):
+        with_overrides(cfg, tuning={"cells": {"space": {"gru": {"band_embedding_dim": {"choices": [2, 4]}}}}})

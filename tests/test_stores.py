@@ -95,7 +95,7 @@ def test_a_journal_with_a_bad_line_is_refused_before_optuna_writes_to_it(tmp_pat
     from thawcast.learn import tuning
 
     cfg = parse_config({**TINY, "tuning": {**TINY["tuning"], "storage": str(tmp_path / "optuna.journal")}})
-    study = tuning.open_study(cfg, "gru", "fp")  # a sound journal: one study, the defaults enqueued
+    study = tuning.open_study(cfg, tuning.band_search(cfg, "gru"), "fp")  # a sound journal: one study, the defaults enqueued
     study.enqueue_trial({"hidden": 4})
     good = (tmp_path / "optuna.journal").read_bytes()
     lines = good.split(b"\n")
@@ -104,8 +104,8 @@ def test_a_journal_with_a_bad_line_is_refused_before_optuna_writes_to_it(tmp_pat
            else good + b'{"op_code": 4, "worker_id": "x"')
     (tmp_path / "optuna.journal").write_bytes(bad)
     with pytest.raises(DataError, match="not a readable Optuna storage"):
-        tuning.open_study(cfg, "gru", "fp")
+        tuning.open_study(cfg, tuning.band_search(cfg, "gru"), "fp")
     assert (tmp_path / "optuna.journal").read_bytes() == bad  # nothing appended
     (tmp_path / "optuna.journal").write_bytes(good)
-    assert len(tuning.open_study(cfg, "gru", "fp").trials) == 2  # the sound one opens, both trials waiting
+    assert len(tuning.open_study(cfg, tuning.band_search(cfg, "gru"), "fp").trials) == 2  # the sound one opens, both trials waiting
 

@@ -73,7 +73,7 @@ def test_suggestions_stay_inside_the_space_with_the_right_types():
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(30):
         t = study.ask()
-        p = tuning.suggest(t, cfg, "gru")
+        p = tuning.suggest(t, tuning.band_search(cfg, "gru"))
         assert 0.001 <= p["learning_rate"] <= 0.01 and p["batch_size"] in (16, 32) and p["hidden"] in (4, 8)
         assert isinstance(p["layers"], int) and 1 <= p["layers"] <= 2
         study.tell(t, 0.0)
@@ -82,22 +82,22 @@ def test_suggestions_stay_inside_the_space_with_the_right_types():
 
 def test_defaults_are_the_first_trial_when_inside_the_space(tmp_path):
     cfg = cfg_with({**TINY_TUNING, "space": {"gru": {"hidden": {"choices": [8, 16]}}}})
-    assert tuning.default_point(cfg, "gru") == {"hidden": 8}  # TINY's gru.hidden is 8
-    study = tuning.open_study(cfg, "gru", "fp", optuna.storages.InMemoryStorage())
+    assert tuning.default_point(tuning.band_search(cfg, "gru")) == {"hidden": 8}  # TINY's gru.hidden is 8
+    study = tuning.open_study(cfg, tuning.band_search(cfg, "gru"), "fp", optuna.storages.InMemoryStorage())
     assert study.get_trials(states=(TrialState.WAITING,))[0].system_attrs["fixed_params"] == {"hidden": 8}
     outside = cfg_with({**TINY_TUNING, "space": {"gru": {"hidden": {"choices": [32, 64]}}}})
-    assert tuning.default_point(outside, "gru") is None
+    assert tuning.default_point(tuning.band_search(outside, "gru")) is None
 
 
 def test_fingerprint_tracks_what_makes_trials_comparable():
     base = cfg_with()
-    fp = tuning.fingerprint(base, "gru", "data1")
+    fp = tuning.fingerprint(base, tuning.band_search(base, "gru"), "data1")
     more = cfg_with({**TINY_TUNING, "budget": {**TINY_TUNING["budget"], "n_trials": 9, "timeout_s": 999}})
-    assert tuning.fingerprint(more, "gru", "data1") == fp  # a bigger budget resumes the same study
-    assert tuning.fingerprint(base, "gru", "data2") != fp  # new data: new study
+    assert tuning.fingerprint(more, tuning.band_search(more, "gru"), "data1") == fp  # a bigger budget resumes the same study
+    assert tuning.fingerprint(base, tuning.band_search(base, "gru"), "data2") != fp  # new data: new study
     wider = cfg_with({**TINY_TUNING, "space": {**TINY_TUNING["space"], "gru": {"hidden": {"choices": [4, 8, 16]}}}})
-    assert tuning.fingerprint(wider, "gru", "data1") != fp
-    assert tuning.fingerprint(base, "tcn", "data1") != fp
+    assert tuning.fingerprint(wider, tuning.band_search(wider, "gru"), "data1") != fp
+    assert tuning.fingerprint(base, tuning.band_search(base, "tcn"), "data1") != fp
 
 
 def test_budget_counts_complete_and_pruned_not_failed_and_resume_runs_only_the_rest(tmp_path):
@@ -106,17 +106,17 @@ def test_budget_counts_complete_and_pruned_not_failed_and_resume_runs_only_the_r
 
     def objective(trial):
         calls.append(trial.number)
-        tuning.suggest(trial, cfg, "gru")
+        tuning.suggest(trial, tuning.band_search(cfg, "gru"))
         if trial.number == 1:
             raise optuna.TrialPruned()
         if trial.number == 2:
             raise ValueError("a failing trial")
         return float(trial.number)
 
-    study = tuning.open_study(cfg, "gru", "fp")
+    study = tuning.open_study(cfg, tuning.band_search(cfg, "gru"), "fp")
     assert tuning.optimize(study, objective, 2, 60, catch=(ValueError,)) == 0
     assert tuning.counted(study) == 2 and calls == [0, 1]
-    again = tuning.open_study(cfg, "gru", "fp")  # as a new process would
+    again = tuning.open_study(cfg, tuning.band_search(cfg, "gru"), "fp")  # as a new process would
     assert tuning.optimize(again, objective, 4, 60, catch=(ValueError,)) == 2
     c = tuning.counts(again)
     assert (c["complete"], c["pruned"], c["fail"]) == (3, 1, 1)  # the failed trial did not count

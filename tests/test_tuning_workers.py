@@ -149,7 +149,7 @@ def test_one_process_draws_from_the_seed_and_workers_each_from_their_own(monkeyp
 
     def first_draw(shared: bool) -> dict:
         study = optuna.create_study(sampler=tuning.sampler(cfg, shared))
-        return tuning.suggest(study.ask(), cfg, "gru")
+        return tuning.suggest(study.ask(), tuning.band_search(cfg, "gru"))
 
     assert first_draw(False) == first_draw(False)  # one worker: the same trials on every rebuild
     monkeypatch.setattr(tuning, "worker_id", lambda: "host-a:101")

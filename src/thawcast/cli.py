@@ -36,6 +36,7 @@ STAGES = {
     "evaluate": "score every model and baseline on the test years: metrics, table, figures",
     "train-cells": "train one architecture across the seen grid cells, log and register it (data/cell_models/<arch>/)",
     "evaluate-cells": "score the cell models and baselines per cell, seen vs held out, and averaged up to the bands",
+    "tune-cells": "Optuna study per cell model (resumable), tracked in MLflow: metrics/cell_tuning.{json,md}",
     "seed-spread-cells": "every cell model retrained with several seeds, beside the band models': metrics/cell_seed_spread.*",
     "explain-cells": "SHAP attributions of the cell models on seen and held-out cells: data/cell_explain/, metrics/cell_shap.*",
     "project-cells": "per-cell soil temperature, ALT and permafrost maps and extent under every RCP (cell models)",
@@ -81,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  " up to compute.workers of them side by side)")
         elif name in PER_ARCHITECTURE:
             sp.add_argument("architecture", help=f"one of: {', '.join(ARCHITECTURES)}")
-        if name == "tune":
+        if name in ("tune", "tune-cells"):
             sp.add_argument("--workers", type=int, default=None, metavar="N",
                             help="worker processes on the study (default: tuning.workers in params)")
     e = sub.add_parser("expectations", help="(re)write the Great Expectations suites in expectations/")

@@ -463,6 +463,67 @@ class TuningBudget(_Section):
         return v
 
 
+def is_int_param(arch: str, name: str) -> bool:
+    """Whether tunable ``name`` of ``arch`` takes integer values (sampled with ``suggest_int``)."""
+    fields = HPARAMS[arch].model_fields
+    return name in _INT_COMMON or (name in fields and fields[name].annotation is int)
+
+
+def merged_space(space: dict[str, dict[str, SearchDim]], arch: str, where: str,
+                 common: tuple[str, ...] = TUNABLE_COMMON) -> dict[str, SearchDim]:
+    """``space``'s search space of ``arch``: its ``common`` entries, then its own (``where`` names the key in
+    errors; ``common`` are the tunable names besides the architecture's hyper-parameters).
+
+    Raises
+    ------
+    ValueError
+        An unknown architecture or parameter, non-integer bounds of an integer parameter, or Transformer widths
+        that the head counts do not divide.
+    """
+    unknown = [k for k in space if k != "common" and k not in ARCHITECTURES]
+    if unknown:
+        raise ValueError(f"{where}: unknown architecture(s) {unknown}; valid: common, {', '.join(ARCHITECTURES)}")
+    merged = {**space.get("common", {}), **space.get(arch, {})}
+    fields = HPARAMS[arch].model_fields
+    for name, dim in merged.items():
+        if name not in fields and name not in common:
+            raise ValueError(f"{where}.{arch}: unknown parameter {name!r}; valid: {', '.join([*fields, *common])}")
+        if is_int_param(arch, name) and dim.choices is None and not all(float(v).is_integer() for v in dim.values):
+            raise ValueError(f"{where}.{arch}.{name}: integer parameter needs integer bounds")
+    if arch == "transformer":
+        d, h = merged.get("d_model"), merged.get("heads")
+        if (d is not None and d.choices is None) or (h is not None and h.choices is None):
+            raise ValueError(f"{where}.transformer: give d_model and heads as choices (d_model % heads == 0)")
+        ds = d.choices if d is not None else (TransformerParams().d_model,)
+        hs = h.choices if h is not None else (TransformerParams().heads,)
+        bad = [(a, b) for a in ds for b in hs if int(a) % int(b)]
+        if bad:
+            raise ValueError(f"{where}.transformer: d_model not divisible by heads for (d_model, heads) {bad}")
+    return merged
+
+
+#: Tunable names of a cell model besides its architecture's hyper-parameters (no unit embedding to size).
+CELL_TUNABLE_COMMON: tuple[str, ...] = ("learning_rate", "batch_size", "weight_decay")
+
+
+class CellTuning(_Section):
+    """The cell models' studies (stage ``tune-cells``): their own budget and search space, on ``tuning``'s
+    storage, sampler and pruner. The space's names are the architecture's hyper-parameters or
+    :data:`CELL_TUNABLE_COMMON`; ``space.common`` applies to every cell architecture."""
+
+    budget: TuningBudget = TuningBudget(n_trials=10, timeout_s=3600.0, max_epochs=10, patience=3)
+    space: dict[str, dict[str, SearchDim]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _space(self) -> CellTuning:
+        for arch in ARCHITECTURES:
+            self.space_for(arch)
+        return self
+
+    def space_for(self, arch: str) -> dict[str, SearchDim]:
+        return merged_space(self.space, arch, "tuning.cells.space", CELL_TUNABLE_COMMON)
+
+
 class TuningConfig(_Section):
     """Optuna studies, one per architecture (``thawcast.learn.tuning``).
 
@@ -485,6 +546,7 @@ class TuningConfig(_Section):
     grace_s: int = Field(30, ge=2)
     experiment: str = Field("thawcast-tuning", min_length=1)
     space: dict[str, dict[str, SearchDim]] = Field(default_factory=dict)
+    cells: CellTuning = CellTuning()
 
     @field_validator("storage")
     @classmethod
@@ -509,39 +571,18 @@ class TuningConfig(_Section):
             raise ValueError(f"workers {self.workers} need a storage that takes concurrent writers, and SQLite"
                              f" ({self.storage}) does not (Optuna's FAQ): use a journal file (storage:"
                              " mlruns/optuna.journal) or a database server URL (postgresql://...)")
-        unknown = [k for k in self.space if k != "common" and k not in ARCHITECTURES]
-        if unknown:
-            raise ValueError(f"space: unknown architecture(s) {unknown}; valid: common, {', '.join(ARCHITECTURES)}")
         for arch in ARCHITECTURES:
             self.space_for(arch)  # raises on unknown names / bad bounds
         return self
 
     def space_for(self, arch: str) -> dict[str, SearchDim]:
         """The merged search space of ``arch`` (common first, then its own entries)."""
-        merged = {**self.space.get("common", {}), **self.space.get(arch, {})}
-        fields = HPARAMS[arch].model_fields
-        for name, dim in merged.items():
-            if name not in fields and name not in TUNABLE_COMMON:
-                raise ValueError(f"space.{arch}: unknown parameter {name!r}; valid: "
-                                 f"{', '.join([*fields, *TUNABLE_COMMON])}")
-            if self.is_int(arch, name) and dim.choices is None and not all(float(v).is_integer() for v in dim.values):
-                raise ValueError(f"space.{arch}.{name}: integer parameter needs integer bounds")
-        if arch == "transformer":
-            d, h = merged.get("d_model"), merged.get("heads")
-            if (d is not None and d.choices is None) or (h is not None and h.choices is None):
-                raise ValueError("space.transformer: give d_model and heads as choices (d_model % heads == 0)")
-            ds = d.choices if d is not None else (TransformerParams().d_model,)
-            hs = h.choices if h is not None else (TransformerParams().heads,)
-            bad = [(a, b) for a in ds for b in hs if int(a) % int(b)]
-            if bad:
-                raise ValueError(f"space.transformer: d_model not divisible by heads for (d_model, heads) {bad}")
-        return merged
+        return merged_space(self.space, arch, "space")
 
     @staticmethod
     def is_int(arch: str, name: str) -> bool:
         """Whether ``name`` of ``arch`` takes integer values (sampled with ``suggest_int``)."""
-        fields = HPARAMS[arch].model_fields
-        return name in _INT_COMMON or (name in fields and fields[name].annotation is int)
+        return is_int_param(arch, name)
 
 
 class ExplainConfig(_Section):

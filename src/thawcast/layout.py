@@ -183,6 +183,7 @@ METRIC_FILES: dict[str, tuple[str, ...]] = {
     "scenarios": ("scenario_spread.json",),
     "compare-studies": ("tuning.json", "tuning.md"),
     "seed-spread": ("seed_spread.json", "seed_spread.md"),
+    "tune-cells": ("cell_tuning.json", "cell_tuning.md"),
     "seed-spread-cells": ("cell_seed_spread.json", "cell_seed_spread.md"),
     "evaluate-cells": ("cells.json", "cells.md"),
     "project-cells": ("cell_projections.json", "cell_projections.md"),
@@ -198,7 +199,8 @@ METRIC_FILES: dict[str, tuple[str, ...]] = {
 #: The ``data/`` folder each stage writes (per-architecture stages: one sub-folder per architecture).
 STAGE_OUTPUT: dict[str, str | None] = {
     "raw": "raw", "static": "static", "bands": "bands", "scenarios": "scenarios", "windows": "windows",
-    "tune": "tuning", "compare-studies": None, "seed-spread": None, "seed-spread-cells": None, "feature-ablation": None, "train": "models", "evaluate": "evaluation",
+    "tune": "tuning", "compare-studies": None, "seed-spread": None, "feature-ablation": None, "train": "models",
+    "evaluate": "evaluation", "tune-cells": None, "seed-spread-cells": None,
     "project": "projections", "thaw": "thaw", "explain": "explain", "compare-explanations": None,
     "train-cells": "cell_models", "evaluate-cells": "cell_evaluation", "project-cells": "cell_projections",
     "explain-cells": "cell_explain",

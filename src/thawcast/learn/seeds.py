@@ -206,6 +206,15 @@ def cell_spread_row(scored: dict[int, dict], registered_digest: str, registered_
     return row
 
 
+def cell_tuning_effect(defaults: dict[int, dict], row: dict) -> dict:
+    """The ``params.yaml`` defaults of a cell model beside its registered (tuned) settings' ``row``
+    (:func:`cell_spread_row`), over the same seeds: each score of the defaults, and tuned minus defaults with its
+    standard error (independent runs: :func:`difference`)."""
+    stats = {name: describe([defaults[s][name] for s in defaults]) for name in CELL_SCORES}
+    return {"defaults": stats, "tuned_minus_defaults": {name: difference(stats[name], row[name])
+                                                        for name in CELL_SCORES}}
+
+
 def cell_markdown(table: dict) -> str:
     """The cell models' seed spread as Markdown: their scores over seeds, then averaged up against the band
     models over the same seeds."""
@@ -233,6 +242,18 @@ def cell_markdown(table: dict) -> str:
                                                                             ["band_test_rmse"]),
                 effect(r["against_band_models"][band])]
                for arch, r in rows.items() for band in r["against_band_models"]]
+    tuned = [(arch, r) for arch, r in rows.items() if "tuning" in r]
+    if tuned:
+        lines += ["", ("Tuned settings (stage tune-cells, the registered ones) against the params.yaml defaults,"
+                       " over the same seeds: 'tuned minus defaults' +- its standard error (negative: tuning"
+                       " helps); * beyond two standard errors."), "",
+                  *markdown_table(["cell model", "settings", "validation RMSE (seen)", "test RMSE seen cells",
+                                   "test RMSE held-out cells", "averaged up to the bands"],
+                                  [row for arch, r in tuned for row in (
+                                      [arch, "defaults", *(cell(r["tuning"]["defaults"][n]) for n in CELL_SCORES)],
+                                      ["", "tuned", *(cell(r[n]) for n in CELL_SCORES)],
+                                      ["", "tuned minus defaults",
+                                       *(effect(r["tuning"]["tuned_minus_defaults"][n]) for n in CELL_SCORES)])])]
     if against:
         lines += ["", ("Averaged up to the bands, beside the band models over the same seeds (metrics/seed_spread.json,"
                        " the settings the train stage registers), on the same band targets and test months:"

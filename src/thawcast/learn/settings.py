@@ -76,18 +76,33 @@ def resolve_settings(cfg: Config, arch: str, path: Path) -> ModelSettings:
         best = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{path}: unreadable best-params file: {exc}") from None
-    if best.get("architecture") != arch:
-        raise ConfigError(f"{path}: written for architecture {best.get('architecture')!r}, not {arch!r}")
-    extra = set(best.get("training", {})) - set(TUNABLE_TRAINING)
-    if extra:
-        raise ConfigError(f"{path}: training settings {sorted(extra)} cannot be tuned; tunable: {TUNABLE_TRAINING}")
-    flat = {**best.get("hparams", {}), **best.get("training", {})}
-    if "band_embedding_dim" in best:
-        flat["band_embedding_dim"] = best["band_embedding_dim"]
-    settings = settings_from(cfg, arch, flat, str(path))
+    settings = settings_from_record(cfg, arch, best, str(path))
     if settings.band_embedding_dim < 1:
         raise ConfigError(f"{path}: band_embedding_dim must be >= 1, got {settings.band_embedding_dim}")
     return settings
+
+
+def settings_from_record(cfg: Config, arch: str, best: dict, source: str,
+                         training: TrainingConfig | None = None) -> ModelSettings:
+    """The settings a best-params record (:func:`write_best_params`) holds, over the defaults of ``arch`` and
+    ``training`` (default: ``cfg.training``).
+
+    Raises
+    ------
+    ConfigError
+        The record is not a mapping, is for another architecture, or holds an unknown or invalid setting.
+    """
+    if not isinstance(best, dict):
+        raise ConfigError(f"{source}: a best-params record must be a mapping, got {type(best).__name__}")
+    if best.get("architecture") != arch:
+        raise ConfigError(f"{source}: written for architecture {best.get('architecture')!r}, not {arch!r}")
+    extra = set(best.get("training", {})) - set(TUNABLE_TRAINING)
+    if extra:
+        raise ConfigError(f"{source}: training settings {sorted(extra)} cannot be tuned; tunable: {TUNABLE_TRAINING}")
+    flat = {**best.get("hparams", {}), **best.get("training", {})}
+    if "band_embedding_dim" in best:
+        flat["band_embedding_dim"] = best["band_embedding_dim"]
+    return settings_from(cfg, arch, flat, source, training)
 
 
 def select_settings(cfg: Config, arch: str, best_params: Path, spread_file: Path) -> ModelSettings:
@@ -155,10 +170,14 @@ def settings_from(cfg: Config, arch: str, params: dict, source: str,
     return ModelSettings(arch, hparams, train, emb, source)
 
 
+def best_params_record(settings: ModelSettings, **extra) -> dict:
+    """``settings`` in the best-params format :func:`settings_from_record` reads, with ``extra`` entries."""
+    return {"architecture": settings.architecture, "hparams": settings.hparams.model_dump(),
+            "training": {k: getattr(settings.training, k) for k in TUNABLE_TRAINING},
+            "band_embedding_dim": settings.band_embedding_dim, **extra}
+
+
 def write_best_params(path: Path, settings: ModelSettings, **extra) -> Path:
     """Write ``settings`` in the best-params format :func:`resolve_settings` reads."""
-    record = {"architecture": settings.architecture, "hparams": settings.hparams.model_dump(),
-              "training": {k: getattr(settings.training, k) for k in TUNABLE_TRAINING},
-              "band_embedding_dim": settings.band_embedding_dim, **extra}
-    Path(path).write_text(json.dumps(record, indent=2) + "\n")
+    Path(path).write_text(json.dumps(best_params_record(settings, **extra), indent=2) + "\n")
     return Path(path)

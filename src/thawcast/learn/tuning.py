@@ -24,6 +24,7 @@ import logging
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -31,7 +32,7 @@ import optuna
 import sqlalchemy.exc
 from optuna.trial import TrialState
 
-from thawcast.config import Config, SearchDim
+from thawcast.config import Config, SearchDim, TuningBudget, is_int_param
 from thawcast.errors import ConfigError, DataError, ServiceError, first_line
 from thawcast.layout import POSTGRES_DRIVER, absolute_sqlite, connect_args, redacted
 from thawcast.parallel import dead_here, process_id
@@ -43,12 +44,58 @@ COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
 WORKER_ATTR = "worker"
 
 
-def suggest(trial: optuna.Trial, cfg: Config, arch: str) -> dict[str, object]:
-    """Draw one value per dimension of ``arch``'s search space."""
-    out = {}
-    for name, dim in cfg.tuning.space_for(arch).items():
-        out[name] = _suggest_one(trial, name, dim, cfg.tuning.is_int(arch, name))
-    return out
+@dataclass(frozen=True)
+class Search:
+    """What one study searches, and what else its trials depend on.
+
+    ``label`` names the study (``thawcast-<label>-<fingerprint>``): the architecture for a band model,
+    ``cells-<arch>`` for a cell model. ``defaults`` holds the ``params.yaml`` value of every name the space may
+    hold; ``comparable`` the settings besides the space and the budget that make trials comparable (they enter the
+    fingerprint)."""
+
+    label: str
+    arch: str
+    space: dict[str, SearchDim]
+    budget: TuningBudget
+    defaults: dict[str, object]
+    comparable: dict[str, object]
+
+
+def band_search(cfg: Config, arch: str) -> Search:
+    """The study of a band model: ``tuning.space`` and ``tuning.budget`` over ``models`` and ``training``."""
+    from thawcast.learn.settings import TUNABLE_TRAINING
+
+    hp = cfg.models.hparams(arch).model_dump()
+    defaults = {**hp, **{k: getattr(cfg.training, k) for k in TUNABLE_TRAINING},
+                "band_embedding_dim": cfg.models.band_embedding_dim}
+    comparable = {"models": hp, "band_embedding_dim": cfg.models.band_embedding_dim,
+                  "training": cfg.training.model_dump(mode="json", exclude=_PER_TRIAL)}
+    return Search(arch, arch, cfg.tuning.space_for(arch), cfg.tuning.budget, defaults, comparable)
+
+
+def cell_search(cfg: Config, arch: str) -> Search:
+    """The study of a cell model: ``tuning.cells`` over ``models`` and the ``cells`` training settings; the
+    spatial hold-out, the features and the splits decide which windows its trials see."""
+    from thawcast.learn.settings import TUNABLE_TRAINING
+
+    hp = cfg.models.hparams(arch).model_dump()
+    training = cfg.cells.training(cfg.training)
+    comparable = {"models": hp, "training": training.model_dump(mode="json", exclude=_PER_TRIAL),
+                  "cells": cfg.cells.model_dump(mode="json", include={
+                      "holdout_share", "holdout_block_deg", "windows_per_epoch", "validation_windows"}),
+                  "features": list(cfg.feature_names), "windows": cfg.windows.model_dump(mode="json")}
+    return Search(f"cells-{arch}", arch, cfg.tuning.cells.space_for(arch), cfg.tuning.cells.budget,
+                  {**hp, **{k: getattr(training, k) for k in TUNABLE_TRAINING}}, comparable)
+
+
+#: Training settings a trial sets itself (from the budget, on one device): not part of what trials compare.
+_PER_TRIAL = {"architectures", "max_epochs", "patience", "devices", "strategy"}
+
+
+def suggest(trial: optuna.Trial, search: Search) -> dict[str, object]:
+    """Draw one value per dimension of the search space."""
+    return {name: _suggest_one(trial, name, dim, is_int_param(search.arch, name))
+            for name, dim in search.space.items()}
 
 
 def _suggest_one(trial: optuna.Trial, name: str, dim: SearchDim, is_int: bool):
@@ -59,45 +106,38 @@ def _suggest_one(trial: optuna.Trial, name: str, dim: SearchDim, is_int: bool):
     return trial.suggest_float(name, dim.low, dim.high, step=dim.step, log=dim.log)
 
 
-def default_point(cfg: Config, arch: str) -> dict[str, object] | None:
+def default_point(search: Search) -> dict[str, object] | None:
     """The ``params.yaml`` defaults as a point of the search space (None if a default lies outside it).
 
     Enqueued as a study's first trial, so the tuned settings are never worse on validation
     than the defaults.
     """
-    from thawcast.learn.settings import TUNABLE_TRAINING
-
-    hp = cfg.models.hparams(arch).model_dump()
-    values = {**hp, **{k: getattr(cfg.training, k) for k in TUNABLE_TRAINING},
-              "band_embedding_dim": cfg.models.band_embedding_dim}
     point = {}
-    for name, dim in cfg.tuning.space_for(arch).items():
-        v = values[name]
+    for name, dim in search.space.items():
+        v = search.defaults[name]
         inside = v in dim.choices if dim.choices is not None else dim.low <= v <= dim.high
         if not inside:
-            log.info("%s: default %s=%s lies outside the search space; not enqueued", arch, name, v)
+            log.info("%s: default %s=%s lies outside the search space; not enqueued", search.label, name, v)
             return None
         point[name] = v
     return point
 
 
-def fingerprint(cfg: Config, arch: str, data_version: str) -> str:
-    """Eight hex digits identifying what makes trials of ``arch`` comparable."""
+def fingerprint(cfg: Config, search: Search, data_version: str) -> str:
+    """Eight hex digits identifying what makes trials of ``search`` comparable."""
     t = cfg.tuning
     spec = {
-        "space": {k: v.model_dump() for k, v in t.space_for(arch).items()},
-        "max_epochs": t.budget.max_epochs, "patience": t.budget.patience,
+        "space": {k: v.model_dump() for k, v in search.space.items()},
+        "max_epochs": search.budget.max_epochs, "patience": search.budget.patience,
         "sampler_startup_trials": t.sampler_startup_trials, "pruner_startup_trials": t.pruner_startup_trials,
-        "pruner_warmup_epochs": t.pruner_warmup_epochs, "seed": cfg.seed,
-        "models": cfg.models.hparams(arch).model_dump(), "band_embedding_dim": cfg.models.band_embedding_dim,
-        "training": cfg.training.model_dump(mode="json", exclude={"architectures", "max_epochs", "patience", "devices", "strategy"}),
+        "pruner_warmup_epochs": t.pruner_warmup_epochs, "seed": cfg.seed, **search.comparable,
         "data": data_version,
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
-def study_name(arch: str, fp: str) -> str:
-    return f"thawcast-{arch}-{fp}"
+def study_name(label: str, fp: str) -> str:
+    return f"thawcast-{label}-{fp}"
 
 
 def storage(cfg: Config, attempts: int = 5) -> optuna.storages.BaseStorage:
@@ -184,21 +224,21 @@ def sampler(cfg: Config, shared: bool = False) -> optuna.samplers.TPESampler:
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=cfg.tuning.sampler_startup_trials)
 
 
-def open_study(cfg: Config, arch: str, fp: str, store: optuna.storages.BaseStorage | None = None,
+def open_study(cfg: Config, search: Search, fp: str, store: optuna.storages.BaseStorage | None = None,
                shared: bool = False) -> optuna.Study:
-    """Create or resume the study of ``arch`` (seeded TPE, median pruner), enqueuing the defaults if new.
+    """Create or resume the study of ``search`` (seeded TPE, median pruner), enqueuing the defaults if new.
     ``shared``: this process is one of several workers on the study (:func:`sampler`)."""
     t = cfg.tuning
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(  # a journal was checked line by line when its storage was opened
-        study_name=study_name(arch, fp), storage=store or storage(cfg), direction="minimize", load_if_exists=True,
+        study_name=study_name(search.label, fp), storage=store or storage(cfg), direction="minimize", load_if_exists=True,
         sampler=sampler(cfg, shared),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=t.pruner_startup_trials,
                                            n_warmup_steps=t.pruner_warmup_epochs))
     if not study.trials:
-        study.set_user_attr("architecture", arch)
+        study.set_user_attr("architecture", search.arch)
         study.set_user_attr("fingerprint", fp)
-        point = default_point(cfg, arch)
+        point = default_point(search)
         if point is not None:
             study.enqueue_trial(point, user_attrs={"source": "params.yaml defaults"})
     return study

@@ -34,12 +34,14 @@ def comparison(cfg: Config, paths: Layout) -> dict:
     return out
 
 
-def markdown(table: dict) -> str:
+def markdown(table: dict, title: str = "Tuning studies",
+             objective: str = ("Objective: validation RMSE (degC), lower is better; 'defaults' = the params.yaml"
+                               " settings (each study's first trial).")) -> str:
+    """The studies of ``table`` (per architecture: its summary) as a markdown table, best first."""
     def num(v, fmt):
         return "" if v is None else format(v, fmt)
 
-    lines = ["# Tuning studies", "", ("Objective: validation RMSE (degC), lower is better; 'defaults' = the"
-             " params.yaml settings (each study's first trial)."), ""]
+    lines = [f"# {title}", "", objective, ""]
     rows = []
     for arch, r in sorted(table.items(), key=lambda kv: kv[1]["best_value"]):
         gain = (1 - r["best_value"] / r["default_value"]) if r["default_value"] else None

@@ -2,13 +2,16 @@
 
 Every cell model (``cells.architectures``) is trained again with each seed of ``robustness.all_seeds`` (the
 pipeline's ``seed``, whose run is the registered one, plus ``robustness.seeds``) exactly as ``train-cells`` trains
-it, and scored as ``evaluate-cells`` scores it: on the test years of every seen and every held-out cell, and
+it (with its registered settings: the ``tune-cells`` study's best, ``metrics/cell_tuning.json``), and scored as
+``evaluate-cells`` scores it: on the test years of every seen and every held-out cell, and
 averaged up to the six bands on the band targets. Nothing is registered: the models are thrown away, the scores
 kept. The run with the registered seed must give the registered weights bit for bit (reported).
 
 Outputs: ``metrics/cell_seed_spread.json`` and ``metrics/cell_seed_spread.md`` (an MLflow run holds the same):
 
 * per cell model, each score's mean, std, min and max over seeds, and the held-out minus seen gap, paired by seed;
+* where the registered settings are tuned, the ``params.yaml`` defaults trained with the same seeds beside them:
+  tuned minus defaults, on validation and on the test years, with its standard error;
 * averaged up to the bands beside each band model over the same seeds (``metrics/seed_spread.json``, the settings
   the train stage registers): the difference and its standard error. A single registered run of each side (the
   table of ``evaluate-cells``) can differ by seed luck alone; this says whether the difference survives it.
@@ -31,8 +34,19 @@ from thawcast.analysis.cell_evaluation import (
 )
 from thawcast.config import Config
 from thawcast.layout import Layout
-from thawcast.learn.cells import CellTraining, train_cell_models, validation_scores
-from thawcast.learn.seeds import cell_markdown, cell_spread_row, registered_band_rmse
+from thawcast.learn.cells import (
+    CellTraining,
+    cell_settings,
+    default_cell_settings,
+    train_cell_models,
+    validation_scores,
+)
+from thawcast.learn.seeds import (
+    cell_markdown,
+    cell_spread_row,
+    cell_tuning_effect,
+    registered_band_rmse,
+)
 from thawcast.learn.training import check_devices
 from thawcast.parallel import torch_threads
 from thawcast.prep.cell_windows import build_cell_history, open_cells
@@ -46,7 +60,9 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
     import mlflow
 
     paths = paths or Layout.at()
-    check_devices(cfg.cells.training(cfg.training))  # before anything is trained or logged
+    chosen = {arch: cell_settings(cfg, arch, paths.metric("cell_tuning.json")) for arch in cfg.cells.architectures}
+    for settings in chosen.values():
+        check_devices(settings.training)  # before anything is trained or logged
     registered = {arch: read_registration(paths.cell_registration(arch), arch, "train-cells").weights_sha256
                   for arch in cfg.cells.architectures}
     seeds = cfg.robustness.all_seeds(cfg.seed)
@@ -61,30 +77,38 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
     n_bands = len(cfg.study_area.band_edges) - 1
     band_obs, _ = band_targets(paths.test_predictions, months, n_bands)
 
-    runs = [(arch, seed) for arch in cfg.cells.architectures for seed in seeds]
+    # The registered settings with every seed; where they are tuned, the defaults with every seed too.
+    runs = [(arch, name, settings, seed) for arch in cfg.cells.architectures
+            for name, settings in (("registered", chosen[arch]), ("defaults", default_cell_settings(cfg, arch)))
+            if name == "registered" or _values(settings) != _values(chosen[arch]) for seed in seeds]
     workers = cfg.compute.worker_count(len(runs))
     log.info("seed-spread-cells: %d trainings of %d windows per epoch in %d process(es)", len(runs),
              min(cfg.cells.windows_per_epoch, len(data.train)), workers)
-    scored: dict[str, dict[int, dict]] = {arch: {} for arch in cfg.cells.architectures}
-    for i, model in train_cell_models(cfg, data, runs, workers):
-        arch, seed = runs[i]
+    scored: dict[tuple[str, str], dict[int, dict]] = {(arch, name): {} for arch, name, _, _ in runs}
+    for i, model in train_cell_models(cfg, data, [(settings, seed) for _, _, settings, seed in runs], workers):
+        arch, name, _, seed = runs[i]
         with torch_threads(1):
             pred = model.predict_windows(test)
         up = band_means(pred, test.band, test.target_times(), data_cells.band, data_cells.area_km2, n_bands, months)
-        scored[arch][seed] = {
+        scored[arch, name][seed] = {
             "val_rmse": validation_scores(model, data)["rmse"],
             "seen_test_rmse": group_scores(obs[~held], pred[~held])["overall"]["rmse"],
             "held_out_test_rmse": group_scores(obs[held], pred[held])["overall"]["rmse"],
             "bands_test_rmse": band_comparison(band_obs, {arch: up}, {}, None)["cell_models"][arch]["overall"]["rmse"],
             "weights_sha256": model.weights_sha256()}
-        log.info("seed-spread-cells %d/%d: cells-%s seed %d: test RMSE seen %.3f, held out %.3f, bands %.3f degC",
-                 sum(map(len, scored.values())), len(runs), arch, seed, scored[arch][seed]["seen_test_rmse"],
-                 scored[arch][seed]["held_out_test_rmse"], scored[arch][seed]["bands_test_rmse"])
+        got = scored[arch, name][seed]
+        log.info("seed-spread-cells %d/%d: cells-%s (%s) seed %d: test RMSE seen %.3f, held out %.3f, bands %.3f"
+                 " degC", sum(map(len, scored.values())), len(runs), arch, name, seed, got["seen_test_rmse"],
+                 got["held_out_test_rmse"], got["bands_test_rmse"])
     table = {"seeds": list(seeds), "test_years": [cfg.windows.test.start_year, cfg.windows.test.end_year],
              "cells": {"seen": data.seen, "held_out": int(hist.held_out.sum())},
-             "architectures": {arch: cell_spread_row({s: scored[arch][s] for s in seeds}, registered[arch],
-                                                     cfg.seed, band_rmse)
+             "architectures": {arch: cell_spread_row({s: scored[arch, "registered"][s] for s in seeds},
+                                                     registered[arch], cfg.seed, band_rmse)
                                for arch in cfg.cells.architectures}}
+    for arch, row in table["architectures"].items():
+        row["settings"] = chosen[arch].to_dict()
+        if (arch, "defaults") in scored:
+            row["tuning"] = cell_tuning_effect({s: scored[arch, "defaults"][s] for s in seeds}, row)
     for arch, row in table["architectures"].items():
         if not row["reproduces_registered"]:
             log.warning("cells-%s: the run with seed %d did not give the registered weights (is the registered"
@@ -107,3 +131,8 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
         mlflow.log_dict(table, "cell_seed_spread.json")
         mlflow.log_text(text, "cell_seed_spread.md")
     return json_file
+
+
+def _values(settings) -> tuple:
+    """What a training depends on in ``settings`` (not where they came from)."""
+    return settings.hparams, settings.training

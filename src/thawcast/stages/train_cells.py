@@ -6,7 +6,9 @@ lithology shares, latitude and longitude, :func:`~thawcast.prep.cell_windows.cel
 cells it never saw. It trains on the training years of the seen cells, an epoch being a fresh sample of
 ``cells.windows_per_epoch`` windows gathered batch by batch (no ``[N, 24, F]`` copy), in batches of
 ``cells.batch_size`` with the learning rate scaled to them; early stopping watches a fixed sample of the seen cells'
-validation windows. The held-out cells and the test years reach neither the fit nor the scaler.
+validation windows. The held-out cells and the test years reach neither the fit nor the scaler. Hyper-parameters,
+learning rate, batch size and weight decay are the ``tune-cells`` study's best (``metrics/cell_tuning.json``) where
+there is one, else ``params.yaml``'s (``models.<arch>``, ``cells``).
 
 Outputs (``data/cell_models/<arch>/``), written once the model is registered; the alias moves last:
 
@@ -54,14 +56,16 @@ def run(cfg: Config, arch: str, paths: Layout | None = None) -> Path:
 
     paths = paths or Layout.at()
     cfg.cells.require(arch)
-    check_devices(cfg.cells.training(cfg.training))  # before anything is logged
+    settings = cell_settings(cfg, arch, paths.metric("cell_tuning.json"))
+    training = settings.training
+    check_devices(training)  # before anything is logged
     hist = build_cell_history(cfg, open_cells(paths.cell_store, paths.static_cells))
     data = CellTraining.build(cfg, hist)
-    train, val, training = data.train, data.validation, data.training
+    train, val = data.train, data.validation
     log.info("cells-%s: %d training windows of %d seen cells (%d held out), %d per epoch in batches of %d,"
              " learning rate %.2g; %d validation windows", arch, len(train), data.seen, hist.held_out.sum(),
              min(cfg.cells.windows_per_epoch, len(train)), training.batch_size, training.learning_rate, len(val))
-    settings = cell_settings(cfg, arch)
+    log.info("cells-%s: settings from %s: %s", arch, settings.source, settings.hparams.model_dump())
     name = cell_model_name(cfg, arch)
     use_store(cfg.mlflow)
     versions = data_version([str(paths.cells)], paths.lock)
@@ -74,7 +78,7 @@ def run(cfg: Config, arch: str, paths: Layout | None = None) -> Path:
                            "cells.validation_windows": len(val), "cells.seen": data.seen})
         mlflow.log_dict(config_to_dict(cfg), "config.json")
         mlflow.log_dict(settings.to_dict(), "settings.json")
-        packed, result = train_cell_model(cfg, arch, data, cfg.seed,
+        packed, result = train_cell_model(settings, data, cfg.seed, cfg.cells.windows_per_epoch,
                                           on_epoch=lambda epoch, row: mlflow.log_metrics(row, step=epoch))
         digest = packed.weights_sha256()
         val_scores = validation_scores(packed, data)
