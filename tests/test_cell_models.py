@@ -595,7 +595,7 @@ def test_tune_cells_starts_from_the_defaults_and_its_best_is_what_train_cells_tr
         train_cell_model,
         validation_scores,
     )
-    from thawcast.stages.tune import trial_settings
+    from thawcast.tracking.studies import trial_settings
 
     cfg, paths = cell_run
     row = _tuned(cfg, paths, tmp_path)["architectures"]["gru"]

@@ -27,7 +27,7 @@ def test_dvc_repro_builds_every_stage_and_a_second_run_is_a_noop(built):
     archs = params["training"]["architectures"]
     for stage in ("raw", "static", "bands", "scenarios", "windows", "tune",
                   "compare-studies", "seed-spread", "feature-ablation", *[f"train@{a}" for a in archs], "evaluate", "project", "thaw", "explain",
-                  "compare-explanations", "train-cells@gru", "evaluate-cells", "seed-spread-cells", "explain-cells",
+                  "compare-explanations", "tune-cells", "train-cells@gru", "evaluate-cells", "seed-spread-cells", "explain-cells",
                   "project-cells", "report"):
         assert f"Running stage '{stage}'" in first.stdout
     assert (work / "data" / "bands" / "era5land_bands.nc").exists()
@@ -77,6 +77,13 @@ def test_dvc_repro_builds_every_stage_and_a_second_run_is_a_noop(built):
             assert used["hparams"] == best["hparams"] and used["source"].endswith(f"{a}/best_params.json")
         else:
             assert used["source"].startswith("params.yaml (tuned settings rejected")
+    # the cell model trains with its study's best settings
+    tuned = json.loads((work / "metrics" / "cell_tuning.json").read_text())["architectures"]["gru"]
+    assert tuned["trials_complete"] + tuned["trials_pruned"] == params["tuning"]["cells"]["budget"]["n_trials"]
+    used = json.loads((work / "data" / "cell_models" / "gru" / "settings.json").read_text())
+    assert used["hparams"] == tuned["settings"]["hparams"] and used["source"].endswith("cell_tuning.json")
+    assert used["training"]["learning_rate"] == tuned["best_params"]["learning_rate"]
+    assert "Grid cells: tuning the cell models" in page
     # every registered model's alias is on the version holding the weights its train stage recorded
     check = ("import json, mlflow; mlflow.set_tracking_uri('sqlite:///mlruns/mlflow.db'); c = mlflow.MlflowClient();"
              "print(json.dumps({m.name: c.get_model_version_by_alias(m.name, 'champion').tags"

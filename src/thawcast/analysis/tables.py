@@ -32,3 +32,22 @@ def rounded(obj, digits: int = 4):
     if isinstance(obj, list | tuple):
         return [rounded(v, digits) for v in obj]
     return obj
+
+
+def studies_markdown(table: dict, title: str = "Tuning studies",
+             objective: str = ("Objective: validation RMSE (degC), lower is better; 'defaults' = the params.yaml"
+                               " settings (each study's first trial).")) -> str:
+    """The studies of ``table`` (per architecture: its summary) as a markdown table, best first."""
+    def num(v, fmt):
+        return "" if v is None else format(v, fmt)
+
+    lines = [f"# {title}", "", objective, ""]
+    rows = []
+    for arch, r in sorted(table.items(), key=lambda kv: kv[1]["best_value"]):
+        gain = (1 - r["best_value"] / r["default_value"]) if r["default_value"] else None
+        params = ", ".join(f"{k}={num(v, '.3g') if isinstance(v, float) else v}" for k, v in r["best_params"].items())
+        rows.append([arch, num(r["best_value"], ".4f"), num(r["default_value"], ".4f"), num(gain, "+.1%"),
+                     r["trials_complete"], r["trials_pruned"], r["trials_failed"], params])
+    lines += markdown_table(["architecture", "best", "defaults", "gain", "complete", "pruned", "failed",
+                             "best params"], rows)
+    return "\n".join(lines) + "\n"

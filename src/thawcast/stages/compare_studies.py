@@ -12,7 +12,7 @@ import json
 import logging
 from pathlib import Path
 
-from thawcast.analysis.tables import markdown_table
+from thawcast.analysis.tables import studies_markdown
 from thawcast.config import Config
 from thawcast.errors import DataError
 from thawcast.layout import Layout
@@ -34,32 +34,13 @@ def comparison(cfg: Config, paths: Layout) -> dict:
     return out
 
 
-def markdown(table: dict, title: str = "Tuning studies",
-             objective: str = ("Objective: validation RMSE (degC), lower is better; 'defaults' = the params.yaml"
-                               " settings (each study's first trial).")) -> str:
-    """The studies of ``table`` (per architecture: its summary) as a markdown table, best first."""
-    def num(v, fmt):
-        return "" if v is None else format(v, fmt)
-
-    lines = [f"# {title}", "", objective, ""]
-    rows = []
-    for arch, r in sorted(table.items(), key=lambda kv: kv[1]["best_value"]):
-        gain = (1 - r["best_value"] / r["default_value"]) if r["default_value"] else None
-        params = ", ".join(f"{k}={num(v, '.3g') if isinstance(v, float) else v}" for k, v in r["best_params"].items())
-        rows.append([arch, num(r["best_value"], ".4f"), num(r["default_value"], ".4f"), num(gain, "+.1%"),
-                     r["trials_complete"], r["trials_pruned"], r["trials_failed"], params])
-    lines += markdown_table(["architecture", "best", "defaults", "gain", "complete", "pruned", "failed",
-                             "best params"], rows)
-    return "\n".join(lines) + "\n"
-
-
 def run(cfg: Config, paths: Layout | None = None) -> Path:
     paths = paths or Layout.at()
     table = comparison(cfg, paths)
     json_file = paths.metric("tuning.json")
     json_file.parent.mkdir(parents=True, exist_ok=True)
     json_file.write_text(json.dumps(table, indent=2) + "\n")
-    paths.metric("tuning.md").write_text(markdown(table))
+    paths.metric("tuning.md").write_text(studies_markdown(table))
     for arch, r in sorted(table.items(), key=lambda kv: kv[1]["best_value"]):
         log.info("%-12s best %.4f (defaults %s), %d complete / %d pruned", arch, r["best_value"],
                  "n/a" if r["default_value"] is None else f"{r['default_value']:.4f}", r["trials_complete"],

@@ -136,6 +136,7 @@ survives the correction; the paper's quantile mapping erased it, QDM keeps it.
         parts.append(_img(rmse_map, f"Test RMSE per cell of the cell model {arch} (layers 1 and 4)"))
         parts.append(_img(rmse_map.with_name(f"skill_map_{arch}.png"),
                           f"Skill per cell of the cell model {arch} against each cell's climatology"))
+    parts.append(_md("## Grid cells: tuning the cell models\n\n" + _strip_title(_read(metrics_dir / "cell_tuning.md"))))
     parts.append(_md("## Grid cells: seed noise and the lead over the band models\n\n"
                      + _strip_title(_read(metrics_dir / "cell_seed_spread.md"))))
     parts.append(_md("## Grid cells: what the cell models read (SHAP)\n\n"

@@ -17,10 +17,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from thawcast.analysis.tables import studies_markdown
 from thawcast.config import Config
 from thawcast.layout import Layout
-from thawcast.stages.compare_studies import markdown
-from thawcast.stages.tune import CELL_OBJECTIVE, tune_all
+from thawcast.tracking.studies import CELL_OBJECTIVE, tune_all
 
 
 def run(cfg: Config, paths: Layout | None = None) -> Path:
@@ -32,7 +32,7 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
     json_file = paths.metric("cell_tuning.json")
     json_file.parent.mkdir(parents=True, exist_ok=True)
     json_file.write_text(json.dumps(table, indent=2, allow_nan=False) + "\n")
-    paths.metric("cell_tuning.md").write_text(markdown(
+    paths.metric("cell_tuning.md").write_text(studies_markdown(
         studies, title="Tuning studies of the cell models",
         objective=f"Objective: {CELL_OBJECTIVE}, lower is better; 'defaults' = the params.yaml settings (each"
                   f" study's first trial); {cfg.tuning.cells.budget.max_epochs} epochs at most per trial."))
