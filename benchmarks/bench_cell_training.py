@@ -11,7 +11,8 @@ Reports training sequences per second of both, the framework overhead ``1 - seq_
 under 15%), and the bare loop's floating-point rate as a share of this machine's fp32 GEMM peak measured in the same
 run on the same number of threads (``training.threads``: a 2048 x 2048 matmul, best of 5). The GRU's flops per
 sequence are counted from its gate matrices (2 x 3 H x (I + H) per layer and step, the backward pass twice the
-forward). Models: the default GRU (hidden 32, 2 layers) and the largest the tuning space allows (hidden 64, 3 layers).
+forward). Models: the default GRU (``models.gru``), the tuned cell GRU (``metrics/cell_tuning.json``, when
+``tune-cells`` has run) and the largest GRU the cell search space allows (``tuning.cells.space``).
 Data: random values in the default cell array's shape (4,002 cells x 276 months x 37 features).
 
 Usage::
@@ -52,6 +53,29 @@ def cell_windows(cells: int, seed: int) -> WindowSet:
     cell, last = window_index(times, cells, W, 2003, 2018)
     return WindowSet(x=x, band=cell, last=last, length=W, times=times, feature_names=tuple(f"f{i}" for i in range(F)),
                      y=y)
+
+
+def gru_variants(params: Path, tuning_file: Path) -> list[tuple[str, GRUParams]]:
+    """``(label, hyper-parameters)`` of the default GRU, the tuned cell GRU (if ``tuning_file`` holds one) and the
+    largest GRU of the cell search space."""
+    from thawcast.config import load_config
+    from thawcast.learn.cells import cell_settings
+
+    cfg = load_config(params)
+    default = cfg.models.hparams("gru")
+    out = [(f"default GRU ({default.hidden} x {default.layers})", default)]
+    if tuning_file.exists() and "gru" in cfg.cells.architectures:
+        tuned = cell_settings(cfg, "gru", tuning_file).hparams
+        out.append((f"tuned cell GRU ({tuned.hidden} x {tuned.layers})", tuned))
+    space = cfg.tuning.cells.space_for("gru")
+
+    def top(name: str, now: int) -> int:
+        dim = space.get(name)
+        return now if dim is None else int(max(dim.values))
+
+    largest = default.model_copy(update={"hidden": top("hidden", default.hidden), "layers": top("layers", default.layers)})
+    out.append((f"largest GRU of the cell search space ({largest.hidden} x {largest.layers})", largest))
+    return out
 
 
 def gru_flops(hidden: int, layers: int, inputs: int = F, steps: int = W) -> float:
@@ -98,8 +122,7 @@ def main() -> None:
                      "batch_size": cfg.batch_size, "threads": cfg.threads, "repeats": a.repeats,
                      "torch": torch.__version__, "gemm_peak_gflop_s": peak / 1e9}}
     print(f"fp32 GEMM peak on {cfg.threads} thread(s): {peak / 1e9:.1f} GFLOP/s")
-    for label, hp in (("default GRU (32 x 2)", GRUParams()), ("largest tuned GRU (64 x 3)", GRUParams(hidden=64,
-                                                                                                      layers=3))):
+    for label, hp in gru_variants(Path("params.yaml"), Path("metrics/cell_tuning.json")):
         torch.manual_seed(0)
         template = build_model("gru", F, 1, hp, 0, 4)
         times = {"lightning": [], "bare": []}
