@@ -50,6 +50,9 @@ def _cfg(**cells):
 def test_a_cell_model_sees_the_features_then_the_cells_position_then_z():
     assert cell_feature_names(("t_air", "clay_pct", "z")) == ("t_air", "clay_pct", "lat", "lon", "z")
     assert cell_feature_names(("t_air",)) == ("t_air", "lat", "lon")
+    # the height where the static table has one (ERA5-Land's geopotential given), before the signal
+    given = {"clay_pct", "lat", "lon", "elevation_m"}
+    assert cell_feature_names(("t_air", "z"), given) == ("t_air", "lat", "lon", "elevation_m", "z")
 
 
 def test_the_scalers_see_only_the_seen_cells_training_months():

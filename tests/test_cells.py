@@ -12,6 +12,7 @@ from thawcast.catalogue import LITHOLOGY_CLASSES
 from thawcast.config import StaticConfig
 from thawcast.errors import DataError
 from thawcast.ingest.era5land import open_era5land
+from thawcast.ingest.synthetic.relief import elevation
 from thawcast.prep.cells import (
     cell_means,
     cell_store,
@@ -236,6 +237,28 @@ def test_the_cells_stage_on_the_tiny_world(tiny_world, tiny_cfg, tmp_path, caplo
         area = store["area_km2"].values
         assert (area > 0).all() and area.max() / area.min() == pytest.approx(
             np.cos(np.deg2rad(store["lat"].min().item())) / np.cos(np.deg2rad(store["lat"].max().item())), rel=0.02)
+        # the height is the synthetic relief at the cell's centre, read back from ERA5-Land's geopotential (float32)
+        assert statics["elevation_m"].attrs["units"] == "m"
+        np.testing.assert_allclose(statics["elevation_m"].values,
+                                   elevation(statics["lat"].values, statics["lon"].values), rtol=1e-5, atol=0.01)
+
+
+def test_without_a_geopotential_the_cells_have_no_height_and_the_models_no_such_input(tiny_world, tiny_cfg,
+                                                                                      tmp_path):
+    import shutil
+
+    from conftest import layout
+    from thawcast.prep.cell_windows import build_cell_history, open_cells
+    from thawcast.stages import cells as stage
+
+    shutil.copytree(tiny_world / "raw", tmp_path / "raw")
+    (tmp_path / "raw" / "static" / "era5land_geopotential.nc").unlink()
+    paths = layout(tmp_path, raw=tmp_path / "raw")
+    stage.run(tiny_cfg, paths)
+    data = open_cells(paths.cell_store, paths.static_cells)
+    assert "elevation_m" not in data.static
+    names = build_cell_history(tiny_cfg, data).feature_names
+    assert "elevation_m" not in names and {"lat", "lon"} <= set(names)
 
 
 def _square(n, step=0.5):

@@ -155,13 +155,14 @@ def test_compare_explanations(explained, tmp_path):
 
 
 def test_group_shares_add_each_groups_mean_abs_attribution_by_hand():
-    features = ["t_air", "month_sin", "clay_pct", "oc_l2_g_kg", "lithology_glacier", "lat", "lon", "z"]
+    features = ["t_air", "month_sin", "clay_pct", "oc_l2_g_kg", "lithology_glacier", "lat", "lon", "elevation_m",
+                "z"]
     assert [feature_group(f) for f in features] == ["weather", "weather", "soil", "soil", "lithology", "position",
-                                                    "position", "signal"]
+                                                    "position", "elevation", "signal"]
     sv = np.zeros((2, len(features), 2))
-    sv[:, :, 0] = [1.0, -1.0, 2.0, 0.0, 1.0, 3.0, -1.0, 2.0]  # mean |SHAP| per feature over windows and layers:
-    shares = group_shares(sv, features)                         # half of these (layer 2 is 0); total 11 / 2
-    assert shares == pytest.approx({"weather": 2 / 11, "soil": 2 / 11, "lithology": 1 / 11, "position": 4 / 11,
-                                    "signal": 2 / 11})
+    sv[:, :, 0] = [1.0, -1.0, 2.0, 0.0, 1.0, 3.0, -1.0, 1.5, 2.0]  # mean |SHAP| per feature over windows and
+    shares = group_shares(sv, features)                              # layers: half of these; total 12.5 / 2
+    assert shares == pytest.approx({"weather": 2 / 12.5, "soil": 2 / 12.5, "lithology": 1 / 12.5,
+                                    "position": 4 / 12.5, "elevation": 1.5 / 12.5, "signal": 2 / 12.5})
     assert group_shares(sv[:, :2], features[:2]) == pytest.approx({"weather": 1.0, "soil": 0.0, "lithology": 0.0,
-                                                                    "position": 0.0, "signal": 0.0})
+                                                                    "position": 0.0, "elevation": 0.0, "signal": 0.0})

@@ -232,6 +232,32 @@ def test_a_lithology_grid_is_checked_for_coverage_where_it_is_read(tiny_world, t
     assert not (tmp_path / "raw").exists()
 
 
+@pytest.mark.parametrize("fault", ["none", "another grid", "cut short"])
+def test_a_users_geopotential_is_copied_and_must_give_every_land_cell_a_height(tiny_world, tiny_cfg, tmp_path,
+                                                                               fault):
+    """source.geopotential_file: ERA5-Land's invariant file, global on 0..360 longitudes as ECMWF serves it, is
+    taken as it is; one on another grid, or cut to less than the monthly files' land, is one error naming it."""
+    cfg, ext = _user_files(tiny_world, tiny_cfg, tmp_path)
+    geo = ext / "geo_1279l4_0.1x0.1.nc"
+    with xr.open_dataset(tiny_world / "raw" / "static" / "era5land_geopotential.nc") as ds:
+        ds = ds.load()
+    ds = ds.assign_coords(longitude=ds["longitude"] % 360)  # a global file's longitudes
+    if fault == "another grid":
+        ds = ds.assign_coords(latitude=ds["latitude"] + 0.05)
+    elif fault == "cut short":
+        ds = ds.isel(longitude=slice(0, ds.sizes["longitude"] // 2))
+    ds.to_netcdf(geo)
+    cfg = cfg.model_copy(update={"source": cfg.source.model_copy(update={"geopotential_file": geo})})
+    if fault == "none":
+        raw.run(cfg, layout(tmp_path))
+        assert (tmp_path / "raw" / "static" / "era5land_geopotential.nc").read_bytes() == geo.read_bytes()
+        return
+    with pytest.raises(DataError, match=r"\d+ of \d+ ERA5-Land cells are not on its grid or have no height") as info:
+        raw.run(cfg, layout(tmp_path))
+    assert str(info.value).startswith(f"{geo}:"), str(info.value)
+    assert not (tmp_path / "raw").exists()
+
+
 def test_cmip5_files_without_data_on_part_of_the_land_are_named(tiny_world, tiny_cfg, tmp_path):
     """The coverage check of ERA5-Land applies to each CMIP5 experiment too: RCP4.5 files with no data west of
     160 W (on the GCM's 2.5-degree grid, the empty columns reach the grid's edge) are refused at raw."""

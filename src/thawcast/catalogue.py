@@ -83,12 +83,17 @@ FEATURES: dict[str, Feature] = {
     ]
 }
 
-#: What a grid cell adds to the static features in cells mode (README "Grid cells"): where it is. Band tables have
-#: none of them, so they are not in :data:`FEATURES` (nor in ``features`` of params.yaml).
+#: What a grid cell adds to the static features in cells mode (README "Grid cells"): where it is and how high (the
+#: height where ERA5-Land's invariant geopotential is given). Band tables have none of them, so they are not in
+#: :data:`FEATURES` (nor in ``features`` of params.yaml).
 CELL_ATTRIBUTES: dict[str, Feature] = {
     "lat": Feature("lat", "degrees_north", "static", "latitude of the cell's centre"),
     "lon": Feature("lon", "degrees_east", "static", "longitude of the cell's centre"),
+    "elevation_m": Feature("elevation_m", "m", "static",
+                           "height of the cell above sea level (ERA5-Land's invariant geopotential / g)"),
 }
+#: The cell attributes every cell has; the others only where their source is given.
+POSITION = ("lat", "lon")
 
 
 def feature(name: str) -> Feature:

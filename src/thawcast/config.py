@@ -113,13 +113,15 @@ class SourceConfig(_Section):
 
     ``synthetic`` generates the embedded synthetic Alaska; ``files`` ingests the user's
     downloaded ERA5-Land / CMIP5 NetCDF files from the two folders (and an optional
-    rasterised lithology file).
+    rasterised lithology file and ERA5-Land invariant geopotential file, which gives the grid
+    cells their height).
     """
 
     kind: Literal["synthetic", "files"] = "synthetic"
     era5land_dir: Path = Path("data/external/era5land")
     cmip5_dir: Path = Path("data/external/cmip5")
     lithology_file: Path | None = None
+    geopotential_file: Path | None = None
 
 
 class Cmip5Config(_Section):

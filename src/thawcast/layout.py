@@ -64,6 +64,11 @@ class Layout:
         """The synthetic soil columns at the end of the record (raw stage, synthetic mode only)."""
         return self.raw / "soil_state.nc"
 
+    @property
+    def geopotential(self) -> Path:
+        """ERA5-Land's invariant surface geopotential (raw stage: synthetic, or ``source.geopotential_file``)."""
+        return self.raw / "static" / "era5land_geopotential.nc"
+
     def pseudo_truth(self, rcp: str) -> Path:
         """The synthetic world continued under one RCP, as ERA5-Land files (pseudo-reality stage)."""
         return self.pseudo_reality / rcp

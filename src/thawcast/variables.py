@@ -24,6 +24,8 @@ if TYPE_CHECKING:  # the table is pure data: importing it (as the config does) l
 
 SECONDS_PER_DAY = 86400.0
 KELVIN = 273.15
+#: Standard gravity (m s-2): ERA5's geopotential divided by it is the surface height.
+GRAVITY = 9.80665
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,16 @@ VARIABLES: dict[str, Variable] = {
     ]
 }
 
+#: ERA5-Land's invariant fields, which ECMWF serves in a file of their own (one time step, land and sea) beside the
+#: monthly means; not among :data:`VARIABLES`, which the monthly readers read.
+INVARIANTS: dict[str, Variable] = {
+    v.name: v
+    for v in [
+        Variable("elevation_m", "surface height above sea level (ERA5-Land geopotential / g)", "m", (-450.0, 9000.0),
+                 "invariant", "z", Conversion(("m**2 s**-2", "m2 s-2", "m^2 s^-2", "m2/s2"), 1.0 / GRAVITY)),
+    ]
+}
+
 #: ERA5-Land soil layers: (top, bottom) in metres, and the mid-depths used for profiles.
 ERA5_LAYERS_M: tuple[tuple[float, float], ...] = ((0.0, 0.07), (0.07, 0.28), (0.28, 1.0), (1.0, 2.89))
 ERA5_LAYER_MID_M: tuple[float, ...] = tuple((a + b) / 2 for a, b in ERA5_LAYERS_M)
@@ -161,6 +173,10 @@ CMIP5_NAMES = {v.cmip5: v.name for v in VARIABLES.values() if v.cmip5}
 
 def by_source_name(source: str, short_name: str) -> Variable:
     """Look up the canonical variable for an ``era5`` or ``cmip5`` short name."""
+    if source == "era5":
+        invariant = {v.era5: v for v in INVARIANTS.values()}
+        if short_name in invariant:
+            return invariant[short_name]
     table = ERA5_NAMES if source == "era5" else CMIP5_NAMES
     if short_name not in table:
         raise KeyError(f"no {source} variable '{short_name}'; known: {sorted(table)}")

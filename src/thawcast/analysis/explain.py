@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from thawcast.catalogue import CELL_ATTRIBUTES, feature
+from thawcast.catalogue import CELL_ATTRIBUTES, POSITION, feature
 from thawcast.errors import DataError
 from thawcast.models.packed import PackedModel
 from thawcast.prep.windows import WindowSet
@@ -126,14 +126,15 @@ def plots(sv: np.ndarray, values: np.ndarray, features: Sequence[str], imp: pd.D
 
 
 #: Groups of model inputs whose attributions are added up (:func:`group_shares`).
-FEATURE_GROUPS = ("weather", "soil", "lithology", "position", "signal")
+FEATURE_GROUPS = ("weather", "soil", "lithology", "position", "elevation", "signal")
 
 
 def feature_group(name: str) -> str:
     """Which of :data:`FEATURE_GROUPS` an input belongs to: the monthly drivers and the calendar are weather, the
-    statics soil or lithology, a cell's latitude and longitude its position, ``z`` the scenario signal."""
+    statics soil or lithology, a cell's latitude and longitude its position, its height its elevation, ``z`` the
+    scenario signal."""
     if name in CELL_ATTRIBUTES:
-        return "position"
+        return "position" if name in POSITION else "elevation"
     kind = feature(name).kind
     if kind == "static":
         return "lithology" if name.startswith("lithology_") else "soil"

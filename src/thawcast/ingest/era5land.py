@@ -11,7 +11,10 @@ Handles the layouts seen in practice:
   (fluxes positive downward). Conversion to canonical units goes through
   :mod:`thawcast.variables`;
 * snow (``sd``, ``rsn``) is optional: files without it give a dataset without the snow
-  features; with both, the snow depth (m) is derived per cell as ``sd / rsn``.
+  features; with both, the snow depth (m) is derived per cell as ``sd / rsn``;
+* the invariant surface geopotential (``z``, m2 s-2; ECMWF serves it as a file of its own, global or cut to an
+  area) gives each cell's height (:func:`open_elevation`, :func:`elevation_at`). It is not a monthly file: one in
+  the monthly folder is an error that says where it belongs.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from thawcast.ingest.common import (
     open_netcdf,
     read_engine,
 )
-from thawcast.variables import ERA5_NAMES, SNOW_DEPTH_FROM, VARIABLES, to_canonical
+from thawcast.variables import ERA5_NAMES, INVARIANTS, SNOW_DEPTH_FROM, VARIABLES, to_canonical
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +87,10 @@ def open_era5land_file(
     """One CDS file with normalised time and grid; the requested variables it holds,
     converted to canonical names and units (others are dropped)."""
     ds = open_netcdf(path, chunks=chunks)
+    invariant = [str(n) for n in ds.data_vars if str(n) in _INVARIANT_NAMES]
+    if invariant and not any(str(n) in ERA5_NAMES for n in ds.data_vars):
+        raise DataError(path, f"an ERA5-Land invariant file ({', '.join(invariant)}), not monthly means: take it out"
+                        " of the monthly folder and name it in source.geopotential_file")
     _check_names(ds, path, variables)
     ds = _normalise_time(ds, path)
     ds = normalise_grid(ds, path)
@@ -92,6 +99,73 @@ def open_era5land_file(
     out = xr.Dataset({da.name: da for da in converted})
     out.attrs = dict(ds.attrs)
     return out
+
+
+_INVARIANT_NAMES = frozenset(v.era5 for v in INVARIANTS.values())
+_GEOPOTENTIAL = INVARIANTS["elevation_m"]
+
+
+def open_elevation(path: Path) -> xr.DataArray:
+    """ERA5-Land's invariant surface geopotential file as the surface height (m) ``[lat, lon]``, loaded, with
+    ascending latitudes and longitudes in -180..180 (global 0..360 files included).
+
+    Raises
+    ------
+    DataError
+        No ``z`` in the file, units that are not geopotential's, more than one time step, or heights outside
+        ``INVARIANTS["elevation_m"].valid_range``.
+    """
+    ds = open_netcdf(path)
+    name = _GEOPOTENTIAL.era5
+    if name not in ds:
+        raise DataError(path, f"no variable '{name}' ({_GEOPOTENTIAL.long_name}); the file has"
+                        f" {sorted(map(str, ds.data_vars))}")
+    ds = normalise_grid(ds[[name]], path)
+    extra = [d for d in ds[name].dims if d not in ("lat", "lon")]
+    if any(ds.sizes[d] != 1 for d in extra):
+        steps = {d: ds.sizes[d] for d in extra}
+        raise DataError(path, f"'{name}' has {steps} steps; the invariant geopotential has one")
+    height = to_canonical(ds[name].squeeze(extra, drop=True), "era5", name, path).load()
+    height = height.drop_vars([c for c in height.coords if c not in ("lat", "lon")])
+    lo, hi = _GEOPOTENTIAL.valid_range
+    bad = ((height < lo) | (height > hi)).values
+    if bad.any():
+        raise DataError(path, f"{int(bad.sum())} heights outside {lo:g}..{hi:g} m (range"
+                        f" {float(height.min()):.0f}..{float(height.max()):.0f}): not a surface geopotential?")
+    return height
+
+
+def elevation_at(height: xr.DataArray, lat: np.ndarray, lon: np.ndarray, source: Path | str) -> np.ndarray:
+    """The heights (m) of :func:`open_elevation` at points ``lat``/``lon`` (degrees), each of which must be a
+    point of the file's grid (within 0.001 degree) with a height: the ERA5-Land cells' centres.
+
+    Raises
+    ------
+    DataError
+        Naming how many points the file's grid does not hold (or holds no height for) and the first of them: a
+        file on another grid, or one cut to a smaller area.
+    """
+    lat, lon = np.asarray(lat, float), np.asarray(lon, float)
+    out = np.full(lat.shape, np.nan)
+    i = _grid_index(height["lat"].values, lat)
+    j = _grid_index(height["lon"].values, lon)
+    found = (i >= 0) & (j >= 0)
+    out[found] = height.values[i[found], j[found]]
+    missing = ~np.isfinite(out)
+    if missing.any():
+        k = int(np.flatnonzero(missing)[0])
+        raise DataError(source, f"{int(missing.sum())} of {lat.size} ERA5-Land cells are not on its grid or have no"
+                        f" height, first ({lat[k]:.3f} N, {lon[k]:.3f} E): the geopotential must be on the"
+                        " monthly files' grid and cover them")
+    return out
+
+
+def _grid_index(coords: np.ndarray, values: np.ndarray, tolerance: float = 1e-3) -> np.ndarray:
+    """Index of the coordinate (ascending) each value is, within ``tolerance``; -1 where none is."""
+    right = np.clip(np.searchsorted(coords, values), 0, coords.size - 1)
+    left = np.maximum(right - 1, 0)
+    nearest = np.where(np.abs(coords[left] - values) <= np.abs(coords[right] - values), left, right)
+    return np.where(np.abs(coords[nearest] - values) <= tolerance, nearest, -1)
 
 
 def _check_names(ds: xr.Dataset, path: Path, variables: Sequence[str]) -> None:

@@ -14,6 +14,7 @@ fit, and :meth:`CellHistory.windows` gives training and validation windows of th
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from thawcast.catalogue import CELL_ATTRIBUTES, SIGNAL, SIGNAL_SOURCE, feature
+from thawcast.catalogue import CELL_ATTRIBUTES, POSITION, SIGNAL, SIGNAL_SOURCE, feature
 from thawcast.config import Config, YearRange
 from thawcast.errors import DataError
 from thawcast.ingest.common import open_netcdf, select_years
@@ -41,11 +42,14 @@ from thawcast.variables import TARGETS
 GROUPS = ("seen", "held_out")
 
 
-def cell_feature_names(names: tuple[str, ...]) -> tuple[str, ...]:
-    """A cell model's inputs: the monthly ``features`` of params.yaml, then the cell's position
-    (:data:`~thawcast.catalogue.CELL_ATTRIBUTES`), then the signal ``z`` when it is one of them (always last)."""
+def cell_feature_names(names: tuple[str, ...], given: Collection[str] = POSITION) -> tuple[str, ...]:
+    """A cell model's inputs: the monthly ``features`` of params.yaml, then the cell attributes
+    (:data:`~thawcast.catalogue.CELL_ATTRIBUTES`) among ``given`` (the static table's variables: the position always,
+    the height where the cells stage had ERA5-Land's geopotential), then the signal ``z`` when it is one of
+    ``names`` (always last)."""
     monthly = monthly_names(names)
-    return (*monthly, *(a for a in CELL_ATTRIBUTES if a not in monthly), *((SIGNAL,) if SIGNAL in names else ()))
+    attributes = (a for a in CELL_ATTRIBUTES if a not in monthly and (a in POSITION or a in given))
+    return (*monthly, *attributes, *((SIGNAL,) if SIGNAL in names else ()))
 
 
 @dataclass(frozen=True)
@@ -151,7 +155,7 @@ def build_cell_history(cfg: Config, data: CellData) -> CellHistory:
     seen = ~data.held_out
     if not seen.any():
         raise DataError("cells", f"all {len(data)} cells are held out: nothing to train on (cells.holdout_share)")
-    names, w = cell_feature_names(cfg.feature_names), cfg.windows.length_months
+    names, w = cell_feature_names(cfg.feature_names, set(map(str, data.static.variables))), cfg.windows.length_months
     dyn = select_years(data.dynamic, cfg.period.start_year, cfg.period.end_year, "cells")
     times = pd.DatetimeIndex(dyn["time"].values)
     fit = fit_months(times, cfg.windows)

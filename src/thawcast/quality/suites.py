@@ -18,7 +18,7 @@ import pandas as pd
 import xarray as xr
 
 from thawcast.catalogue import TEXTURE
-from thawcast.variables import ERA5_FEATURES, TARGETS, VARIABLES
+from thawcast.variables import ERA5_FEATURES, INVARIANTS, TARGETS, VARIABLES
 
 CMIP5_CANONICAL = tuple(n for n, v in VARIABLES.items() if v.cmip5)
 #: What one raw ERA5-Land file holds (the snow depth is derived from two of them when files are combined).
@@ -176,6 +176,9 @@ def _cells_suite(variables: tuple[str, ...]) -> dict:
         _exp("expect_column_mean_to_be_between", column="held_out", min_value={"$PARAMETER": "min_held_out"},
              max_value={"$PARAMETER": "max_held_out"}),
     ]
+    for v, var in INVARIANTS.items():  # where the raw stage has ERA5-Land's invariant file
+        ex += [{**e, "meta": {"optional_variable": v}} for e in
+               (_exp("expect_column_values_to_not_be_null", column=v), _range(v, *var.valid_range))]
     for v in variables:
         lo, hi = VARIABLES[v].valid_range
         ex += _per_variable(v, [_exp("expect_column_values_to_be_between", column=f"{v}__missing", min_value=0,

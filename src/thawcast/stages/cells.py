@@ -10,8 +10,9 @@ A unit is a land cell with soil temperatures, its centre in a band and the study
   dask reads the chunks on its threads here, or on the workers of a dask.distributed cluster
   (``compute.scheduler``: ``local`` or a scheduler's address); the same bytes either way.
 * ``static_cells.nc`` / ``static_cells.csv``: per cell, the band table's statics (HWSD texture and organic
-  carbon, per-layer organic carbon and bulk density, lithology shares), its latitude and longitude, and
-  ``held_out``: whether it is in the spatial hold-out (``cells`` in params.yaml).
+  carbon, per-layer organic carbon and bulk density, lithology shares), its latitude and longitude, its height
+  (``elevation_m``, from ERA5-Land's invariant geopotential where the raw stage has one), and ``held_out``:
+  whether it is in the spatial hold-out (``cells`` in params.yaml).
 
 Great Expectations checks one row per cell: its statics, and each variable's range over the period and its
 missing months (none).
@@ -27,10 +28,10 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from thawcast.catalogue import LITHOLOGY_CLASSES, STATIC_UNITS, TEXTURE
+from thawcast.catalogue import CELL_ATTRIBUTES, LITHOLOGY_CLASSES, STATIC_UNITS, TEXTURE
 from thawcast.config import Config
 from thawcast.ingest.common import open_netcdf, select_years
-from thawcast.ingest.era5land import open_era5land
+from thawcast.ingest.era5land import elevation_at, open_elevation, open_era5land
 from thawcast.ingest.hwsd import open_hwsd, open_lithology, unknown_lithology
 from thawcast.layout import Layout
 from thawcast.parallel import dask_client
@@ -77,6 +78,11 @@ def _build(cfg: Config, paths: Layout) -> Path:
     lith_path = paths.raw / "static" / "lithology.nc"
     codes = open_lithology(lith_path) if lith_path.exists() else unknown_lithology(hwsd)
     table = static_cell_table(hwsd, codes, cells, cfg.static)
+    if paths.geopotential.exists():
+        table["elevation_m"] = elevation_at(open_elevation(paths.geopotential), cells.lat, cells.lon,
+                                            paths.geopotential)
+    else:
+        log.info("no ERA5-Land geopotential in %s: the cells have no elevation_m", paths.geopotential.parent)
     held_out = holdout_blocks(cells, cfg.cells.holdout_block_deg, cfg.cells.holdout_share, cfg.seed)
     log.info("spatial hold-out: %d of %d cells (%.1f%%) in blocks of %s x %s degrees", held_out.sum(), len(cells),
              100 * held_out.mean(), *cfg.cells.holdout_block_deg)
@@ -118,8 +124,9 @@ def _validation_frame(table: pd.DataFrame, band, summary: xr.Dataset) -> pd.Data
 
 def _write_static(table: pd.DataFrame, cells, path: Path, lith_path: Path | None) -> None:
     ds = xr.Dataset.from_dataframe(table.drop(columns=["lat", "lon"])).assign_coords(cells.coords())
+    units = {**STATIC_UNITS, **{name: f.unit for name, f in CELL_ATTRIBUTES.items()}}
     for c in ds.data_vars:
-        ds[c].attrs = {"units": STATIC_UNITS.get(c, "1"), "long_name": c.replace("_", " ")}
+        ds[c].attrs = {"units": units.get(c, "1"), "long_name": c.replace("_", " ")}
     ds["held_out"].attrs["long_name"] = ("1: in the spatial hold-out (never to reach training, tuning or scaling;"
                                          " scored on the test years)")
     synthetic = False

@@ -4,7 +4,8 @@
 file formats; ``source.kind: files`` ingests the user's downloads from
 ``source.era5land_dir`` / ``source.cmip5_dir`` (and ``source.lithology_file``). Either way
 the files are read back through the real readers and validated before ``data/raw`` is
-replaced.
+replaced. ERA5-Land's invariant geopotential (synthetic, or ``source.geopotential_file``) goes to
+``data/raw/static/era5land_geopotential.nc`` and must give a height to every land cell of the monthly grid.
 """
 
 from __future__ import annotations
@@ -21,15 +22,26 @@ import xarray as xr
 from thawcast.config import Config
 from thawcast.errors import DataError
 from thawcast.ingest.cmip5 import find_cmip5_files, folder_holds, open_cmip5
-from thawcast.ingest.era5land import check_complete, list_netcdf, open_era5land_file
+from thawcast.ingest.era5land import (
+    check_complete,
+    elevation_at,
+    list_netcdf,
+    open_elevation,
+    open_era5land_file,
+)
 from thawcast.ingest.hwsd import open_lithology
 from thawcast.layout import Layout
 from thawcast.prep.geometry import BandGeometry, band_weights, check_holes
 from thawcast.quality.provenance import staged_output
 from thawcast.quality.suites import finish_summary, grid_summary
 from thawcast.quality.validation import run_suite, validate_stage
+from thawcast.variables import TARGETS
 
 log = logging.getLogger(__name__)
+
+
+#: Where the raw stage puts the ERA5-Land invariant geopotential, inside ``data/raw`` (:attr:`Layout.geopotential`).
+GEOPOTENTIAL = Path("static") / "era5land_geopotential.nc"
 
 
 def _generate(cfg: Config, tmp: Path, state_file: str) -> None:
@@ -37,6 +49,7 @@ def _generate(cfg: Config, tmp: Path, state_file: str) -> None:
         simulate_era5land,
         write_cmip5,
         write_era5land,
+        write_geopotential,
         write_lithology,
         write_soil_state,
     )
@@ -50,6 +63,7 @@ def _generate(cfg: Config, tmp: Path, state_file: str) -> None:
     files = write_cmip5(cfg, tmp / "cmip5", cmip_rng)
     log.info("wrote %d synthetic CMIP5 files", len(files))
     write_lithology(cfg, tmp / "static" / "lithology.nc", lith_rng)
+    write_geopotential(cfg, tmp / GEOPOTENTIAL)
 
 
 def _ingest(cfg: Config, tmp: Path) -> dict[Path, Path]:
@@ -72,12 +86,14 @@ def _ingest(cfg: Config, tmp: Path) -> dict[Path, Path]:
     if n == 0:
         raise DataError(src.cmip5_dir, f"no {cfg.cmip5.model} {cfg.cmip5.ensemble} CMIP5 files of"
                         f" {', '.join(cfg.cmip5.experiments)} found; {folder_holds(src.cmip5_dir)}")
-    if src.lithology_file is not None:
-        if not Path(src.lithology_file).exists():
-            raise DataError(src.lithology_file, "lithology file not found")
-        (tmp / "static").mkdir()
-        shutil.copy2(src.lithology_file, tmp / "static" / "lithology.nc")
-        origins[tmp / "static" / "lithology.nc"] = Path(src.lithology_file)
+    for given, copy, what in ((src.lithology_file, Path("static") / "lithology.nc", "lithology"),
+                              (src.geopotential_file, GEOPOTENTIAL, "geopotential")):
+        if given is not None:
+            if not Path(given).exists():
+                raise DataError(given, f"{what} file not found")
+            (tmp / copy).parent.mkdir(exist_ok=True)
+            shutil.copy2(given, tmp / copy)
+            origins[tmp / copy] = Path(given)
     log.info("ingested %d ERA5-Land and %d CMIP5 files", len(era), n)
     return origins
 
@@ -105,7 +121,7 @@ def validation_sections(cfg: Config, raw_dir: Path, suite_dir: Path) -> list[dic
     """Read every raw file back through the readers, check that each grid covers the study area without holes,
     and run the raw suites."""
     geom = BandGeometry.from_config(cfg.study_area)
-    era, weights, held = [], {}, {}
+    era, weights, held, land_points = [], {}, {}, None
     for f in list_netcdf(raw_dir / "era5land"):
         ds = open_era5land_file(f, chunks={"time": 12}).load()  # one file in memory: 5x faster than dask here
         held[f] = (pd.DatetimeIndex(ds["time"].values), list(ds.data_vars))
@@ -114,8 +130,13 @@ def validation_sections(cfg: Config, raw_dir: Path, suite_dir: Path) -> list[dic
             weights[grid] = band_weights(ds["lat"].values, ds["lon"].values, geom, source=str(f))
         summary, land = grid_summary(ds, f.name)
         _check_coverage(land, weights[grid], geom, f)
+        if land_points is None and TARGETS[0] in land:
+            rows, cols = np.nonzero(land[TARGETS[0]])
+            land_points = ds["lat"].values[rows], ds["lon"].values[cols]
         era.append(summary)
     check_complete(held)
+    if (raw_dir / GEOPOTENTIAL).exists() and land_points is not None:  # a height for every land cell
+        elevation_at(open_elevation(raw_dir / GEOPOTENTIAL), *land_points, raw_dir / GEOPOTENTIAL)
     lithology = raw_dir / "static" / "lithology.nc"
     if lithology.exists():  # read by the static stage; its coverage is checked here, where the user's file is named
         codes = open_lithology(lithology)

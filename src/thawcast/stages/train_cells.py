@@ -92,7 +92,8 @@ def run(cfg: Config, arch: str, paths: Layout | None = None) -> Path:
         mlflow.log_text(scaler, "scaler.json")
         info = log_packed_model(packed, train, {
             "band_channel": "last input channel: 0 (a cell model tells cells apart by their attributes:"
-                            f" {', '.join(CELL_ATTRIBUTES)} and the statics)",
+                            f" {', '.join(a for a in CELL_ATTRIBUTES if a in hist.feature_names)} and the"
+                            " statics)",
             "scaling": "inputs z-scored with scaler.json (logged with this run): the seen cells' training years"})
     publish(Registration(arch, name, digest, cfg.mlflow.alias), info.model_uri, run.info.run_id, tags,
             paths.cell_model(arch), {"scaler.json": scaler,

@@ -5,12 +5,14 @@ model biases and scenario-dependent warming, as a CMIP5-like model. Ingredients:
 
 * air temperature: a latitudinal/continental mean and seasonal amplitude (colder and
   more seasonal to the north and in the interior), a warming trend amplified in winter,
-  and large-scale monthly and interannual anomalies;
+  and large-scale monthly and interannual anomalies; where a relief is given, a lapse rate
+  with the height above the row's mean (:mod:`thawcast.ingest.synthetic.relief`) that is the
+  free atmosphere's in July and none in January (winter inversions);
 * shortwave: daily top-of-atmosphere insolation from latitude and day of year (averaged
   over each month) times a cloud transmissivity;
 * longwave: ``eps * sigma * T^4`` with a cloud-dependent emissivity;
-* precipitation: wet south coast to dry North Slope, late-summer maximum, gamma noise;
-  snowfall as the part falling below about 0 C;
+* precipitation: wet south coast to dry North Slope, late-summer maximum, more on ranges
+  (orographic), gamma noise; snowfall as the part falling below about 0 C;
 * turbulent fluxes (ECMWF sign: positive downward) driven by radiation and thaw state;
 * volumetric soil water in the four ERA5-Land layers with a snow-melt pulse that lags
   with depth.
@@ -66,6 +68,11 @@ GLOBAL_WARMING = {
 ARCTIC_AMPLIFICATION = 2.0
 #: First year of the CMIP5 RCP experiments.
 RCP_START = 2006
+#: Lapse rate (K per km of height) in mid-July, the free atmosphere's, and in mid-January: none, the surface
+#: inversions of Alaska's winters offsetting it; a cosine of the season between (an assumption of the world).
+LAPSE_K_PER_KM = {"july": 6.5, "january": 0.0}
+#: Precipitation grows by this factor per km of height (orographic enhancement), exponentially.
+OROGRAPHIC_PER_KM = 0.4
 
 
 def global_warming(dec_year: np.ndarray, scenario: str) -> np.ndarray:
@@ -135,6 +142,7 @@ def generate(
     scenario: str | None = None,
     since: float = RCP_START,
     bias: ModelBias = ModelBias(),
+    height_km: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Monthly fields [time, lat, lon] in canonical units (see :mod:`thawcast.variables`).
 
@@ -150,6 +158,10 @@ def generate(
         Warming (K/decade) until ``since`` and, for a scenario (an RCP), its path after (:func:`warming`).
     bias
         Systematic model errors (zero for the truth).
+    height_km
+        Height of each cell (km, like ``lat2d``) above the height the smooth fields stand for
+        (:func:`thawcast.ingest.synthetic.relief.height_above_regional`); ``None``: no relief, as a GCM's coarse
+        grid sees it. The weather noise is the same with or without it.
     """
     nt = len(times)
     shape = (nt,) + lat2d.shape
@@ -175,7 +187,11 @@ def generate(
     gradient = rng.normal(0.0, 0.5, nt) * winter
     anom = regional[:, None, None] + gradient[:, None, None] * (lat2d - 65.0)[None] / 6.0
     trend = warming(dec, hist_rate, scenario, since)[:, None, None] * (1.0 + 0.4 * (-season))
-    t_air = t_mean + amp * season + anom + trend + bias.t_offset + rng.normal(0.0, 0.25, shape)
+    height = np.zeros(lat2d.shape) if height_km is None else np.asarray(height_km, dtype=float)
+    july, january = LAPSE_K_PER_KM["july"], LAPSE_K_PER_KM["january"]
+    lapse = (july + january) / 2 + (july - january) / 2 * season
+    t_air = (t_mean + amp * season + anom + trend + bias.t_offset - lapse * height
+             + rng.normal(0.0, 0.25, shape))
 
     t_skin = t_air + 0.25 + 1.25 * season + bias.skin_offset + rng.normal(0.0, 0.3, shape)
 
@@ -186,7 +202,7 @@ def generate(
     emissivity = 0.70 + 0.22 * cloud
     r_thermal = emissivity * STEFAN_BOLTZMANN * t_k**4 + bias.lw_offset
 
-    p_mean = 0.55 + 2.6 * coast_south + 0.4 * interior
+    p_mean = (0.55 + 2.6 * coast_south + 0.4 * interior) * np.exp(OROGRAPHIC_PER_KM * height)
     wet = (1.0 + 0.55 * np.cos(2 * np.pi * (doy3 - 235.0) / 365.0)) * (1.0 + 0.06 * np.clip(trend, 0, None))
     p_total = p_mean * wet * rng.gamma(4.0, 0.25, shape) * bias.precip_factor
     snow_frac = 1.0 / (1.0 + np.exp((t_air - 0.5) / 1.5))

@@ -30,7 +30,8 @@ they start, all on a fresh clone's empty cache).
 
 Upper boundary: the air (or surface) temperature reaches the soil through a surface
 resistance plus, when snow lies, the snow pack's resistance ``depth / k_snow``. Snow
-water equivalent accumulates snowfall and melts with a degree-day factor. Lower
+water equivalent accumulates snowfall and melts with a degree-day factor, up to
+:data:`GLACIER_SWE_MM` (where snow outlasts every summer, a glacier's). Lower
 boundary: a constant geothermal heat flux.
 """
 
@@ -155,12 +156,18 @@ def _solve_tridiagonal(a, b, c, d, cp, dp, x) -> None:
         x[i] = dp[i] - cp[i] * x[i + 1]
 
 
+#: The most snow a column holds (mm w.e.): ERA5-Land's land model keeps its glaciers' snow fixed at 10 m of water
+#: equivalent (ECMWF), so snow that outlasts every summer (on the synthetic world's highest ranges) stops there.
+GLACIER_SWE_MM = 10000.0
+
+
 @numba.njit(cache=True)
 def _snow_step(w: float, snowfall: float, t_air: float, melt_factor: float, dt_days: float) -> float:
-    """Snow water equivalent (mm) after one step: the snowfall (mm day-1) accumulates, and a degree-day melt
-    (``melt_factor`` mm per K above 0 C per day) removes what it can."""
+    """Snow water equivalent (mm) after one step: the snowfall (mm day-1) accumulates up to
+    :data:`GLACIER_SWE_MM`, and a degree-day melt (``melt_factor`` mm per K above 0 C per day) removes what it
+    can."""
     add = snowfall * dt_days
-    return w + add - min(w + add, melt_factor * max(t_air, 0.0) * dt_days)
+    return min(w + add - min(w + add, melt_factor * max(t_air, 0.0) * dt_days), GLACIER_SWE_MM)
 
 
 @numba.njit(parallel=True, cache=True)

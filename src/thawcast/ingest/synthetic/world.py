@@ -7,6 +7,8 @@
   (2.5 x 1.2676 degrees, 0..360 longitudes, ``365_day`` calendar), a regional subset
   of the global grid, split into time chunks of up to 50 years (as ESGF serves long runs).
 * Lithology: a rasterised 9-class map (the classes of the paper's USGS aggregation).
+* ERA5-Land's invariant geopotential (``z``, m2 s-2) of the relief (:mod:`thawcast.ingest.synthetic.relief`), as
+  ECMWF serves it beside the monthly means: one time step, land and sea.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from thawcast.config import Config
 from thawcast.ingest.cmip5 import cmip5_filename
 from thawcast.ingest.synthetic import SYNTHETIC_NOTE
 from thawcast.ingest.synthetic.climate import IPSL_LIKE_BIAS, RCP_START, generate
+from thawcast.ingest.synthetic.relief import elevation, height_above_regional
 from thawcast.ingest.synthetic.soil import (
     ColumnState,
     SoilParams,
@@ -34,7 +37,7 @@ from thawcast.ingest.synthetic.soil import (
     snow_pack,
 )
 from thawcast.prep.geometry import BandGeometry, band_weights, wrap_lon
-from thawcast.variables import VARIABLES, from_canonical
+from thawcast.variables import GRAVITY, VARIABLES, from_canonical
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +79,8 @@ def simulate_era5land(cfg: Config, rng: np.random.Generator, end_state: list | N
     times = pd.date_range(f"{cfg.period.start_year}-01-01", f"{cfg.period.end_year}-12-01", freq="MS")
     log.info("synthetic ERA5-Land: %d x %d grid (%d land cells), %d months",
              lat.size, lon.size, int(land.sum()), len(times))
-    fields = generate(lat2, lon2, times, rng, hist_rate=cfg.synthetic.warming_k_per_decade)
+    fields = generate(lat2, lon2, times, rng, hist_rate=cfg.synthetic.warming_k_per_decade,
+                      height_km=height_above_regional(lat, lon, land))
     soil = soil_temperatures(fields, land, times, cfg.synthetic.spinup_years, cfg.synthetic.soil_dt_days)
     if end_state is not None:
         end_state.append(soil.state)
@@ -141,7 +145,7 @@ def simulate_pseudo_reality(cfg: Config, rng: np.random.Generator, state, experi
              len(times))
     # Only the simulated cells are generated (as a 1 x n "grid"), then put back on the grid.
     fields = generate(lat2[cells][None], lon2[cells][None], times, rng, hist_rate=cfg.synthetic.warming_k_per_decade,
-                      scenario=experiment, since=float(first))
+                      scenario=experiment, since=float(first), height_km=height_above_regional(lat, lon, land)[cells][None])
     pick = np.isin(np.flatnonzero(land.ravel()), np.flatnonzero(cells.ravel()))
     start = type(state)(*(v[pick] for v in state))
     soil = soil_temperatures(fields, np.ones((1, int(cells.sum())), dtype=bool), times, 0,
@@ -273,6 +277,28 @@ def write_era5land(ds: xr.Dataset, folder: Path, title: str = "SYNTHETIC reanaly
         out.to_netcdf(path, encoding=enc, engine="netcdf4")
         written.append(path)
     return written
+
+
+def write_geopotential(cfg: Config, path: Path) -> Path:
+    """ERA5-Land's invariant surface geopotential of the synthetic relief on the ERA5-Land grid, as ECMWF serves it
+    (``z`` in m**2 s**-2 = height x g, one ``valid_time``, latitudes descending; land and sea)."""
+    lat, lon = era5_grid(cfg)
+    z = elevation(lat[::-1, None], lon[None, :]) * GRAVITY
+    ds = xr.Dataset(
+        {"z": (("valid_time", "latitude", "longitude"), z[None].astype(np.float32), {
+            "units": "m**2 s**-2", "long_name": "Geopotential", "standard_name": "geopotential",
+            "GRIB_shortName": "z", "GRIB_units": "m**2 s**-2", "GRIB_stepType": "instant"})},
+        coords={"valid_time": ("valid_time", pd.DatetimeIndex([f"{cfg.period.start_year}-01-01"]).values,
+                               {"long_name": "time", "standard_name": "time"}),
+                "latitude": ("latitude", lat[::-1], {"units": "degrees_north", "standard_name": "latitude"}),
+                "longitude": ("longitude", lon, {"units": "degrees_east", "standard_name": "longitude"})},
+        attrs=_global_attrs({"GRIB_centre": "ecmf", "Conventions": "CF-1.7",
+                             "title": "SYNTHETIC ERA5-Land invariant surface geopotential (thawcast embedded"
+                                      " default): the synthetic relief, not a digital elevation model"}))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.to_netcdf(path, encoding={"valid_time": {"units": "seconds since 1970-01-01", "dtype": "int64"}},
+                 engine="netcdf4")
+    return path
 
 
 # ------------------------------------------------------------------------------- CMIP5
