@@ -13,7 +13,7 @@ run on the same number of threads (``training.threads``: a 2048 x 2048 matmul, b
 sequence are counted from its gate matrices (2 x 3 H x (I + H) per layer and step, the backward pass twice the
 forward). Models: the default GRU (``models.gru``), the tuned cell GRU (``metrics/cell_tuning.json``, when
 ``tune-cells`` has run) and the largest GRU the cell search space allows (``tuning.cells.space``).
-Data: random values in the default cell array's shape (4,002 cells x 276 months x 37 features).
+Data: random values in the default cell array's shape (4,002 cells x 276 months x 38 inputs).
 
 Usage::
 
@@ -42,7 +42,8 @@ from thawcast.models.registry import build_model
 from thawcast.parallel import torch_threads
 from thawcast.prep.windows import WindowSet, window_index
 
-CELLS, MONTHS, F, W = 4002, 276, 37, 24
+#: The default cell array: cells, months, inputs (34 monthly features, lat, lon, elevation_m, z) and window length.
+CELLS, MONTHS, F, W = 4002, 276, 38, 24
 
 
 def cell_windows(cells: int, seed: int) -> WindowSet:

@@ -588,6 +588,17 @@ def _tuned(cfg, paths, root: Path, cells_folder: Path | None = None) -> dict:
     return json.loads(own.metric("cell_tuning.json").read_text())
 
 
+def _trials(cfg, root: Path, study: str) -> list[tuple[str, float | None, dict]]:
+    """Every trial (state, value, params) of the study ``_tuned`` ran under ``root``."""
+    import optuna
+
+    from thawcast.config import with_overrides
+    from thawcast.learn import tuning
+
+    storage = tuning.storage(with_overrides(cfg, tuning={"storage": str(root / "optuna.journal")}))
+    return [(t.state.name, t.value, t.params) for t in optuna.load_study(study_name=study, storage=storage).trials]
+
+
 def test_tune_cells_starts_from_the_defaults_and_its_best_is_what_train_cells_trains(cell_run, tmp_path):
     """A study of the cell GRU: the budget's trials, the params.yaml settings first, the best no worse than them;
     its value is the validation RMSE of a cell model trained with the best settings for the budget's epochs
@@ -598,7 +609,7 @@ def test_tune_cells_starts_from_the_defaults_and_its_best_is_what_train_cells_tr
         train_cell_model,
         validation_scores,
     )
-    from thawcast.tracking.studies import trial_settings
+    from thawcast.stages.tune_cells import CELL_STUDIES
 
     cfg, paths = cell_run
     row = _tuned(cfg, paths, tmp_path)["architectures"]["gru"]
@@ -610,7 +621,7 @@ def test_tune_cells_starts_from_the_defaults_and_its_best_is_what_train_cells_tr
     assert settings.training.learning_rate == row["best_params"]["learning_rate"]
     assert (settings.training.max_epochs, settings.training.batch_size) == (cfg.cells.max_epochs, cfg.cells.batch_size)
     data = CellTraining.build(cfg, build_cell_history(cfg, open_cells(paths.cell_store, paths.static_cells)))
-    again, _ = train_cell_model(trial_settings(cfg, "gru", row["best_params"], "cells"), data, cfg.seed,
+    again, _ = train_cell_model(CELL_STUDIES.trial_settings(cfg, "gru", row["best_params"]), data, cfg.seed,
                                 cfg.cells.windows_per_epoch)
     assert validation_scores(again, data)["rmse"] == row["best_value"]
     assert "# Tuning studies of the cell models" in (tmp_path / "metrics" / "cell_tuning.md").read_text()
@@ -641,6 +652,8 @@ def test_tune_cells_never_reads_the_held_out_cells_or_the_test_years(cell_run, t
     corrupt = _tuned(cfg, paths, tmp_path / "hidden", hidden)["architectures"]["gru"]
     assert corrupt["best_value"] == clean["best_value"] and corrupt["best_params"] == clean["best_params"]
     assert corrupt["default_value"] == clean["default_value"]
+    trials = _trials(cfg, tmp_path / "clean", clean["study"])
+    assert len(trials) == cfg.tuning.cells.budget.n_trials and _trials(cfg, tmp_path / "hidden", corrupt["study"]) == trials
     # positive control: the same shift of the seen cells' validation year does change the study
     seen = shifted("seen", lambda year: (year == cfg.windows.validation.end_year) & ~held)
     assert _tuned(cfg, paths, tmp_path / "seen", seen)["architectures"]["gru"]["default_value"] != clean["default_value"]

@@ -207,15 +207,27 @@ def test_a_store_needs_its_variables_and_the_cells_grid(cube_files):
         cell_store(era.isel(lon=slice(0, 5)), cells)
 
 
-def test_the_cells_stage_on_the_tiny_world(tiny_world, tiny_cfg, tmp_path, caplog):
+def test_the_cells_stage_on_the_tiny_world(tiny_world, tiny_cfg, tmp_path, caplog, monkeypatch):
     """Every land cell with soil is a unit; its store series are the raw files' at that cell, its statics the
-    HWSD pixels', and the GX suite passed (the stage would have raised)."""
+    HWSD pixels', and the GX suite passed (the stage would have raised); the suite refuses a height out of range
+    or missing, and skips it where the cells have none."""
     from conftest import layout
+    from thawcast.quality.validation import run_suite
     from thawcast.stages import cells as stage
 
+    checked = []
+    monkeypatch.setattr(stage, "run_suite", lambda frame, *a, **k: checked.append((frame, a, k)) or run_suite(
+        frame, *a, **k))
     paths = layout(tmp_path, raw=tiny_world / "raw")
     with caplog.at_level(logging.WARNING, logger="thawcast.prep.cells"):
         stage.run(tiny_cfg, paths)
+    frame, args, kwargs = checked[0]
+    assert run_suite(frame, *args, **kwargs)["success"]
+    for bad in (9500.0, np.nan):
+        section = run_suite(frame.assign(elevation_m=np.where(frame.index == 1, bad, frame["elevation_m"])), *args,
+                            **kwargs)
+        assert not section["success"] and all("elevation_m" in f for f in section["failures"])
+    assert run_suite(frame.drop(columns="elevation_m"), *args, **kwargs)["success"]
     era = open_era5land(tiny_world / "raw" / "era5land").load()
     with xr.open_dataset(paths.cell_store) as store, xr.open_dataset(paths.static_cells) as statics:
         assert store.attrs["thawcast_synthetic"] == "true" and store.attrs["thawcast_stage"] == "cells"

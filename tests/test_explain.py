@@ -10,12 +10,15 @@ import xarray as xr
 
 from conftest import layout
 from thawcast.analysis.explain import (
+    CELL_GROUPS,
+    FEATURE_GROUPS,
     additivity_gap,
     attributions,
     feature_group,
     group_shares,
     importance,
 )
+from thawcast.catalogue import CELL_ATTRIBUTES
 from thawcast.errors import DataError
 from thawcast.models.base import BandSequenceModel
 from thawcast.models.packed import PackedModel
@@ -159,6 +162,7 @@ def test_group_shares_add_each_groups_mean_abs_attribution_by_hand():
                 "z"]
     assert [feature_group(f) for f in features] == ["weather", "weather", "soil", "soil", "lithology", "position",
                                                     "position", "elevation", "signal"]
+    assert set(CELL_GROUPS) == set(CELL_ATTRIBUTES) and set(CELL_GROUPS.values()) <= set(FEATURE_GROUPS)
     sv = np.zeros((2, len(features), 2))
     sv[:, :, 0] = [1.0, -1.0, 2.0, 0.0, 1.0, 3.0, -1.0, 1.5, 2.0]  # mean |SHAP| per feature over windows and
     shares = group_shares(sv, features)                              # layers: half of these; total 12.5 / 2

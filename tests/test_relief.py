@@ -8,8 +8,15 @@ import xarray as xr
 from helpers import canonical_cube, write_cds
 from thawcast.errors import DataError
 from thawcast.ingest.era5land import elevation_at, open_elevation, open_era5land
-from thawcast.ingest.synthetic.climate import LAPSE_K_PER_KM, OROGRAPHIC_PER_KM, generate
-from thawcast.ingest.synthetic.relief import RIDGES, elevation, height_above_regional
+from thawcast.ingest.synthetic.climate import LAPSE_K_PER_KM, generate
+from thawcast.ingest.synthetic.relief import (
+    OROGRAPHIC_PER_KM,
+    RIDGES,
+    Terrain,
+    elevation,
+    height_above_regional,
+    terrain,
+)
 from thawcast.variables import GRAVITY
 
 
@@ -31,33 +38,42 @@ def test_heights_are_never_negative_and_lowlands_stay_low():
     assert elevation(np.array([61.5, 70.5]), np.array([-164.0, -153.0])).max() < 150.0
 
 
-def test_the_height_above_the_rows_mean_averages_to_zero_on_land_and_is_zero_off_it():
+def test_the_height_above_the_rows_mean_averages_to_zero_on_land_and_the_wetness_to_one():
     lat, lon = np.arange(60.0, 70.0, 0.5), np.arange(-160.0, -145.0, 0.5)
     land = np.zeros((lat.size, lon.size), bool)
     land[2:15, 3:25] = True
     land[5, 3:10] = False
-    h = height_above_regional(lat, lon, land)
+    t = terrain(lat, lon, land)
     rows = land.any(1)
-    np.testing.assert_allclose((h * land).sum(1)[rows] / land.sum(1)[rows], 0.0, atol=1e-12)
-    # one cell's height in km less its row's land mean, by hand
+    np.testing.assert_allclose((t.height_km * land).sum(1)[rows] / land.sum(1)[rows], 0.0, atol=1e-12)
+    np.testing.assert_allclose((t.wetness * land).sum(1)[rows] / land.sum(1)[rows], 1.0, rtol=1e-12)
+    assert (t.height_km[~rows] == 0.0).all() and (t.wetness[~rows] == 1.0).all()  # rows without land
+    # one cell by hand: its height in km less its row's land mean, and exp(0.4 h) over the row's mean of it
     row = land[7]
     expect = (elevation(lat[7], lon[11]) - elevation(np.full(row.sum(), lat[7]), lon[row]).mean()) / 1000.0
-    assert h[7, 11] == pytest.approx(expect)
+    assert t.height_km[7, 11] == pytest.approx(expect) == height_above_regional(lat, lon, land)[7, 11]
+    assert t.wetness[7, 11] == pytest.approx(np.exp(OROGRAPHIC_PER_KM * expect)
+                                             / np.exp(OROGRAPHIC_PER_KM * t.height_km[7, row]).mean())
+    # a subset of cells, as the pseudo-reality simulates them: the grid's values, in row-major order
+    pick = np.zeros_like(land)
+    pick[7, 11] = pick[9, 4] = True
+    assert t.at(pick).height_km.tolist() == [[t.height_km[7, 11], t.height_km[9, 4]]]
 
 
 def test_a_cell_above_its_surroundings_is_colder_by_the_lapse_rate_and_wetter_with_the_same_weather():
     """The same seed with and without 1 km of height: July colder by the July lapse rate, January by January's,
-    precipitation up by exp(OROGRAPHIC_PER_KM); nothing else drawn differs."""
+    precipitation up by the terrain's factor; nothing else drawn differs."""
     times = pd.date_range("2001-01-01", "2003-12-01", freq="MS")
     lat, lon = np.array([[64.0, 64.0]]), np.array([[-150.0, -149.0]])
     flat = generate(lat, lon, times, np.random.default_rng(3))
-    high = generate(lat, lon, times, np.random.default_rng(3), height_km=np.array([[1.0, 0.0]]))
+    high = generate(lat, lon, times, np.random.default_rng(3),
+                    terrain=Terrain(np.array([[1.0, 0.0]]), np.array([[1.3, 1.0]])))
     d = high["t_air"][:, 0, 0] - flat["t_air"][:, 0, 0]
     july, january = times.month == 7, times.month == 1
     assert d[july] == pytest.approx(np.full(july.sum(), -LAPSE_K_PER_KM["july"]), abs=0.05)
     assert d[january] == pytest.approx(np.full(january.sum(), -LAPSE_K_PER_KM["january"]), abs=0.1)
     ratio = high["p_total"][:, 0, 0] / flat["p_total"][:, 0, 0]
-    np.testing.assert_allclose(ratio, np.exp(OROGRAPHIC_PER_KM), rtol=1e-9)
+    np.testing.assert_allclose(ratio, 1.3, rtol=1e-9)
     np.testing.assert_array_equal(high["t_air"][:, 0, 1], flat["t_air"][:, 0, 1])  # no height: the same bits
     np.testing.assert_array_equal(high["r_solar"], flat["r_solar"])
 
@@ -88,6 +104,22 @@ def test_a_geopotential_on_another_grid_or_without_the_cells_is_one_error_naming
         elevation_at(elev, np.array([60.0, 60.1]), np.array([-160.0, -160.0]), "geo.nc")
     with pytest.raises(DataError, match="1 of 1 ERA5-Land cells"):
         elevation_at(elev, np.array([61.0]), np.array([-160.0]), "geo.nc")
+    hole = elev.where(elev["lon"] > -160.0)  # on the grid, but no height there
+    with pytest.raises(DataError, match=r"1 of 2 ERA5-Land cells are not on its grid or have no height, first"
+                                        r" \(60\.250 N, -160\.000 E\)"):
+        elevation_at(hole, np.array([60.25, 60.25]), np.array([-159.75, -160.0]), "geo.nc")
+
+
+def test_only_the_box_around_the_cells_is_read_and_checked(tmp_path):
+    """A global file's heights far from the cells (a value out of range elsewhere) do not matter."""
+    lat, lon = np.array([-80.0, 60.0, 60.1]), np.array([0.0, 200.0, 200.1])
+    height = np.array([[-9999.0, 0.0, 0.0], [0.0, 100.0, 200.0], [0.0, 300.0, 400.0]])
+    path = _geopotential(tmp_path / "geo.nc", lat, lon, height)
+    with pytest.raises(DataError, match="1 heights outside"):
+        open_elevation(path)
+    box = open_elevation(path, (np.array([60.1]), np.array([-159.9])))
+    assert box.sizes == {"lat": 2, "lon": 2}
+    assert elevation_at(box, np.array([60.1]), np.array([-159.9]), path).tolist() == pytest.approx([400.0])
 
 
 @pytest.mark.parametrize(("units", "scale", "message"), [

@@ -251,6 +251,9 @@ def test_a_users_geopotential_is_copied_and_must_give_every_land_cell_a_height(t
     if fault == "none":
         raw.run(cfg, layout(tmp_path))
         assert (tmp_path / "raw" / "static" / "era5land_geopotential.nc").read_bytes() == geo.read_bytes()
+        missing = cfg.model_copy(update={"source": cfg.source.model_copy(update={"geopotential_file": ext / "no.nc"})})
+        with pytest.raises(DataError, match=r"no\.nc: geopotential file not found \(source\.geopotential_file"):
+            raw.run(missing, layout(tmp_path))
         return
     with pytest.raises(DataError, match=r"\d+ of \d+ ERA5-Land cells are not on its grid or have no height") as info:
         raw.run(cfg, layout(tmp_path))

@@ -581,11 +581,6 @@ class TuningConfig(_Section):
         """The merged search space of ``arch`` (common first, then its own entries)."""
         return merged_space(self.space, arch, "space")
 
-    @staticmethod
-    def is_int(arch: str, name: str) -> bool:
-        """Whether ``name`` of ``arch`` takes integer values (sampled with ``suggest_int``)."""
-        return is_int_param(arch, name)
-
 
 class ExplainConfig(_Section):
     """SHAP attributions (``shap.GradientExplainer``, expected gradients) of the registered models."""

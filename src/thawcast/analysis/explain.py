@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from thawcast.catalogue import CELL_ATTRIBUTES, POSITION, feature
+from thawcast.catalogue import CELL_ATTRIBUTES, feature
 from thawcast.errors import DataError
 from thawcast.models.packed import PackedModel
 from thawcast.prep.windows import WindowSet
@@ -127,6 +127,8 @@ def plots(sv: np.ndarray, values: np.ndarray, features: Sequence[str], imp: pd.D
 
 #: Groups of model inputs whose attributions are added up (:func:`group_shares`).
 FEATURE_GROUPS = ("weather", "soil", "lithology", "position", "elevation", "signal")
+#: The group of each cell attribute (:data:`~thawcast.catalogue.CELL_ATTRIBUTES`).
+CELL_GROUPS = {"lat": "position", "lon": "position", "elevation_m": "elevation"}
 
 
 def feature_group(name: str) -> str:
@@ -134,7 +136,7 @@ def feature_group(name: str) -> str:
     statics soil or lithology, a cell's latitude and longitude its position, its height its elevation, ``z`` the
     scenario signal."""
     if name in CELL_ATTRIBUTES:
-        return "position" if name in POSITION else "elevation"
+        return CELL_GROUPS[name]
     kind = feature(name).kind
     if kind == "static":
         return "lithology" if name.startswith("lithology_") else "soil"

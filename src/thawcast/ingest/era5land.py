@@ -105,9 +105,13 @@ _INVARIANT_NAMES = frozenset(v.era5 for v in INVARIANTS.values())
 _GEOPOTENTIAL = INVARIANTS["elevation_m"]
 
 
-def open_elevation(path: Path) -> xr.DataArray:
+def open_elevation(path: Path, around: tuple[np.ndarray, np.ndarray] | None = None) -> xr.DataArray:
     """ERA5-Land's invariant surface geopotential file as the surface height (m) ``[lat, lon]``, loaded, with
-    ascending latitudes and longitudes in -180..180 (global 0..360 files included).
+    ascending latitudes and longitudes in -180..180 (global 0..360 files included); with ``around`` (latitudes and
+    longitudes of points) only the box around them, half a degree wider, is read and checked.
+
+    A file on a finer grid than the monthly files' serves them too (their centres are among its points): each
+    cell's height is then the point value at its centre, not a cell mean.
 
     Raises
     ------
@@ -121,6 +125,9 @@ def open_elevation(path: Path) -> xr.DataArray:
         raise DataError(path, f"no variable '{name}' ({_GEOPOTENTIAL.long_name}); the file has"
                         f" {sorted(map(str, ds.data_vars))}")
     ds = normalise_grid(ds[[name]], path)
+    if around is not None:
+        lat, lon = (np.asarray(v, float) for v in around)
+        ds = ds.sel(lat=slice(lat.min() - 0.5, lat.max() + 0.5), lon=slice(lon.min() - 0.5, lon.max() + 0.5))
     extra = [d for d in ds[name].dims if d not in ("lat", "lon")]
     if any(ds.sizes[d] != 1 for d in extra):
         steps = {d: ds.sizes[d] for d in extra}

@@ -24,7 +24,7 @@ import logging
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -34,7 +34,8 @@ from optuna.trial import TrialState
 
 from thawcast.config import Config, SearchDim, TuningBudget, is_int_param
 from thawcast.errors import ConfigError, DataError, ServiceError, first_line
-from thawcast.layout import POSTGRES_DRIVER, absolute_sqlite, connect_args, redacted
+from thawcast.layout import POSTGRES_DRIVER, Layout, absolute_sqlite, connect_args, redacted
+from thawcast.learn.settings import TUNABLE_TRAINING, ModelSettings, settings_from
 from thawcast.parallel import dead_here, process_id
 
 log = logging.getLogger(__name__)
@@ -61,10 +62,44 @@ class Search:
     comparable: dict[str, object]
 
 
+@dataclass(frozen=True)
+class StudyKind:
+    """What a kind of study tunes, with the same machinery (storage, resume, workers, pruning, MLflow) for each: the
+    band models (``tracking.studies.BAND_STUDIES``, stage ``tune``) or the cell models
+    (``stages.tune_cells.CELL_STUDIES``, stage ``tune-cells``). Module-level functions only, so that a spawned
+    worker receives it by reference.
+
+    ``space_key`` names the search space in ``params.yaml``; ``search`` gives an architecture's :class:`~thawcast.learn.tuning.Search`; ``defaults`` its ``params.yaml``
+    settings, which a trial's drawn params override (with the budget's epochs); ``load`` what every trial trains
+    and is scored on (read once per process); ``fit`` trains one trial and returns its validation RMSE (degC) and
+    fit; ``data`` the stage folder whose DVC hash enters the fingerprint; a study
+    with ``folder`` writes ``data/tuning/<arch>/`` (the band studies) besides returning its record.
+    """
+
+    units: str
+    stage: str
+    objective: str
+    space_key: str
+    search: Callable[[Config, str], Search]
+    defaults: Callable[[Config, str], ModelSettings]
+    load: Callable[[Config, Layout], object]
+    fit: Callable[..., tuple[float, object]]
+    data: Callable[[Layout], Path]
+    folder: bool
+    unit_embedding: bool
+
+    def trial_settings(self, cfg: Config, arch: str, params: dict) -> ModelSettings:
+        """Settings of one trial: the drawn ``params`` over the defaults, with the budget's epochs, on one device (the
+        pruning callback reports from one process; parallel trials come from ``tuning.workers``)."""
+        base, b = self.defaults(cfg, arch), self.search(cfg, arch).budget
+        training = base.training.model_copy(update={"max_epochs": b.max_epochs, "patience": b.patience,
+                                                    "devices": 1, "strategy": "auto"})
+        settings = settings_from(cfg, arch, params, "trial", training)
+        return settings if self.unit_embedding else replace(settings, band_embedding_dim=0)
+
+
 def band_search(cfg: Config, arch: str) -> Search:
     """The study of a band model: ``tuning.space`` and ``tuning.budget`` over ``models`` and ``training``."""
-    from thawcast.learn.settings import TUNABLE_TRAINING
-
     hp = cfg.models.hparams(arch).model_dump()
     defaults = {**hp, **{k: getattr(cfg.training, k) for k in TUNABLE_TRAINING},
                 "band_embedding_dim": cfg.models.band_embedding_dim}
@@ -75,14 +110,13 @@ def band_search(cfg: Config, arch: str) -> Search:
 
 def cell_search(cfg: Config, arch: str) -> Search:
     """The study of a cell model: ``tuning.cells`` over ``models`` and the ``cells`` training settings; the
-    spatial hold-out, the features and the splits decide which windows its trials see."""
-    from thawcast.learn.settings import TUNABLE_TRAINING
-
+    features and the splits decide which windows its trials see (the cells and their hold-out come with the
+    data)."""
     hp = cfg.models.hparams(arch).model_dump()
     training = cfg.cells.training(cfg.training)
     comparable = {"models": hp, "training": training.model_dump(mode="json", exclude=_PER_TRIAL),
-                  "cells": cfg.cells.model_dump(mode="json", include={
-                      "holdout_share", "holdout_block_deg", "windows_per_epoch", "validation_windows"}),
+                  # the cells and their hold-out are in the data version (the cells stage's DVC hash)
+                  "cells": cfg.cells.model_dump(mode="json", include={"windows_per_epoch", "validation_windows"}),
                   "features": list(cfg.feature_names), "windows": cfg.windows.model_dump(mode="json")}
     return Search(f"cells-{arch}", arch, cfg.tuning.cells.space_for(arch), cfg.tuning.cells.budget,
                   {**hp, **{k: getattr(training, k) for k in TUNABLE_TRAINING}}, comparable)

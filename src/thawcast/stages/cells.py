@@ -79,8 +79,8 @@ def _build(cfg: Config, paths: Layout) -> Path:
     codes = open_lithology(lith_path) if lith_path.exists() else unknown_lithology(hwsd)
     table = static_cell_table(hwsd, codes, cells, cfg.static)
     if paths.geopotential.exists():
-        table["elevation_m"] = elevation_at(open_elevation(paths.geopotential), cells.lat, cells.lon,
-                                            paths.geopotential)
+        height = open_elevation(paths.geopotential, (cells.lat, cells.lon))
+        table["elevation_m"] = elevation_at(height, cells.lat, cells.lon, paths.geopotential)
     else:
         log.info("no ERA5-Land geopotential in %s: the cells have no elevation_m", paths.geopotential.parent)
     held_out = holdout_blocks(cells, cfg.cells.holdout_block_deg, cfg.cells.holdout_share, cfg.seed)
@@ -106,7 +106,8 @@ def _build(cfg: Config, paths: Layout) -> Path:
                             index_columns=["cell"])
         validate_stage("cells", [section], paths.validation_reports)
         _write_static(table.assign(held_out=held_out.astype(np.int8)), cells, tmp / paths.static_cells.name,
-                      lith_path if lith_path.exists() else None)
+                      lith_path if lith_path.exists() else None,
+                      paths.geopotential if "elevation_m" in table else None)
     return paths.cells
 
 
@@ -122,23 +123,30 @@ def _validation_frame(table: pd.DataFrame, band, summary: xr.Dataset) -> pd.Data
     return frame
 
 
-def _write_static(table: pd.DataFrame, cells, path: Path, lith_path: Path | None) -> None:
+def _synthetic(source: Path | None) -> bool:
+    """Whether the raw file ``source`` (none: no) says it is synthetic."""
+    if source is None:
+        return False
+    with open_netcdf(source) as ds:
+        return is_synthetic(ds.attrs)
+
+
+def _write_static(table: pd.DataFrame, cells, path: Path, lith_path: Path | None, geo_path: Path | None) -> None:
     ds = xr.Dataset.from_dataframe(table.drop(columns=["lat", "lon"])).assign_coords(cells.coords())
-    units = {**STATIC_UNITS, **{name: f.unit for name, f in CELL_ATTRIBUTES.items()}}
     for c in ds.data_vars:
-        ds[c].attrs = {"units": units.get(c, "1"), "long_name": c.replace("_", " ")}
+        known = CELL_ATTRIBUTES.get(c)
+        ds[c].attrs = ({"units": known.unit, "long_name": known.description} if known else
+                       {"units": STATIC_UNITS.get(c, "1"), "long_name": c.replace("_", " ")})
     ds["held_out"].attrs["long_name"] = ("1: in the spatial hold-out (never to reach training, tuning or scaling;"
                                          " scored on the test years)")
-    synthetic = False
-    if lith_path is not None:
-        with open_netcdf(lith_path) as lith:
-            synthetic = is_synthetic(lith.attrs)
+    lith_synthetic, geo_synthetic = _synthetic(lith_path), _synthetic(geo_path)
     ds.attrs = provenance(
         "cells", "per land cell: cos-latitude-weighted mean of the HWSD pixels and lithology raster cells whose"
-        " centres fall in the cell; per-layer organic carbon and bulk density as for the bands (README \"Static\")",
+        " centres fall in the cell; per-layer organic carbon and bulk density as for the bands (README \"Static\");"
+        " the height at the cell's centre from ERA5-Land's invariant geopotential / 9.80665 m s-2",
         [f"HWSD v1.2 topsoil grids (permamodel {version('permamodel')} package data)",
-         str(lith_path) if lith_path else "no lithology"],
-        synthetic=synthetic, lithology_synthetic=str(synthetic).lower(),
-        hwsd_note="texture and organic carbon are REAL HWSD data")
+         str(lith_path) if lith_path else "no lithology", str(geo_path) if geo_path else "no geopotential"],
+        synthetic=lith_synthetic or geo_synthetic, lithology_synthetic=str(lith_synthetic).lower(),
+        elevation_synthetic=str(geo_synthetic).lower(), hwsd_note="texture and organic carbon are REAL HWSD data")
     ds.to_netcdf(path)
     table.to_csv(path.with_suffix(".csv"), float_format="%.6g")

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 
 #: Where the raw stage puts the ERA5-Land invariant geopotential, inside ``data/raw`` (:attr:`Layout.geopotential`).
-GEOPOTENTIAL = Path("static") / "era5land_geopotential.nc"
+GEOPOTENTIAL = Layout.at(".").geopotential.relative_to(Layout.at(".").raw)
 
 
 def _generate(cfg: Config, tmp: Path, state_file: str) -> None:
@@ -89,8 +89,9 @@ def _ingest(cfg: Config, tmp: Path) -> dict[Path, Path]:
     for given, copy, what in ((src.lithology_file, Path("static") / "lithology.nc", "lithology"),
                               (src.geopotential_file, GEOPOTENTIAL, "geopotential")):
         if given is not None:
-            if not Path(given).exists():
-                raise DataError(given, f"{what} file not found")
+            if not Path(given).is_file():
+                raise DataError(given, f"{what} file not found (source.{what}_file in params.yaml: a file's path,"
+                                " or null)")
             (tmp / copy).parent.mkdir(exist_ok=True)
             shutil.copy2(given, tmp / copy)
             origins[tmp / copy] = Path(given)
@@ -136,7 +137,7 @@ def validation_sections(cfg: Config, raw_dir: Path, suite_dir: Path) -> list[dic
         era.append(summary)
     check_complete(held)
     if (raw_dir / GEOPOTENTIAL).exists() and land_points is not None:  # a height for every land cell
-        elevation_at(open_elevation(raw_dir / GEOPOTENTIAL), *land_points, raw_dir / GEOPOTENTIAL)
+        elevation_at(open_elevation(raw_dir / GEOPOTENTIAL, land_points), *land_points, raw_dir / GEOPOTENTIAL)
     lithology = raw_dir / "static" / "lithology.nc"
     if lithology.exists():  # read by the static stage; its coverage is checked here, where the user's file is named
         codes = open_lithology(lithology)

@@ -28,5 +28,5 @@ def run(cfg: Config, arch: str | None = None, paths: Layout | None = None) -> Pa
         cfg.training.require(arch)
         tune_one(cfg, arch, paths)
         return paths.study(arch)
-    tune_all(cfg, cfg.training.architectures, paths, "bands")
+    tune_all(cfg, cfg.training.architectures, paths)
     return paths.tuning

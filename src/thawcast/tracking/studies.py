@@ -1,8 +1,8 @@
 """Optuna studies tracked in MLflow: the band models' (stage ``tune``) and the cell models' (stage ``tune-cells``).
 
 Objective: validation RMSE in degC of the best epoch (early stopping within the trial), on the band windows'
-validation years or on the seen cells' validation sample. The test years (and the held-out cells) are never
-loaded. Pruning: Optuna's median pruner through the Lightning pruning callback on the per-epoch validation loss.
+validation years or on the seen cells' validation sample (:class:`StudyKind`). The test years (and the held-out
+cells) never reach a trial's fit or score. Pruning: Optuna's median pruner through the Lightning pruning callback on the per-epoch validation loss.
 
 MLflow (experiment ``tuning.experiment``): the study is a parent run (resumed when the study resumes), each trial a
 nested run with its params, per-epoch losses, final value and ``optuna.state`` (COMPLETE / PRUNED / FAIL); trials
@@ -20,20 +20,13 @@ import json
 import logging
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from thawcast.config import Config
 from thawcast.errors import ConfigError, ModelInputError
 from thawcast.layout import Layout, redacted
 from thawcast.learn import tuning
-from thawcast.learn.cells import (
-    CellTraining,
-    default_cell_settings,
-    train_cell_model,
-    validation_scores,
-)
-from thawcast.learn.settings import ModelSettings, best_params_record, settings_from
+from thawcast.learn.settings import ModelSettings, best_params_record, default_settings
 from thawcast.learn.training import (
     FitResult,
     TrainingData,
@@ -41,87 +34,65 @@ from thawcast.learn.training import (
     score_degc,
     train_model,
 )
-from thawcast.prep.cell_windows import build_cell_history, open_cells
+from thawcast.learn.tuning import StudyKind
 from thawcast.quality.provenance import git_commit, staged_output
 from thawcast.tracking.dvclock import data_version
 from thawcast.tracking.registry import start_run, use_store
 
 log = logging.getLogger(__name__)
 
-#: What a cell model's study minimises.
-CELL_OBJECTIVE = "validation RMSE (degC) on the seen cells' validation sample"
 
-
-def trial_settings(cfg: Config, arch: str, params: dict, units: str = "bands") -> ModelSettings:
-    """Settings of one trial: the drawn params over the defaults (a band model's, or with ``units`` "cells" a cell
-    model's), with the tuning budget's epochs, on one device (the pruning callback reports from one process;
-    parallel trials come from ``tuning.workers``)."""
-    if units == "cells":
-        base, b = default_cell_settings(cfg, arch).training, cfg.tuning.cells.budget
-    else:
-        base, b = cfg.training, cfg.tuning.budget
-    training = base.model_copy(update={"max_epochs": b.max_epochs, "patience": b.patience,
-                                       "devices": 1, "strategy": "auto"})
-    settings = settings_from(cfg, arch, params, "trial", training)
-    return replace(settings, band_embedding_dim=0) if units == "cells" else settings
-
-
-def search(cfg: Config, arch: str, units: str) -> tuning.Search:
-    """What the study of ``arch``'s band model or cell model (``units``) searches."""
-    return tuning.cell_search(cfg, arch) if units == "cells" else tuning.band_search(cfg, arch)
-
-
-def trial_data(cfg: Config, paths: Layout, units: str) -> TrainingData | CellTraining:
-    """What every trial trains and is scored on (read once per process): the band windows, or the seen cells'
-    windows. The test years are not loaded."""
-    if units == "cells":
-        return CellTraining.build(cfg, build_cell_history(cfg, open_cells(paths.cell_store, paths.static_cells)))
-    return load_training_data(paths.history, paths.scaler)
-
-
-def fit_trial(cfg: Config, settings: ModelSettings, data: TrainingData | CellTraining, callbacks: list,
-              on_epoch, label: str) -> tuple[float, FitResult]:
-    """Train one trial and score it: validation RMSE (degC) of its best epoch."""
-    if isinstance(data, CellTraining):
-        packed, result = train_cell_model(settings, data, cfg.seed, cfg.cells.windows_per_epoch,
-                                          callbacks=callbacks, on_epoch=on_epoch)
-        return validation_scores(packed, data)["rmse"], result
+def _band_fit(cfg: Config, settings: ModelSettings, data: TrainingData, callbacks: list, on_epoch,
+              label: str) -> tuple[float, FitResult]:
     net, result = train_model(settings, data, cfg.seed, callbacks=callbacks, on_epoch=on_epoch, label=label)
     return score_degc(net, data.validation, data.targets)["rmse"], result
 
 
-def tune_all(cfg: Config, archs: tuple[str, ...], paths: Layout, units: str) -> list[dict]:
-    """The studies of ``archs`` (``units`` "bands" or "cells"), ``compute.workers`` at a time; their records in
-    the order of ``archs``."""
+def _band_data(cfg: Config, paths: Layout) -> TrainingData:
+    return load_training_data(paths.history, paths.scaler)
+
+
+def _windows(paths: Layout) -> Path:
+    return paths.windows
+
+
+#: The band models' studies: validation RMSE (degC) on the band windows' validation years.
+BAND_STUDIES = StudyKind("bands", "tune", "validation RMSE (degC)", "tuning.space", tuning.band_search,
+                         default_settings, _band_data, _band_fit, _windows, folder=True, unit_embedding=True)
+
+
+def tune_all(cfg: Config, archs: tuple[str, ...], paths: Layout, kind: StudyKind = BAND_STUDIES) -> list[dict]:
+    """The studies of ``archs`` (of ``kind``), ``compute.workers`` at a time; their records in the order of
+    ``archs``."""
     from thawcast.parallel import side_by_side
 
     n = cfg.compute.worker_count(len(archs)) if cfg.tuning.workers == 1 and cfg.tuning.concurrent else 1
-    log.info("tuning the %s models of %s: %d stud%s at a time%s", units[:-1], ", ".join(archs), n,
+    log.info("tuning the %s models of %s: %d stud%s at a time%s", kind.units[:-1], ", ".join(archs), n,
              "y" if n == 1 else "ies", "" if cfg.tuning.concurrent else " (the SQLite storage takes one writer)")
     use_store(cfg.mlflow, cfg.tuning.experiment)  # a new store's schema, made once before the studies share it
     records: dict[int, dict] = {}
-    for i, record in side_by_side(_study, [(cfg, a, paths, units) for a in archs], n):
+    for i, record in side_by_side(_study, [(cfg, a, paths, kind) for a in archs], n):
         log.info("study of %s done: %s", archs[i], record["study"])
         records[i] = record
     return [records[i] for i in range(len(archs))]
 
 
-def tune_one(cfg: Config, arch: str, paths: Layout, units: str = "bands") -> dict:
-    """One architecture's study (of its band model, or with ``units`` "cells" its cell model): trials until the
-    budget. A band study writes ``data/tuning/<arch>/``; both return the study's record (its summary with the best
-    settings as ``best_params``, in the best-params format)."""
+def tune_one(cfg: Config, arch: str, paths: Layout, kind: StudyKind = BAND_STUDIES) -> dict:
+    """One architecture's study (of ``kind``: its band model or its cell model): trials until the budget. A band
+    study writes ``data/tuning/<arch>/``; both return the study's record (its summary with the best settings as
+    ``best_params`` and, under ``settings``, in the best-params format)."""
     import mlflow
     from optuna.trial import TrialState
 
     from thawcast.learn.training import TrainingError, check_devices
 
-    what = search(cfg, arch, units)
-    if units == "cells" and not what.space:
-        raise ConfigError(f"tuning.cells.space has no dimension for {arch} (nor under common): every trial would be"
-                          f" the params.yaml settings; give tuning.cells.space.{arch} or .common at least one")
-    check_devices(trial_settings(cfg, arch, {}, units).training)  # before a trial or a run is recorded
-    data_path = paths.cells if units == "cells" else paths.windows
-    train_data = trial_data(cfg, paths, units)  # also the input check, before any study exists
+    what = kind.search(cfg, arch)
+    if not what.space:
+        raise ConfigError(f"{kind.space_key} has no dimension for {arch} (nor under common): every trial would be the"
+                          f" params.yaml settings; give {kind.space_key}.{arch} or .common at least one")
+    check_devices(kind.trial_settings(cfg, arch, {}).training)  # before a trial or a run is recorded
+    data_path = kind.data(paths)
+    train_data = kind.load(cfg, paths)  # also the input check, before any study exists
     data = data_version([str(data_path)], paths.lock)[str(data_path)]
     fp = tuning.fingerprint(cfg, what, data)
     study = tuning.open_study(cfg, what, fp)
@@ -135,8 +106,7 @@ def tune_one(cfg: Config, arch: str, paths: Layout, units: str = "bands") -> dic
             client.get_run(parent_id)
         except mlflow.exceptions.MlflowException:
             parent_id = None
-    stage = "tune-cells" if units == "cells" else "tune"
-    tags = {"thawcast.stage": stage, "thawcast.architecture": arch, "thawcast.units": units,
+    tags = {"thawcast.stage": kind.stage, "thawcast.architecture": arch, "thawcast.units": kind.units,
             "optuna.study": study.study_name, "optuna.storage": redacted(cfg.tuning.storage),
             "git_commit": git_commit(), f"dvc.md5.{data_path}": data}
 
@@ -155,12 +125,12 @@ def tune_one(cfg: Config, arch: str, paths: Layout, units: str = "bands") -> dic
         if workers == 1:
             if any(t.state == TrialState.RUNNING for t in study.get_trials(deepcopy=False)):
                 study.sampler = tuning.sampler(cfg, shared=True)  # other machines' workers are on this study
-            work(cfg, arch, study, train_data, parent.info.run_id, units)
+            work(cfg, arch, study, train_data, parent.info.run_id, kind)
         else:
             from thawcast.parallel import log_to_console, map_processes
 
             log.info("%s: %d worker processes on %s", study.study_name, workers, redacted(cfg.tuning.storage))
-            job = (cfg, arch, paths, fp, parent.info.run_id, units)
+            job = (cfg, arch, paths, fp, parent.info.run_id, kind)
             for i, ran in map_processes(_worker, [job] * workers, workers, initializer=log_to_console,
                                         setting="tuning.workers (--workers)"):
                 log.info("%s: worker %d ran %d trial(s)", study.study_name, i, ran)
@@ -176,16 +146,11 @@ def tune_one(cfg: Config, arch: str, paths: Layout, units: str = "bands") -> dic
         if summ["trials_complete"] + summ["trials_pruned"] < budget.n_trials:
             log.warning("%s: only %d of %d trials within timeout_s %.0f", study.study_name,
                         summ["trials_complete"] + summ["trials_pruned"], budget.n_trials, budget.timeout_s)
-        best = trial_settings(cfg, arch, study.best_params, units)
-        if units == "cells":  # the study's epochs were its budget's; the registered model trains with cells'
-            best = replace(best, training=best.training.model_copy(update={
-                "max_epochs": cfg.cells.max_epochs, "patience": cfg.cells.patience}))
-        record = best_params_record(best, value=summ["best_value"], trial=summ["best_trial"],
-                                    study=study.study_name, objective=CELL_OBJECTIVE if units == "cells"
-                                    else "validation RMSE (degC)")
-        with staged_output(paths.study(arch)) if units == "bands" else tempfile.TemporaryDirectory() as out:
+        record = best_params_record(kind.trial_settings(cfg, arch, study.best_params), value=summ["best_value"],
+                                    trial=summ["best_trial"], study=study.study_name, objective=kind.objective)
+        with staged_output(paths.study(arch)) if kind.folder else tempfile.TemporaryDirectory() as out:
             out = Path(out)
-            if units == "bands":
+            if kind.folder:
                 (out / paths.best_params(arch).name).write_text(json.dumps(record, indent=2) + "\n")
                 (out / paths.study_summary(arch).name).write_text(json.dumps(summ, indent=2, default=str) + "\n")
             tuning.trials_table(study).to_csv(out / "trials.csv", index=False)
@@ -194,7 +159,7 @@ def tune_one(cfg: Config, arch: str, paths: Layout, units: str = "bands") -> dic
                                 "trials_pruned": summ["trials_pruned"], "trials_failed": summ["trials_failed"],
                                 **timing})
             mlflow.log_dict({**summ, **timing}, "summary.json")
-            if units == "cells":
+            if not kind.folder:
                 mlflow.log_artifact(str(out / "trials.csv"))
             for path in figures.values():
                 mlflow.log_artifact(str(path), "figures")
@@ -203,7 +168,7 @@ def tune_one(cfg: Config, arch: str, paths: Layout, units: str = "bands") -> dic
     return {**summ, "best_params": study.best_params, "settings": record}
 
 
-def work(cfg: Config, arch: str, study, train_data, parent_run_id: str, units: str = "bands") -> int:
+def work(cfg: Config, arch: str, study, train_data, parent_run_id: str, kind: StudyKind = BAND_STUDIES) -> int:
     """One worker's share of the study: trials until the study has ``n_trials`` (see ``tuning.optimize``), each a
     nested MLflow run under ``parent_run_id``. Returns the trials this worker ran."""
     import mlflow
@@ -212,21 +177,21 @@ def work(cfg: Config, arch: str, study, train_data, parent_run_id: str, units: s
 
     from thawcast.learn.training import MONITOR, TrainingError
 
-    what = search(cfg, arch, units)
+    what = kind.search(cfg, arch)
     ran = []
 
     def objective(trial: optuna.Trial) -> float:
         ran.append(trial.number)
         params = tuning.suggest(trial, what)
-        settings = trial_settings(cfg, arch, params, units)
+        settings = kind.trial_settings(cfg, arch, params)
         run = start_run(run_name=f"trial-{trial.number}", nested=True, parent_run_id=parent_run_id,
                         tags={"optuna.trial": str(trial.number), "thawcast.architecture": arch,
-                              "thawcast.units": units})
+                              "thawcast.units": kind.units})
         trial.set_user_attr("mlflow_run_id", run.info.run_id)
         mlflow.log_params(params)
         t0 = time.perf_counter()
         try:
-            value, result = fit_trial(cfg, settings, train_data,
+            value, result = kind.fit(cfg, settings, train_data,
                                       [PyTorchLightningPruningCallback(trial, monitor=MONITOR)],
                                       lambda epoch, row: mlflow.log_metrics(row, step=epoch),
                                       f"{what.label} trial {trial.number}")
@@ -253,17 +218,17 @@ def work(cfg: Config, arch: str, study, train_data, parent_run_id: str, units: s
     return len(ran)
 
 
-def _study(job: tuple[Config, str, Layout, str]) -> dict:
+def _study(job: tuple[Config, str, Layout, StudyKind]) -> dict:
     """A spawned process running one architecture's whole study (:func:`tune_one`)."""
     return tune_one(*job)
 
 
-def _worker(job: tuple[Config, str, Layout, str, str, str]) -> int:
+def _worker(job: tuple[Config, str, Layout, str, str, StudyKind]) -> int:
     """A spawned tuning worker: opens the same study and MLflow store, then :func:`work`."""
-    cfg, arch, paths, fp, parent_run_id, units = job
+    cfg, arch, paths, fp, parent_run_id, kind = job
     use_store(cfg.mlflow, cfg.tuning.experiment)
-    study = tuning.open_study(cfg, search(cfg, arch, units), fp, shared=True)
-    return work(cfg, arch, study, trial_data(cfg, paths, units), parent_run_id, units)
+    study = tuning.open_study(cfg, kind.search(cfg, arch), fp, shared=True)
+    return work(cfg, arch, study, kind.load(cfg, paths), parent_run_id, kind)
 
 
 def _mark_killed(client, study) -> None:

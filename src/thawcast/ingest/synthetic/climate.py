@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from thawcast.ingest.synthetic.relief import Terrain
+
 SOLAR_CONSTANT = 1361.0  # W m-2
 STEFAN_BOLTZMANN = 5.670374e-8
 
@@ -71,8 +73,6 @@ RCP_START = 2006
 #: Lapse rate (K per km of height) in mid-July, the free atmosphere's, and in mid-January: none, the surface
 #: inversions of Alaska's winters offsetting it; a cosine of the season between (an assumption of the world).
 LAPSE_K_PER_KM = {"july": 6.5, "january": 0.0}
-#: Precipitation grows by this factor per km of height (orographic enhancement), exponentially.
-OROGRAPHIC_PER_KM = 0.4
 
 
 def global_warming(dec_year: np.ndarray, scenario: str) -> np.ndarray:
@@ -142,7 +142,7 @@ def generate(
     scenario: str | None = None,
     since: float = RCP_START,
     bias: ModelBias = ModelBias(),
-    height_km: np.ndarray | None = None,
+    terrain: Terrain | None = None,
 ) -> dict[str, np.ndarray]:
     """Monthly fields [time, lat, lon] in canonical units (see :mod:`thawcast.variables`).
 
@@ -158,10 +158,11 @@ def generate(
         Warming (K/decade) until ``since`` and, for a scenario (an RCP), its path after (:func:`warming`).
     bias
         Systematic model errors (zero for the truth).
-    height_km
-        Height of each cell (km, like ``lat2d``) above the height the smooth fields stand for
-        (:func:`thawcast.ingest.synthetic.relief.height_above_regional`); ``None``: no relief, as a GCM's coarse
-        grid sees it. The weather noise is the same with or without it.
+    terrain
+        What the relief does at each cell (:class:`~thawcast.ingest.synthetic.relief.Terrain`, shaped like
+        ``lat2d``): its height above the height the smooth fields stand for, on which the lapse rate acts, and its
+        orographic precipitation factor. ``None``: no relief, as a GCM's coarse grid sees it. The weather noise is
+        the same with or without it.
     """
     nt = len(times)
     shape = (nt,) + lat2d.shape
@@ -187,7 +188,7 @@ def generate(
     gradient = rng.normal(0.0, 0.5, nt) * winter
     anom = regional[:, None, None] + gradient[:, None, None] * (lat2d - 65.0)[None] / 6.0
     trend = warming(dec, hist_rate, scenario, since)[:, None, None] * (1.0 + 0.4 * (-season))
-    height = np.zeros(lat2d.shape) if height_km is None else np.asarray(height_km, dtype=float)
+    height = np.zeros(lat2d.shape) if terrain is None else np.asarray(terrain.height_km, dtype=float)
     july, january = LAPSE_K_PER_KM["july"], LAPSE_K_PER_KM["january"]
     lapse = (july + january) / 2 + (july - january) / 2 * season
     t_air = (t_mean + amp * season + anom + trend + bias.t_offset - lapse * height
@@ -202,7 +203,7 @@ def generate(
     emissivity = 0.70 + 0.22 * cloud
     r_thermal = emissivity * STEFAN_BOLTZMANN * t_k**4 + bias.lw_offset
 
-    p_mean = (0.55 + 2.6 * coast_south + 0.4 * interior) * np.exp(OROGRAPHIC_PER_KM * height)
+    p_mean = (0.55 + 2.6 * coast_south + 0.4 * interior) * (1.0 if terrain is None else terrain.wetness)
     wet = (1.0 + 0.55 * np.cos(2 * np.pi * (doy3 - 235.0) / 365.0)) * (1.0 + 0.06 * np.clip(trend, 0, None))
     p_total = p_mean * wet * rng.gamma(4.0, 0.25, shape) * bias.precip_factor
     snow_frac = 1.0 / (1.0 + np.exp((t_air - 0.5) / 1.5))

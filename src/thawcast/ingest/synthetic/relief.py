@@ -9,13 +9,16 @@ metres above sea level and never negative.
 The smooth climate fields of :func:`thawcast.ingest.synthetic.climate.generate` were calibrated to band means, so
 they stand for the climate at each latitude's mean height of the land; a cell departs from it by its height above
 that (:func:`height_above_regional`): positive on ranges, negative in lowlands, and zero on average along each row
-of the grid, so the band means keep their calibration.
+of the grid. Precipitation grows with that height (:data:`OROGRAPHIC_PER_KM`), by a factor whose mean over each
+row's land is 1 (:func:`terrain`), so the air temperature and the precipitation of each row's land, and so of each
+band, keep their calibrated means (their responses, snow and soil, are not linear and move a little).
 """
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -74,11 +77,40 @@ def elevation(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
     return out
 
 
+def _row_land_mean(values: np.ndarray, land: np.ndarray) -> np.ndarray:
+    """The mean of ``values`` over each row's ``land`` cells, ``[lat, 1]`` (NaN for a row without land)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return ((values * land).sum(1) / land.sum(1))[:, None]
+
+
 def height_above_regional(lat: np.ndarray, lon: np.ndarray, land: np.ndarray) -> np.ndarray:
     """Height (km) of each cell of a regular ``[lat, lon]`` grid (1-D coordinates) above the mean height of the
     ``land`` cells of its row (0 in rows without land)."""
     lat, lon, land = np.asarray(lat, float), np.asarray(lon, float), np.asarray(land, bool)
     height = elevation(lat[:, None], lon[None, :])
-    count = land.sum(1)
-    regional = (height * land).sum(1) / np.maximum(count, 1)
-    return (height - regional[:, None]) / 1000.0
+    return np.nan_to_num(height - _row_land_mean(height, land)) / 1000.0
+
+
+#: Precipitation grows by this factor per km of height (orographic enhancement), exponentially.
+OROGRAPHIC_PER_KM = 0.4
+
+
+class Terrain(NamedTuple):
+    """What the relief does to the climate of each cell, ``[lat, lon]`` like the grid (or ``[1, n]`` for some of its
+    cells, :meth:`at`)."""
+
+    height_km: np.ndarray  #: height above the row's mean land height (km): the lapse rate acts on it
+    wetness: np.ndarray  #: precipitation factor, exp(OROGRAPHIC_PER_KM x height) over its row's land mean
+
+    def at(self, cells: np.ndarray) -> Terrain:
+        """The terrain of the grid's ``cells`` (a ``[lat, lon]`` mask) as a ``[1, n]`` row, in row-major order."""
+        return Terrain(self.height_km[cells][None], self.wetness[cells][None])
+
+
+def terrain(lat: np.ndarray, lon: np.ndarray, land: np.ndarray) -> Terrain:
+    """The :class:`Terrain` of a regular grid (1-D ascending coordinates) whose ``land`` cells the climate covers;
+    off land the factor is that of the row's land (1 in rows without land)."""
+    land = np.asarray(land, bool)
+    height = height_above_regional(lat, lon, land)
+    factor = np.exp(OROGRAPHIC_PER_KM * height)
+    return Terrain(height, np.nan_to_num(factor / _row_land_mean(factor, land), nan=1.0))

@@ -27,7 +27,7 @@ from thawcast.config import Config
 from thawcast.ingest.cmip5 import cmip5_filename
 from thawcast.ingest.synthetic import SYNTHETIC_NOTE
 from thawcast.ingest.synthetic.climate import IPSL_LIKE_BIAS, RCP_START, generate
-from thawcast.ingest.synthetic.relief import elevation, height_above_regional
+from thawcast.ingest.synthetic.relief import elevation, terrain
 from thawcast.ingest.synthetic.soil import (
     ColumnState,
     SoilParams,
@@ -80,7 +80,7 @@ def simulate_era5land(cfg: Config, rng: np.random.Generator, end_state: list | N
     log.info("synthetic ERA5-Land: %d x %d grid (%d land cells), %d months",
              lat.size, lon.size, int(land.sum()), len(times))
     fields = generate(lat2, lon2, times, rng, hist_rate=cfg.synthetic.warming_k_per_decade,
-                      height_km=height_above_regional(lat, lon, land))
+                      terrain=terrain(lat, lon, land))
     soil = soil_temperatures(fields, land, times, cfg.synthetic.spinup_years, cfg.synthetic.soil_dt_days)
     if end_state is not None:
         end_state.append(soil.state)
@@ -145,7 +145,7 @@ def simulate_pseudo_reality(cfg: Config, rng: np.random.Generator, state, experi
              len(times))
     # Only the simulated cells are generated (as a 1 x n "grid"), then put back on the grid.
     fields = generate(lat2[cells][None], lon2[cells][None], times, rng, hist_rate=cfg.synthetic.warming_k_per_decade,
-                      scenario=experiment, since=float(first), height_km=height_above_regional(lat, lon, land)[cells][None])
+                      scenario=experiment, since=float(first), terrain=terrain(lat, lon, land).at(cells))
     pick = np.isin(np.flatnonzero(land.ravel()), np.flatnonzero(cells.ravel()))
     start = type(state)(*(v[pick] for v in state))
     soil = soil_temperatures(fields, np.ones((1, int(cells.sum())), dtype=bool), times, 0,
