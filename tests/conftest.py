@@ -31,6 +31,7 @@ TINY = {
     "training": {"max_epochs": 3, "batch_size": 32, "patience": 2, "accelerator": "cpu"},
     "tuning": {"budget": {"n_trials": 2, "timeout_s": 120, "max_epochs": 2, "patience": 2},
                "sampler_startup_trials": 1, "pruner_startup_trials": 1, "pruner_warmup_epochs": 1,
+               "space": {"common": {"learning_rate": {"low": 0.001, "high": 0.02, "log": True}}},
                "cells": {"budget": {"n_trials": 3, "timeout_s": 120, "max_epochs": 2, "patience": 2},
                          "space": {"common": {"learning_rate": {"low": 0.001, "high": 0.02, "log": True}},
                                    "gru": {"hidden": {"choices": [4, 8]}}}}},
