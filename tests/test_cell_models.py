@@ -263,6 +263,16 @@ def test_the_cell_stages_score_seen_and_held_out_cells_and_the_bands(cell_run):
     assert sorted(p.name for p in (paths.cell_evaluation / "figures").iterdir()) == ["rmse_map_gru.png",
                                                                                      "skill_map_gru.png"]
     assert "Grid cells: seen and held-out skill" in paths.metric("cells.md").read_text()
+    # the kinds of ground split each side of the hold-out; with one kind only, its score is the side's
+    ground = metrics["ground"]
+    assert "the rest" in ground and "high ground (>= 2000 m)" in ground  # the tiny world has heights
+    for side in ("seen", "held_out"):
+        assert sum(g["cells"][side] for g in ground.values()) == metrics["cells"][side]
+        only = [g for g in ground.values() if g["cells"][side] == metrics["cells"][side]]
+        for g in only:
+            assert g["rmse"][side]["gru"] == pytest.approx(
+                metrics["summary"]["models"]["gru"][side]["overall"]["rmse"], rel=1e-12)
+    assert "by kind of ground" in paths.metric("cells.md").read_text()
 
 
 def test_the_cell_seed_spread_reproduces_the_registered_run_and_weighs_the_band_lead(cell_run, caplog):

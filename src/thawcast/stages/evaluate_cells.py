@@ -9,8 +9,9 @@ training windows, its alpha chosen on their validation windows.
 
 Outputs:
 
-* ``metrics/cells.json`` / ``metrics/cells.md``: pooled skill on seen vs held-out cells, and the band comparison
-  (does a cell model, averaged up, beat a model trained on the band means, on the band targets?);
+* ``metrics/cells.json`` / ``metrics/cells.md``: pooled skill on seen vs held-out cells, the band comparison
+  (does a cell model, averaged up, beat a model trained on the band means, on the band targets?), and the skill
+  by kind of ground (perennial snow, high ground, the rest; :mod:`thawcast.analysis.cell_ground`);
 * ``data/cell_evaluation/cell_scores.nc``: per model, cell and layer, test RMSE/MAE/R2 (CF, with lat/lon);
 * ``data/cell_evaluation/figures/``: maps of per-cell RMSE (layers 1 and 4) and of the skill against climatology.
 
@@ -35,6 +36,7 @@ from thawcast.analysis.cell_evaluation import (
     per_cell_scores,
     summary,
 )
+from thawcast.analysis.cell_ground import ground_classes, ground_markdown, ground_scores
 from thawcast.analysis.evaluation import baseline_predictions
 from thawcast.analysis.plots import LAYER_LABELS, cell_maps
 from thawcast.catalogue import BASELINES
@@ -102,8 +104,10 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
           for name in networks}
     truth_up = band_means(obs, test.band, test.target_times(), data.band, data.area_km2, n_bands, months)
     metrics["bands"] = band_comparison(band_obs, up, band_models, truth_up)
+    metrics["ground"] = ground_scores(obs, preds, test.band, held_out, _ground(cfg, data))
     test_years = f"{cfg.windows.test.start_year}-{cfg.windows.test.end_year}"
     text = cells_markdown(metrics, networks, test_years, metrics["cells"]["seen"], metrics["cells"]["held_out"])
+    text += "\n" + ground_markdown(metrics["ground"], list(preds))
 
     frame = _score_frame(data, per_cell)
     suite = run_suite(frame, "cell_scores", paths.expectations, index_columns=["model", "cell", "layer"],
@@ -136,6 +140,15 @@ def run(cfg: Config, paths: Layout | None = None) -> Path:
                  metrics["summary"]["models"][arch]["held_out"]["overall"]["rmse"],
                  metrics["summary"]["models"]["climatology"]["held_out"]["overall"]["rmse"])
     return paths.cell_evaluation
+
+
+def _ground(cfg: Config, data: CellData) -> dict[str, np.ndarray]:
+    """The cells' kinds of ground (perennial snow in the training years' Augusts, high ground, the rest)."""
+    train = cfg.windows.train
+    swe = data.dynamic["swe"].values if "swe" in data.dynamic else None
+    height = data.static["elevation_m"].values if "elevation_m" in data.static else None
+    return ground_classes(swe, pd.DatetimeIndex(data.dynamic["time"].values), (train.start_year, train.end_year),
+                          height, len(data))
 
 
 def _score_frame(data: CellData, per_cell: dict[str, dict[str, np.ndarray]]) -> pd.DataFrame:

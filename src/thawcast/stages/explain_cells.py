@@ -1,7 +1,7 @@
 """Stage ``explain-cells``: SHAP attributions of each registered cell model, on seen and on held-out cells.
 
-A cell model tells cells apart only by their attributes (soil, lithology, position). Which of them it leans on,
-beside the weather, says what it learnt about place: a model that mostly reads latitude and longitude has learnt a
+A cell model tells cells apart only by their attributes (soil, lithology, position, elevation). Which of them it
+leans on, beside the weather, says what it learnt about place: a model that mostly reads latitude and longitude has learnt a
 map of the seen cells, one that reads soil and lithology something that may carry to other ground. The
 attributions are computed as for the band models (:mod:`thawcast.analysis.explain`: expected gradients, summed
 over the window's months, degC) with ``explain.background`` of the seen cells' training windows as background,
@@ -9,8 +9,8 @@ on ``explain.samples`` test windows of the seen cells and as many of the held-ou
 
 Outputs: ``data/cell_explain/<arch>/`` (``shap_values.nc``, ``importance.csv``, ``figures/shap_bar.png``,
 ``figures/shap_beeswarm.png``) and ``metrics/cell_shap.{json,md}``: per cell model and group of cells, the share
-of the attribution that goes to weather, soil, lithology, position and the signal, and the top features; MLflow
-holds the same. The model is the version holding the weights ``train-cells@<arch>`` recorded, after checking its
+of the attribution that goes to weather, soil, lithology, position, elevation and the signal, and the top features;
+MLflow holds the same. The model is the version holding the weights ``train-cells@<arch>`` recorded, after checking its
 scalers are these cells'.
 """
 
@@ -151,6 +151,7 @@ def markdown(table: dict) -> str:
          f" {n['held_out']} of held-out cells, against {table['n_background']} training windows of the seen cells;"
          " attribution summed over the window's months (degC). Shares: each group's part of the mean |SHAP| summed"
          " over the inputs (weather: the monthly drivers and the calendar; soil: texture, organic carbon, bulk"
-         " density; lithology: the shares of the lithology classes; position: latitude and longitude; signal: z). Additivity gap: mean |prediction - background"
+         " density; lithology: the shares of the lithology classes; position: latitude and longitude; elevation:"
+         " the cell's height; signal: z). Additivity gap: mean |prediction - background"
          " mean - sum of attributions| (degC), how exact the sums are."), "",
         *markdown_table(head, rows), ""])
