@@ -95,4 +95,4 @@ def ground_markdown(table: Mapping[str, dict], models: Sequence[str]) -> str:
     text = (f"Test RMSE (degC) by kind of ground. Perennial snow: more than {PERENNIAL_SWE_MM:g} mm w.e. of snow in"
             " every August of the training years (ERA5-Land's glaciers); high ground: any other cell at or above"
             f" {HIGH_GROUND_M:.0f} m. The seen and held-out cells compare fairly only within a kind of ground.")
-    return "\n".join([text, "", *markdown_table(["ground", "cells", "n", *models], rows), ""])
+    return "\n".join([text, "", *markdown_table(["ground", "side", "cells", *models], rows), ""])
