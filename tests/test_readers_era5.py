@@ -55,6 +55,25 @@ def test_layouts_give_the_same_result(tmp_path, layout):
     np.testing.assert_allclose(alt["lon"].values, ref["lon"].values)
 
 
+@pytest.mark.parametrize("layout", ["valid_time", "date", "time"])
+def test_a_time_chunk_applies_to_the_files_own_time_axis(tmp_path, layout):
+    """chunks={"time": n} names the canonical axis; CDS files call it valid_time (or date), and a chunk of a
+    dimension the file does not have would be ignored without a word."""
+    from thawcast.ingest.synthetic.world import write_era5land
+
+    (path,) = write_era5land(canonical_cube(years=(2001, 2002, 2003)), tmp_path, years_per_file=3)
+    if layout == "date":
+        rewrite(path, lambda ds: ds.assign_coords(valid_time=pd.DatetimeIndex(ds["valid_time"].values).strftime(
+            "%Y%m%d").astype(int)).rename({"valid_time": "date"}))
+    elif layout == "time":
+        rewrite(path, lambda ds: ds.rename({"valid_time": "time"}))
+    for n, expected in ((-1, (36,)), (24, (24, 12)), (12, (12, 12, 12))):
+        ds = open_era5land(tmp_path, chunks={"time": n})
+        assert ds["t_air"].chunksizes["time"] == expected, n
+    np.testing.assert_array_equal(open_era5land(tmp_path, chunks={"time": -1})["t_soil1"].values,
+                                  open_era5land(tmp_path)["t_soil1"].values)
+
+
 def test_truncated_file_is_named(tmp_path):
     (path,) = write_cds(canonical_cube(years=(2001,)), tmp_path)
     data = path.read_bytes()

@@ -61,6 +61,10 @@ def list_netcdf(paths: str | Path | Sequence[str | Path]) -> list[Path]:
     return files
 
 
+#: What CDS files call the time axis that :func:`_normalise_time` renames ``time``.
+_TIME_NAMES = ("valid_time", "date")
+
+
 def _normalise_time(ds: xr.Dataset, path: Path) -> xr.Dataset:
     if "valid_time" in ds.dims or "valid_time" in ds.coords:
         if "time" in ds.coords and "time" not in ds.dims:
@@ -85,7 +89,10 @@ def open_era5land_file(
     path: Path, chunks: dict | None = None, variables: Sequence[str] = ERA5_SHORT_NAMES
 ) -> xr.Dataset:
     """One CDS file with normalised time and grid; the requested variables it holds,
-    converted to canonical names and units (others are dropped)."""
+    converted to canonical names and units (others are dropped). ``chunks`` name the canonical dimensions: a
+    ``time`` chunk applies to the file's own time axis (``valid_time`` in CDS files, ``date`` in older ones)."""
+    if chunks is not None and "time" in chunks:  # xarray ignores chunks of dimensions a file does not have
+        chunks = {**chunks, **{name: chunks["time"] for name in _TIME_NAMES}}
     ds = open_netcdf(path, chunks=chunks)
     invariant = [str(n) for n in ds.data_vars if str(n) in _INVARIANT_NAMES]
     if invariant and not any(str(n) in ERA5_NAMES for n in ds.data_vars):
