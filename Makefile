@@ -22,15 +22,18 @@ $(STAMP): pyproject.toml
 # `dvc repro`, with the pipeline's two branches after `raw` side by side on the two cores: the band models and
 # the cell models with the pseudo-reality. DVC runs one stage at a time per call; its documented way to run
 # independent stages in parallel is one `dvc repro` per branch, each waiting (--wait-for-lock) while another holds
-# the repository lock (held to read and write dvc.lock, released while a stage runs). The last `dvc repro` does
-# what needs both branches (evaluate-cells, project-cells, perfect-model, report) and anything the two lists
-# miss: the result is plain `dvc repro`'s whatever they say (README "Two commands").
-BAND_BRANCH := evaluate thaw explain compare-studies compare-explanations feature-ablation
-CELL_BRANCH := train-cells explain-cells pseudo-reality
+# the repository lock (held to read and write dvc.lock, released while a stage runs). Each branch names its stages
+# in order with --single-item: a branch that checked `raw` again would ask for a write lock on data/raw while the
+# other reads it, and fail. The last `dvc repro` does what needs both branches (evaluate-cells, seed-spread-cells,
+# project-cells, perfect-model, report) and anything the lists miss, so the result is plain `dvc repro`'s.
+# tests/test_house.py checks the lists against dvc.yaml (in order, independent of each other, nothing twice).
+BAND_STAGES := static bands scenarios windows tune compare-studies seed-spread feature-ablation train evaluate \
+  project thaw explain compare-explanations
+CELL_STAGES := cells tune-cells train-cells explain-cells pseudo-reality
 repro: install
 	dvc --wait-for-lock repro raw
-	@dvc --wait-for-lock repro $(CELL_BRANCH) & cells=$$!; \
-	  dvc --wait-for-lock repro $(BAND_BRANCH); bands=$$?; wait $$cells; cells=$$?; \
+	@dvc --wait-for-lock repro --single-item $(CELL_STAGES) & cells=$$!; \
+	  dvc --wait-for-lock repro --single-item $(BAND_STAGES); bands=$$?; wait $$cells; cells=$$?; \
 	  test $$bands = 0 && test $$cells = 0
 	dvc --wait-for-lock repro
 

@@ -201,3 +201,41 @@ def test_the_report_depends_on_every_output_it_lists():
         st = _stage(name)
         for out in _paths(st.get("outs")) + _paths(st.get("metrics")):
             assert any(out == d or out.startswith(d + "/") for d in deps), f"{out} ({name}) is not a report dep"
+
+
+def _make_list(name: str) -> list[str]:
+    """A ``NAME := a b \\ c`` variable of the Makefile, as a list."""
+    text = (REPO / "Makefile").read_text().replace("\\\n", " ")
+    (line,) = [ln for ln in text.splitlines() if ln.startswith(f"{name} :=")]
+    return line.split(":=", 1)[1].split()
+
+
+def _upstream(name: str) -> set[str]:
+    """The stages whose outputs ``name`` reads (a dependency at, under or above one of their outputs)."""
+    deps = [d for d in _paths(_stage(name).get("deps")) if not d.startswith("src/")]
+    found = set()
+    for other in DVC:
+        outs = _paths(_stage(other).get("outs")) + _paths(_stage(other).get("metrics"))
+        if other != name and any(d == o or d.startswith(o + "/") or o.startswith(d + "/") for d in deps for o in outs):
+            found.add(other)
+    return found
+
+
+@pytest.mark.parametrize("branch", ["BAND_STAGES", "CELL_STAGES"])
+def test_make_repro_branches_run_in_order_and_apart(branch):
+    """`make repro` runs BAND_STAGES and CELL_STAGES as two `dvc repro --single-item` side by side after `raw`:
+    each stage there must find everything it reads already built by `raw` or by a stage before it in the same
+    list (--single-item checks no upstream), and no stage may be in both."""
+    stages = _make_list(branch)
+    other = set(_make_list("CELL_STAGES" if branch == "BAND_STAGES" else "BAND_STAGES"))
+    assert len(set(stages)) == len(stages) and not set(stages) & other and "raw" not in stages
+    for i, name in enumerate(stages):
+        assert name in DVC, f"{name} in the Makefile's {branch} is no stage of dvc.yaml"
+        missing = _upstream(name) - {"raw", *stages[:i]}
+        assert not missing, f"{name} in {branch} reads the outputs of {sorted(missing)}, not listed before it"
+
+
+def test_the_upstream_of_a_stage_is_found_from_its_paths():
+    assert _upstream("train") == {"seed-spread", "tune", "windows"}
+    assert _upstream("thaw") == {"bands", "project", "scenarios"}
+    assert _upstream("raw") == set()
