@@ -19,22 +19,26 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-# `dvc repro`, with the pipeline's two branches after `raw` side by side on the two cores: the band models and
-# the cell models with the pseudo-reality. DVC runs one stage at a time per call; its documented way to run
-# independent stages in parallel is one `dvc repro` per branch, each waiting (--wait-for-lock) while another holds
-# the repository lock (held to read and write dvc.lock, released while a stage runs). Each branch names its stages
-# in order with --single-item: a branch that checked `raw` again would ask for a write lock on data/raw while the
-# other reads it, and fail. The last `dvc repro` does what needs both branches (evaluate-cells, seed-spread-cells,
-# project-cells, perfect-model, report) and anything the lists miss, so the result is plain `dvc repro`'s.
-# tests/test_house.py checks the lists against dvc.yaml (in order, independent of each other, nothing twice).
-BAND_STAGES := static bands scenarios windows tune compare-studies seed-spread feature-ablation train evaluate \
-  project thaw explain compare-explanations
-CELL_STAGES := cells tune-cells train-cells explain-cells pseudo-reality
+# `dvc repro` on both cores. DVC runs one stage at a time per call; its documented way to run independent stages in
+# parallel is one `dvc repro` each, waiting (--wait-for-lock) while another holds the repository lock (held to read
+# and write dvc.lock, released while a stage runs). After `raw`, each phase runs two stage lists side by side, each
+# in order with --single-item (a call that checked the stages upstream again would ask for write locks on outputs
+# the other call reads, and fail). The last `dvc repro` does what needs both sides (evaluate-cells,
+# seed-spread-cells, perfect-model, report) and anything the lists miss, so the result is plain `dvc repro`'s.
+# tests/test_house.py checks the lists against dvc.yaml (in order, each side apart from the other, nothing twice).
+PHASE1_A := static bands scenarios windows tune compare-studies seed-spread feature-ablation
+PHASE1_B := cells tune-cells train-cells explain-cells pseudo-reality
+PHASE2_A := train
+PHASE2_B := project-cells
+PHASE3_A := evaluate project thaw
+PHASE3_B := explain compare-explanations
+side_by_side = dvc --wait-for-lock repro --single-item $(2) & b=$$!; dvc --wait-for-lock repro --single-item $(1); \
+  a=$$?; wait $$b; b=$$?; test $$a = 0 && test $$b = 0
 repro: install
 	dvc --wait-for-lock repro raw
-	@dvc --wait-for-lock repro --single-item $(CELL_STAGES) & cells=$$!; \
-	  dvc --wait-for-lock repro --single-item $(BAND_STAGES); bands=$$?; wait $$cells; cells=$$?; \
-	  test $$bands = 0 && test $$cells = 0
+	@$(call side_by_side,$(PHASE1_A),$(PHASE1_B))
+	@$(call side_by_side,$(PHASE2_A),$(PHASE2_B))
+	@$(call side_by_side,$(PHASE3_A),$(PHASE3_B))
 	dvc --wait-for-lock repro
 
 # Two pytest-xdist workers (at most four on bigger machines), whole files per worker (a file's fixtures are built

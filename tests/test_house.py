@@ -221,18 +221,22 @@ def _upstream(name: str) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize("branch", ["BAND_STAGES", "CELL_STAGES"])
-def test_make_repro_branches_run_in_order_and_apart(branch):
-    """`make repro` runs BAND_STAGES and CELL_STAGES as two `dvc repro --single-item` side by side after `raw`:
-    each stage there must find everything it reads already built by `raw` or by a stage before it in the same
-    list (--single-item checks no upstream), and no stage may be in both."""
-    stages = _make_list(branch)
-    other = set(_make_list("CELL_STAGES" if branch == "BAND_STAGES" else "BAND_STAGES"))
-    assert len(set(stages)) == len(stages) and not set(stages) & other and "raw" not in stages
-    for i, name in enumerate(stages):
-        assert name in DVC, f"{name} in the Makefile's {branch} is no stage of dvc.yaml"
-        missing = _upstream(name) - {"raw", *stages[:i]}
-        assert not missing, f"{name} in {branch} reads the outputs of {sorted(missing)}, not listed before it"
+def test_make_repro_phases_run_in_order_and_apart():
+    """`make repro` runs, after `raw`, phases of two `dvc repro --single-item` lists side by side (PHASE<n>_A and
+    PHASE<n>_B): each stage there must find everything it reads built by `raw`, by an earlier phase or by a stage
+    before it in its own list (--single-item checks no upstream), and no stage may be listed twice."""
+    done, listed, n = {"raw"}, [], 1
+    while f"PHASE{n}_A" in (REPO / "Makefile").read_text():
+        sides = [_make_list(f"PHASE{n}_A"), _make_list(f"PHASE{n}_B")]
+        for side in sides:
+            for i, name in enumerate(side):
+                assert name in DVC, f"{name} in the Makefile's phase {n} is no stage of dvc.yaml"
+                missing = _upstream(name) - done - set(side[:i])
+                assert not missing, f"{name} in phase {n} reads the outputs of {sorted(missing)}, not built before it"
+        listed += sides[0] + sides[1]
+        done |= set(sides[0]) | set(sides[1])
+        n += 1
+    assert n > 2 and len(listed) == len(set(listed)) and "raw" not in listed
 
 
 def test_the_upstream_of_a_stage_is_found_from_its_paths():
