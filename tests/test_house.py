@@ -203,11 +203,13 @@ def test_the_report_depends_on_every_output_it_lists():
             assert any(out == d or out.startswith(d + "/") for d in deps), f"{out} ({name}) is not a report dep"
 
 
-def _make_list(name: str) -> list[str]:
-    """A ``NAME := a b \\ c`` variable of the Makefile, as a list."""
-    text = (REPO / "Makefile").read_text().replace("\\\n", " ")
-    (line,) = [ln for ln in text.splitlines() if ln.startswith(f"{name} :=")]
-    return line.split(":=", 1)[1].split()
+MAKEFILE = (REPO / "Makefile").read_text().replace("\\\n", " ")  # continuation lines joined
+
+
+def _make_list(name: str) -> list[str] | None:
+    """A ``NAME := a b c`` variable of the Makefile as a list (None when the Makefile has no such variable)."""
+    lines = [ln for ln in MAKEFILE.splitlines() if ln.startswith(f"{name} :=")]
+    return lines[0].split(":=", 1)[1].split() if lines else None
 
 
 def _upstream(name: str) -> set[str]:
@@ -226,8 +228,7 @@ def test_make_repro_phases_run_in_order_and_apart():
     PHASE<n>_B): each stage there must find everything it reads built by `raw`, by an earlier phase or by a stage
     before it in its own list (--single-item checks no upstream), and no stage may be listed twice."""
     done, listed, n = {"raw"}, [], 1
-    while f"PHASE{n}_A" in (REPO / "Makefile").read_text():
-        sides = [_make_list(f"PHASE{n}_A"), _make_list(f"PHASE{n}_B")]
+    while (sides := [_make_list(f"PHASE{n}_A"), _make_list(f"PHASE{n}_B")])[0] is not None:
         for side in sides:
             for i, name in enumerate(side):
                 assert name in DVC, f"{name} in the Makefile's phase {n} is no stage of dvc.yaml"
