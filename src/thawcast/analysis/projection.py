@@ -71,16 +71,16 @@ def projection_figures(ds: xr.Dataset, band_names: list[str], out: Path) -> None
     for m in ds["model"].values:
         lines = {str(s): arr(ds["soil_temperature"].sel(scenario=s, model=m)) for s in ds["scenario"].values}
         band_layer_grid(times, lines, band_names, TARGETS, f"{m}: projected soil temperature {first}-{last}",
-                        out / f"scenarios_{m}.png", date_format="%Y")
+                        out / f"scenarios_{m}.png")
     lines = {str(s): arr(ds["ensemble_mean"].sel(scenario=s)) for s in ds["scenario"].values}
     spread = {str(s): (arr(ds["ensemble_min"].sel(scenario=s)), arr(ds["ensemble_max"].sel(scenario=s)))
               for s in ds["scenario"].values}
     band_layer_grid(times, lines, band_names, TARGETS, f"Ensemble mean (shading: range across architectures)"
-                    f" {first}-{last}", out / "ensemble.png", spread=spread, date_format="%Y")
+                    f" {first}-{last}", out / "ensemble.png", spread=spread)
     if last - first + 1 > PAPER_YEARS:
         end = first + PAPER_YEARS - 1
         keep = np.asarray(times.year <= end)
         band_layer_grid(times[keep], {k: v[:, keep] for k, v in lines.items()}, band_names, TARGETS,
                         f"Ensemble mean (shading: range across architectures) {first}-{end}",
                         out / f"ensemble_{first}_{end}.png",
-                        spread={k: (lo[:, keep], hi[:, keep]) for k, (lo, hi) in spread.items()}, date_format="%Y")
+                        spread={k: (lo[:, keep], hi[:, keep]) for k, (lo, hi) in spread.items()})
