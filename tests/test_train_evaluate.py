@@ -1,6 +1,8 @@
 """The train and evaluate stages on the tiny world: MLflow runs, registry, hand-off files, failures."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -279,3 +281,20 @@ def test_data_version_reads_dvc_lock(tmp_path):
     lock.write_text("schema: '2.0'\nstages:\n  windows:\n    outs:\n    - path: data/windows\n      md5: f00.dir\n")
     assert data_version(["data/windows", "data/other"], lock) == {"data/windows": "f00.dir", "data/other": "unknown"}
     assert data_version(["data/windows"], tmp_path / "none.lock") == {"data/windows": "unknown"}
+
+
+def test_a_broken_dvc_lock_is_one_clear_error(tmp_path):
+    lock = tmp_path / "dvc.lock"
+    lock.write_text("stages:\n<<<<<<< HEAD\n  windows: [\n")
+    with pytest.raises(DataError, match="not a DVC lock file.*merge conflict"):
+        data_version(["data/windows"], lock)
+
+
+def test_models_load_without_mlflows_second_copy_of_lightning():
+    """mlflow.pytorch imports pytorch_lightning only for autolog(); the registry keeps it out (6-7 s per stage that
+    loads models) and leaves the import possible afterwards."""
+    code = ("import sys; from thawcast.tracking.registry import _mlflow_pytorch; m = _mlflow_pytorch();"
+            " assert callable(m.load_model) and callable(m.log_model);"
+            " print(sys.modules.get('pytorch_lightning', 'absent'), 'lightning' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["absent", "False"]

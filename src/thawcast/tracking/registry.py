@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,6 +38,22 @@ def _mlflow():
     import mlflow
 
     return mlflow
+
+
+def _mlflow_pytorch():
+    """``mlflow.pytorch`` without its Lightning autologging. On import it tries ``pytorch_lightning``, a second copy
+    of Lightning beside ``lightning`` (3.5 s more in a stage that trains, 6-7 s in one that only loads models),
+    only to offer ``autolog()``, which thawcast does not use; a missing ``pytorch_lightning`` is a case it handles."""
+    if "mlflow.pytorch" not in sys.modules and "pytorch_lightning" not in sys.modules:
+        _mlflow()
+        sys.modules["pytorch_lightning"] = None  # importing it now raises ImportError
+        try:
+            import mlflow.pytorch
+        finally:
+            del sys.modules["pytorch_lightning"]
+    import mlflow.pytorch
+
+    return mlflow.pytorch
 
 
 def tracking_uri(cfg: MlflowConfig) -> str:
@@ -343,10 +360,8 @@ def resolve_version(name: str, alias: str | None = None, version: str | int | No
 def load_registered(name: str, alias: str | None = None, version: str | int | None = None):
     """Load a registered :class:`~thawcast.models.packed.PackedModel` (CPU, eval mode) and its version."""
     mv = resolve_version(name, alias, version)
-    import mlflow.pytorch
-
     uri = f"models:/{name}/{mv.version}"
-    model = mlflow.pytorch.load_model(uri, map_location="cpu")
+    model = _mlflow_pytorch().load_model(uri, map_location="cpu")
     model.eval()
     return model, mv
 
@@ -364,7 +379,6 @@ def log_packed_model(packed, train, metadata: dict):
     """Log ``packed`` (a :class:`~thawcast.models.packed.PackedModel`) to the active MLflow run as ``model``:
     signature and input example from two windows of ``train`` (a ``WindowSet``), pinned requirements, and
     ``metadata`` beside the architecture, features, window and digest."""
-    import mlflow.pytorch
     import numpy as np
     import torch
     from mlflow.models import infer_signature
@@ -375,7 +389,7 @@ def log_packed_model(packed, train, metadata: dict):
     example = PackedModel.pack(train.inputs(slice(0, 2)), train.band[:2] if packed.unit_ids else np.zeros(2))
     with torch.no_grad():
         signature = infer_signature(example.numpy(), packed(example).numpy())
-    return mlflow.pytorch.log_model(
+    return _mlflow_pytorch().log_model(
         packed, name="model", serialization_format="pickle", signature=signature, input_example=example.numpy(),
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}",
                           f"thawcast=={__version__}"],
