@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 
-.PHONY: install repro test test-all test-services services-deps mutate lint bench clean-venv
+.PHONY: install repro pipeline test test-all test-services services-deps mutate lint bench clean-venv
 
 install: $(STAMP)
 
@@ -21,24 +21,22 @@ $(STAMP): pyproject.toml
 
 # `dvc repro` on both cores. DVC runs one stage at a time per call; its documented way to run independent stages in
 # parallel is one `dvc repro` each, waiting (--wait-for-lock) while another holds the repository lock (held to read
-# and write dvc.lock, released while a stage runs). After `raw`, each phase runs two stage lists side by side, each
-# in order with --single-item (a call that checked the stages upstream again would ask for write locks on outputs
-# the other call reads, and fail). The last `dvc repro` does what needs both sides (evaluate-cells,
-# seed-spread-cells, perfect-model, report) and anything the lists miss, so the result is plain `dvc repro`'s.
-# tests/test_house.py checks the lists against dvc.yaml (in order, each side apart from the other, nothing twice).
-PHASE1_A := static bands scenarios windows tune compare-studies seed-spread feature-ablation
-PHASE1_B := cells tune-cells train-cells explain-cells pseudo-reality
-PHASE2_A := train
-PHASE2_B := project-cells
-PHASE3_A := evaluate project thaw
-PHASE3_B := explain compare-explanations
-side_by_side = dvc --wait-for-lock repro --single-item $(2) & b=$$!; dvc --wait-for-lock repro --single-item $(1); \
-  a=$$?; wait $$b; b=$$?; test $$a = 0 && test $$b = 0
+# and write dvc.lock, released while a stage runs). make is the scheduler: src/thawcast/stage_rules.py turns
+# `dvc dag --dot` into one target per stage, upstream stages as prerequisites, and `make -j$(REPRO_JOBS)` starts
+# each stage once its inputs are built, the longest chain to the report first. Every recipe is
+# `dvc --wait-for-lock repro --single-item <stage>` (a call that checked the stages upstream again would ask for
+# write locks on outputs another call reads, and fail). The last plain `dvc repro` finds nothing left to do unless
+# a stage was added outside the graph, so the result is plain `dvc repro`'s.
+# `make pipeline` is the same without the install (tests/test_dvc_pipeline.py runs it in a tiny copy).
+REPRO_JOBS ?= 2
+STAGE_RULES := .dvc/tmp/stages.mk
 repro: install
-	dvc --wait-for-lock repro raw
-	@$(call side_by_side,$(PHASE1_A),$(PHASE1_B))
-	@$(call side_by_side,$(PHASE2_A),$(PHASE2_B))
-	@$(call side_by_side,$(PHASE3_A),$(PHASE3_B))
+	@$(MAKE) --no-print-directory pipeline
+
+pipeline:
+	@mkdir -p $(dir $(STAGE_RULES))
+	dvc dag --dot | python -m thawcast.stage_rules > $(STAGE_RULES)
+	$(MAKE) --no-print-directory -j$(REPRO_JOBS) -f $(STAGE_RULES) stages
 	dvc --wait-for-lock repro
 
 # Two pytest-xdist workers (at most four on bigger machines), whole files per worker (a file's fixtures are built

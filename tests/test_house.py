@@ -116,7 +116,7 @@ def test_the_tracking_package_talks_to_mlflow_and_one_module_reads_dvc_lock():
             if any(n.split(".")[0] == "mlflow" for n in _imports_anywhere(p)) and "/stages/" not in str(p)}
     assert talk == {"thawcast/tracking/registry.py", "thawcast/tracking/studies.py"}
     readers = {str(p.relative_to(REPO / "src")) for p in (REPO / "src").rglob("*.py") if "dvc.lock" in p.read_text()
-               and "yaml.safe_load" in p.read_text()}
+               and ("yaml.safe_load" in p.read_text() or "yaml.load(" in p.read_text())}
     assert readers == {"thawcast/tracking/dvclock.py"}
 
 
@@ -203,15 +203,6 @@ def test_the_report_depends_on_every_output_it_lists():
             assert any(out == d or out.startswith(d + "/") for d in deps), f"{out} ({name}) is not a report dep"
 
 
-MAKEFILE = (REPO / "Makefile").read_text().replace("\\\n", " ")  # continuation lines joined
-
-
-def _make_list(name: str) -> list[str] | None:
-    """A ``NAME := a b c`` variable of the Makefile as a list (None when the Makefile has no such variable)."""
-    lines = [ln for ln in MAKEFILE.splitlines() if ln.startswith(f"{name} :=")]
-    return lines[0].split(":=", 1)[1].split() if lines else None
-
-
 def _upstream(name: str) -> set[str]:
     """The stages whose outputs ``name`` reads (a dependency at, under or above one of their outputs)."""
     deps = [d for d in _paths(_stage(name).get("deps")) if not d.startswith("src/")]
@@ -223,21 +214,38 @@ def _upstream(name: str) -> set[str]:
     return found
 
 
-def test_make_repro_phases_run_in_order_and_apart():
-    """`make repro` runs, after `raw`, phases of two `dvc repro --single-item` lists side by side (PHASE<n>_A and
-    PHASE<n>_B): each stage there must find everything it reads built by `raw`, by an earlier phase or by a stage
-    before it in its own list (--single-item checks no upstream), and no stage may be listed twice."""
-    done, listed, n = {"raw"}, [], 1
-    while (sides := [_make_list(f"PHASE{n}_A"), _make_list(f"PHASE{n}_B")])[0] is not None:
-        for side in sides:
-            for i, name in enumerate(side):
-                assert name in DVC, f"{name} in the Makefile's phase {n} is no stage of dvc.yaml"
-                missing = _upstream(name) - done - set(side[:i])
-                assert not missing, f"{name} in phase {n} reads the outputs of {sorted(missing)}, not built before it"
-        listed += sides[0] + sides[1]
-        done |= set(sides[0]) | set(sides[1])
-        n += 1
-    assert n > 2 and len(listed) == len(set(listed)) and "raw" not in listed
+def test_make_repro_runs_every_stage_after_what_it_reads():
+    """`make repro` schedules the stages with the rules that thawcast.stage_rules makes from `dvc dag --dot`: every
+    stage of dvc.yaml has a target, and its prerequisites are exactly the stages whose outputs it reads (found here
+    from the paths, apart from DVC), since --single-item checks nothing upstream."""
+    from thawcast.stage_rules import parse_dot
+
+    dot = subprocess.run([sys.executable, "-m", "dvc", "dag", "--dot"], cwd=REPO, capture_output=True, text=True,
+                         check=True).stdout
+    upstream = parse_dot(dot)
+    items = {name: [f"{name}@{a}" for a in _foreach(name)] or [name] for name in DVC}
+    assert sorted(upstream) == sorted(s for names in items.values() for s in names)
+    for name, stages in items.items():
+        want = {s for u in _upstream(name) for s in items[u]}
+        for s in stages:
+            assert set(upstream[s]) == want, f"{s}: make would start it after {sorted(upstream[s])}, it reads {want}"
+    makefile = (REPO / "Makefile").read_text()
+    assert "\t@$(MAKE) --no-print-directory pipeline" in makefile.split("\nrepro:", 1)[1].split("\n\n", 1)[0]
+    recipe = makefile.split("\npipeline:", 1)[1].split("\n\n", 1)[0]
+    assert "dvc dag --dot | python -m thawcast.stage_rules > $(STAGE_RULES)" in recipe
+    assert "-f $(STAGE_RULES) stages" in recipe
+
+
+def _foreach(name: str) -> list[str]:
+    """The items a ``foreach`` stage expands to (none for a plain stage)."""
+    st = DVC[name]
+    if "foreach" not in st:
+        return []
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    value = params
+    for key in st["foreach"].strip("${}").split("."):
+        value = value[key]
+    return list(value)
 
 
 def test_the_upstream_of_a_stage_is_found_from_its_paths():
