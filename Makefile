@@ -43,7 +43,7 @@ pipeline:
 # once), in collection order (xdist would otherwise start with the files of most tests; the slowest is one test).
 # A worker that dies ends the run at once: xdist 3.8 can wait for ever after replacing one under --dist loadfile
 # (pytest-dev/pytest-xdist#1378). A test that runs past 30 minutes fails with its stack printed (the slowest,
-# the tiny dvc repro, takes 5-7 minutes; it hit a 15-minute limit beside a full `make repro` on the same 2 cores).
+# the tiny pipeline, takes about 8 minutes; it hit a 15-minute limit beside a full `make repro` on the same 2 cores).
 test: install
 	pytest -m "not slow and not services" -q --durations=15 -n auto --maxprocesses 4 --dist loadfile \
 	  --no-loadscope-reorder --max-worker-restart 0 --timeout 1800
