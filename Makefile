@@ -26,7 +26,8 @@ $(STAMP): pyproject.toml
 # each stage once its inputs are built, the longest chain to the report first. Every recipe is
 # `dvc --wait-for-lock repro --single-item <stage>` (a call that checked the stages upstream again would ask for
 # write locks on outputs another call reads, and fail). The last plain `dvc repro` finds nothing left to do unless
-# a stage was added outside the graph, so the result is plain `dvc repro`'s.
+# dvc.yaml or an input changed during the run, so the result is plain `dvc repro`'s. (`dvc dag` writes to a file
+# first: in a pipe, make's sh would report the empty graph instead of DVC's error.)
 # `make pipeline` is the same without the install (tests/test_dvc_pipeline.py runs it in a tiny copy).
 REPRO_JOBS ?= 2
 STAGE_RULES := .dvc/tmp/stages.mk
@@ -35,7 +36,8 @@ repro: install
 
 pipeline:
 	@mkdir -p $(dir $(STAGE_RULES))
-	dvc dag --dot | python -m thawcast.stage_rules > $(STAGE_RULES)
+	dvc dag --dot > $(STAGE_RULES).dot
+	python -m thawcast.stage_rules < $(STAGE_RULES).dot > $(STAGE_RULES)
 	$(MAKE) --no-print-directory -j$(REPRO_JOBS) -f $(STAGE_RULES) stages
 	dvc --wait-for-lock repro
 

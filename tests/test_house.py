@@ -232,7 +232,7 @@ def test_make_repro_runs_every_stage_after_what_it_reads():
     makefile = (REPO / "Makefile").read_text()
     assert "\t@$(MAKE) --no-print-directory pipeline" in makefile.split("\nrepro:", 1)[1].split("\n\n", 1)[0]
     recipe = makefile.split("\npipeline:", 1)[1].split("\n\n", 1)[0]
-    assert "dvc dag --dot | python -m thawcast.stage_rules > $(STAGE_RULES)" in recipe
+    assert "dvc dag --dot > $(STAGE_RULES).dot\n\tpython -m thawcast.stage_rules < $(STAGE_RULES).dot > $(STAGE_RULES)" in recipe
     assert "-f $(STAGE_RULES) stages" in recipe
 
 

@@ -292,7 +292,7 @@ def test_a_broken_dvc_lock_is_one_clear_error(tmp_path):
 
 def test_models_load_without_mlflows_second_copy_of_lightning():
     """mlflow.pytorch imports pytorch_lightning only for autolog(); the registry keeps it out (6-7 s per stage that
-    loads models) and leaves the import possible afterwards."""
+    loads models) and takes its stand-in for that module out of sys.modules again."""
     code = ("import sys; from thawcast.tracking.registry import _mlflow_pytorch; m = _mlflow_pytorch();"
             " assert callable(m.load_model) and callable(m.log_model);"
             " print(sys.modules.get('pytorch_lightning', 'absent'), 'lightning' in sys.modules)")

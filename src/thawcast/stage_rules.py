@@ -15,13 +15,15 @@ Usage: ``dvc dag --dot | python -m thawcast.stage_rules > stages.mk``. Not impor
 from __future__ import annotations
 
 import re
+import shlex
 import sys
 from collections.abc import Mapping, Sequence
 
 _NODE = re.compile(r'^\s*"([^"]+)"\s*;?\s*$')
 _EDGE = re.compile(r'^\s*"([^"]+)"\s*->\s*"([^"]+)"\s*;?\s*$')
-#: make cannot take these in a target name; DVC's stage names (letters, digits, ``-``, ``_``, ``@``) never have them
-_UNSAFE = re.compile(r"[\s:#=%$;|\\*?\[\]]")
+#: what a stage name may hold to be a make target and a shell word as it is (DVC itself lets a foreach key or a
+#: ``sub/dvc.yaml:stage`` name hold more)
+_SAFE = re.compile(r"^[A-Za-z0-9_.@+-]+$")
 
 
 class StageGraphError(ValueError):
@@ -49,8 +51,9 @@ def parse_dot(text: str) -> dict[str, list[str]]:
     if not upstream:
         raise StageGraphError("the graph has no stages (is there a dvc.yaml?)")
     for name in upstream:
-        if _UNSAFE.search(name):
-            raise StageGraphError(f"stage name {name!r} cannot be a make target")
+        if not _SAFE.match(name):
+            raise StageGraphError(f"stage name {name!r} cannot be a make target (letters, digits and . _ @ + - only):"
+                                  " rename the stage or its foreach key")
     return upstream
 
 
@@ -90,14 +93,20 @@ def rules(upstream: Mapping[str, Sequence[str]], dvc: str = "dvc") -> str:
     for s in order:
         ups = sorted(upstream[s], key=rank.__getitem__)
         out += [f"{target[s]}:{''.join(' ' + target[u] for u in ups)}",
-                f"\t{dvc} --wait-for-lock repro --single-item {s}", ""]
+                f"\t{dvc} --wait-for-lock repro --single-item {shlex.quote(s)}", ""]
     return "\n".join(out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Read ``dvc dag --dot`` on stdin, write the rules on stdout; 1 with one line on stderr for a bad graph, 2 for
+    arguments (there are none)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    usage = "usage: dvc dag --dot | python -m thawcast.stage_rules > stages.mk"
+    if argv in (["-h"], ["--help"]):
+        print(usage)
+        return 0
     if argv:
-        print("usage: dvc dag --dot | python -m thawcast.stage_rules > stages.mk", file=sys.stderr)
+        print(usage, file=sys.stderr)
         return 2
     try:
         sys.stdout.write(rules(parse_dot(sys.stdin.read())))
