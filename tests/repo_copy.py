@@ -16,12 +16,14 @@ from conftest import REPO, TINY
 #: Environment variables MLflow exports whenever a process sets its store (so that its subprocesses inherit it): a
 #: subprocess of a test would otherwise inherit the store of whichever test ran before in this interpreter.
 MLFLOW_EXPORTS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+#: What an outer ``make test`` exports to its children (jobserver, -s, -k): a ``make`` run by a test must not take it.
+MAKE_EXPORTS = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")
 
 
 def cli_env() -> dict[str, str]:
-    """This environment for a ``thawcast``/``dvc`` subprocess: this interpreter's ``bin`` first on PATH, and no store
-    that an earlier test's MLflow calls exported."""
-    env = {k: v for k, v in os.environ.items() if k not in MLFLOW_EXPORTS}
+    """This environment for a ``thawcast``/``dvc``/``make`` subprocess: this interpreter's ``bin`` first on PATH, no
+    store that an earlier test's MLflow calls exported and no flags of the ``make`` that runs the tests."""
+    env = {k: v for k, v in os.environ.items() if k not in MLFLOW_EXPORTS + MAKE_EXPORTS}
     return {**env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
 

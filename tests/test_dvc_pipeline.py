@@ -18,8 +18,7 @@ def built(tmp_path_factory):
     # two architectures exercise every foreach stage; all five are covered by the model contract tests
     params, env = tiny_repo(work, ["gru", "tcn"])
     # what `make repro` runs after the install: the stages side by side under make, then a plain `dvc repro`
-    make_env = {k: v for k, v in env.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}  # not make test's
-    first = run(["make", "--no-print-directory", "pipeline"], work, make_env)
+    first = run(["make", "--no-print-directory", "pipeline"], work, env)
     assert first.returncode == 0, first.stderr[-3000:]
     return work, params, env, first
 

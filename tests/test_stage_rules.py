@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import shutil
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from repo_copy import cli_env
 from thawcast.stage_rules import StageGraphError, main, parse_dot, priority, rules
 
 DOT = textwrap.dedent("""\
@@ -72,8 +72,6 @@ def test_the_command_line_writes_rules_or_says_what_is_wrong(monkeypatch, capsys
 
 
 needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="GNU make is not installed")
-#: the make here must not take `make test`'s own flags (jobserver, -s, -k) from the environment
-MAKE_ENV = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
 
 
 def _fake_dvc(tmp_path: Path, fail: str = "", seconds: float = 0.2) -> Path:
@@ -108,7 +106,7 @@ def _events(tmp_path: Path) -> list[tuple[str, str]]:
 def test_make_runs_independent_stages_side_by_side_and_each_after_its_inputs(tmp_path: Path):
     (tmp_path / "stages.mk").write_text(rules(parse_dot(DOT), dvc=str(_fake_dvc(tmp_path))))
     subprocess.run(["make", "-s", "-j2", "-f", "stages.mk", "stages"], cwd=tmp_path, check=True, timeout=60,
-                   env=MAKE_ENV)
+                   env=cli_env())
     ev = _events(tmp_path)
     assert sorted(s for kind, s in ev if kind == "end") == sorted(parse_dot(DOT))
     up = parse_dot(DOT)
@@ -126,7 +124,7 @@ def test_make_runs_independent_stages_side_by_side_and_each_after_its_inputs(tmp
 def test_a_failing_stage_stops_what_needs_it_and_make_fails(tmp_path: Path):
     (tmp_path / "stages.mk").write_text(rules(parse_dot(DOT), dvc=str(_fake_dvc(tmp_path, fail="bands"))))
     r = subprocess.run(["make", "-s", "-j2", "-f", "stages.mk", "stages"], cwd=tmp_path, capture_output=True,
-                       check=False, text=True, timeout=60, env=MAKE_ENV)
+                       check=False, text=True, timeout=60, env=cli_env())
     assert r.returncode != 0 and "boom in bands" in r.stderr
     started = {s for kind, s in _events(tmp_path) if kind == "start"}
     assert "tune" not in started and "report" not in started
